@@ -1,0 +1,294 @@
+import { z } from "zod";
+
+/**
+ * Environment -> one frozen, validated Config. Every problem is collected and reported at once, so a
+ * misconfigured deployment fails on its first start with the whole list instead of one per restart.
+ * An empty string counts as unset (docker-compose and Kubernetes often pass `FOO=`).
+ */
+
+export interface AcsConnection {
+  endpoint: string;
+  accessKey: string;
+}
+
+export interface Config {
+  nodeEnv: string;
+  production: boolean;
+  host: string;
+  port: number;
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  /** `undefined`: start the bundled emulator in-process and use it. */
+  acs: AcsConnection | undefined;
+  acsAllowInsecure: boolean;
+  redis:
+    | { mode: "memory" }
+    | { mode: "single"; url: string }
+    | { mode: "cluster"; nodes: { host: string; port: number }[] };
+  redisKeyPrefix: string;
+  /** 32 bytes, or `undefined` to derive it from the ACS access key (HKDF). */
+  tokenCacheEncryptionKey: Buffer | undefined;
+  tokenMinRemainingMinutes: number;
+  /** Entry bound of the in-process cache (and the self-service mapping store when in memory). */
+  memoryCacheMaxEntries: number;
+  auth:
+    | { mode: "none" }
+    | { mode: "jwt"; jwksUrl: string; issuer: string; audience: string };
+  adminRole: string;
+  routerSecret: string | undefined;
+  limits: {
+    maxDepth: number;
+    maxAliases: number;
+    maxRootFields: number;
+    bodyLimitBytes: number;
+    /** Token-minting mutations per caller per window. */
+    rateLimitPerWindow: number;
+    rateLimitWindowSeconds: number;
+  };
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+const unset = (value: unknown) => (value === "" ? undefined : value);
+const optionalString = z.preprocess(unset, z.string().optional());
+const bool = (fallback: boolean) =>
+  z.preprocess(
+    unset,
+    z
+      .enum(["true", "false", "1", "0"], { message: "must be true or false" })
+      .optional()
+      .transform((v) => (v === undefined ? fallback : v === "true" || v === "1")),
+  );
+const int = (fallback: number, min: number, max: number) =>
+  z.preprocess(
+    unset,
+    z.coerce
+      .number({ message: "must be a whole number" })
+      .int("must be a whole number")
+      .min(min)
+      .max(max)
+      .default(fallback),
+  );
+
+const schema = z.object({
+  NODE_ENV: z.preprocess(unset, z.string().default("development")),
+  HOST: z.preprocess(unset, z.string().default("0.0.0.0")),
+  PORT: int(4000, 0, 65535),
+  LOG_LEVEL: z.preprocess(
+    unset,
+    z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  ),
+  COMMUNICATION_SERVICES_CONNECTION_STRING: optionalString,
+  ACS_ALLOW_INSECURE: bool(false),
+  REDIS_URL: optionalString,
+  REDIS_CLUSTER_NODES: optionalString,
+  REDIS_KEY_PREFIX: z.preprocess(
+    unset,
+    z
+      .string()
+      .max(64)
+      .regex(/^[\w.:-]*$/, "may hold letters, digits and . : _ - only")
+      .default("acsgw:"),
+  ),
+  TOKEN_CACHE_ENCRYPTION_KEY: optionalString,
+  TOKEN_MIN_REMAINING_MINUTES: z.preprocess(
+    unset,
+    z.coerce
+      .number({ message: "must be a number" })
+      .gt(10, "must be above 10 (the ACS SDKs refresh 10 minutes before expiry)")
+      .lt(1440, "must be below 1440 (the longest token lifetime)")
+      .default(15),
+  ),
+  MEMORY_CACHE_MAX_ENTRIES: int(10_000, 1, 10_000_000),
+  AUTH_MODE: z.preprocess(unset, z.enum(["none", "jwt"]).default("none")),
+  AUTH_JWKS_URL: optionalString,
+  AUTH_ISSUER: optionalString,
+  AUTH_AUDIENCE: optionalString,
+  AUTH_ADMIN_ROLE: z.preprocess(unset, z.string().default("acs.admin")),
+  ROUTER_SECRET: optionalString,
+  MAX_QUERY_DEPTH: int(8, 1, 100),
+  MAX_ALIASES: int(10, 0, 1000),
+  MAX_ROOT_FIELDS: int(5, 1, 1000),
+  MAX_BODY_BYTES: int(32 * 1024, 1024, 10 * 1024 * 1024),
+  RATE_LIMIT_TOKENS_PER_MINUTE: int(60, 1, 1_000_000),
+});
+
+type Env = Record<string, string | undefined>;
+
+const LOOPBACK = new Set(["localhost", "127.0.0.1", "::1", "[::1]"]);
+
+export function isLoopbackHost(hostname: string): boolean {
+  return LOOPBACK.has(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname);
+}
+
+/**
+ * `endpoint=https://x.communication.azure.com/;accesskey=BASE64` (keys case-insensitive, the form
+ * the Azure portal shows). Returns a problem string instead of throwing.
+ */
+export function parseConnectionString(value: string): AcsConnection | string {
+  const parts = new Map<string, string>();
+  for (const segment of value.split(";")) {
+    const at = segment.indexOf("=");
+    if (at > 0) {
+      parts.set(segment.slice(0, at).trim().toLowerCase(), segment.slice(at + 1).trim());
+    }
+  }
+  const endpoint = parts.get("endpoint");
+  const accessKey = parts.get("accesskey");
+  if (!endpoint || !accessKey) {
+    return "must have the form endpoint=https://...;accesskey=...";
+  }
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    return "its endpoint is not a URL";
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    return "its endpoint must be an https:// URL";
+  }
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(accessKey) || Buffer.from(accessKey, "base64").length < 16) {
+    return "its accesskey must be base64 (as the Azure portal shows it)";
+  }
+  return { endpoint: url.toString(), accessKey };
+}
+
+export function loadConfig(env: Env = process.env): Readonly<Config> {
+  const parsed = schema.safeParse(env);
+  const problems: string[] = [];
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      problems.push(`${issue.path.join(".")}: ${issue.message}`);
+    }
+    throw new ConfigError(problems);
+  }
+  const e = parsed.data;
+  const production = e.NODE_ENV === "production";
+
+  let acs: AcsConnection | undefined;
+  if (e.COMMUNICATION_SERVICES_CONNECTION_STRING !== undefined) {
+    const result = parseConnectionString(e.COMMUNICATION_SERVICES_CONNECTION_STRING);
+    if (typeof result === "string") {
+      // Never echo the value: it holds the access key.
+      problems.push(`COMMUNICATION_SERVICES_CONNECTION_STRING: ${result}`);
+    } else {
+      const url = new URL(result.endpoint);
+      if (url.protocol === "http:" && !isLoopbackHost(url.hostname) && !e.ACS_ALLOW_INSECURE) {
+        problems.push(
+          "COMMUNICATION_SERVICES_CONNECTION_STRING: an http:// endpoint off loopback sends signed requests in clear text; use https:// or set ACS_ALLOW_INSECURE=true",
+        );
+      }
+      acs = result;
+    }
+  } else if (production) {
+    problems.push(
+      "COMMUNICATION_SERVICES_CONNECTION_STRING: required when NODE_ENV=production (the bundled emulator is for development)",
+    );
+  }
+
+  let redis: Config["redis"] = { mode: "memory" };
+  if (e.REDIS_URL !== undefined && e.REDIS_CLUSTER_NODES !== undefined) {
+    problems.push("REDIS_URL and REDIS_CLUSTER_NODES: set one, not both");
+  } else if (e.REDIS_URL !== undefined) {
+    try {
+      const url = new URL(e.REDIS_URL);
+      if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
+        problems.push("REDIS_URL: must start with redis:// or rediss://");
+      }
+      redis = { mode: "single", url: e.REDIS_URL };
+    } catch {
+      problems.push("REDIS_URL: not a URL");
+    }
+  } else if (e.REDIS_CLUSTER_NODES !== undefined) {
+    const nodes: { host: string; port: number }[] = [];
+    for (const item of e.REDIS_CLUSTER_NODES.split(",").map((s) => s.trim())) {
+      const match = /^(.+):(\d{1,5})$/.exec(item);
+      const port = match ? Number(match[2]) : NaN;
+      if (!match || port < 1 || port > 65535) {
+        problems.push(`REDIS_CLUSTER_NODES: "${item}" is not host:port`);
+      } else {
+        nodes.push({ host: match[1]!, port });
+      }
+    }
+    redis = { mode: "cluster", nodes };
+  }
+
+  let tokenCacheEncryptionKey: Buffer | undefined;
+  if (e.TOKEN_CACHE_ENCRYPTION_KEY !== undefined) {
+    const key = Buffer.from(e.TOKEN_CACHE_ENCRYPTION_KEY, "base64");
+    if (key.length !== 32 || !/^[A-Za-z0-9+/]+={0,2}$/.test(e.TOKEN_CACHE_ENCRYPTION_KEY)) {
+      problems.push("TOKEN_CACHE_ENCRYPTION_KEY: must be base64 of exactly 32 bytes");
+    } else {
+      tokenCacheEncryptionKey = key;
+    }
+  }
+
+  let auth: Config["auth"] = { mode: "none" };
+  if (e.AUTH_MODE === "jwt") {
+    const missing = (["AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE"] as const).filter(
+      (name) => e[name] === undefined,
+    );
+    for (const name of missing) {
+      problems.push(`${name}: required when AUTH_MODE=jwt`);
+    }
+    if (e.AUTH_JWKS_URL !== undefined) {
+      try {
+        const url = new URL(e.AUTH_JWKS_URL);
+        if (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackHost(url.hostname))) {
+          problems.push("AUTH_JWKS_URL: must be https:// (http:// only on loopback)");
+        }
+      } catch {
+        problems.push("AUTH_JWKS_URL: not a URL");
+      }
+    }
+    if (missing.length === 0) {
+      auth = {
+        mode: "jwt",
+        jwksUrl: e.AUTH_JWKS_URL!,
+        issuer: e.AUTH_ISSUER!,
+        audience: e.AUTH_AUDIENCE!,
+      };
+    }
+  } else if (production) {
+    problems.push(
+      "AUTH_MODE: none makes every caller an admin; it is refused when NODE_ENV=production (use jwt)",
+    );
+  }
+  if (e.ROUTER_SECRET !== undefined && e.ROUTER_SECRET.length < 16) {
+    problems.push("ROUTER_SECRET: must be at least 16 characters");
+  }
+
+  if (problems.length > 0) {
+    throw new ConfigError(problems);
+  }
+
+  return Object.freeze({
+    nodeEnv: e.NODE_ENV,
+    production,
+    host: e.HOST,
+    port: e.PORT,
+    logLevel: e.LOG_LEVEL,
+    acs,
+    acsAllowInsecure: e.ACS_ALLOW_INSECURE,
+    redis,
+    redisKeyPrefix: e.REDIS_KEY_PREFIX,
+    tokenCacheEncryptionKey,
+    tokenMinRemainingMinutes: e.TOKEN_MIN_REMAINING_MINUTES,
+    memoryCacheMaxEntries: e.MEMORY_CACHE_MAX_ENTRIES,
+    auth,
+    adminRole: e.AUTH_ADMIN_ROLE,
+    routerSecret: e.ROUTER_SECRET,
+    limits: {
+      maxDepth: e.MAX_QUERY_DEPTH,
+      maxAliases: e.MAX_ALIASES,
+      maxRootFields: e.MAX_ROOT_FIELDS,
+      bodyLimitBytes: e.MAX_BODY_BYTES,
+      rateLimitPerWindow: e.RATE_LIMIT_TOKENS_PER_MINUTE,
+      rateLimitWindowSeconds: 60,
+    },
+  });
+}

@@ -1,0 +1,27 @@
+import type { AcsScope } from "../tokens/scopes.js";
+
+/** A minted ACS access token. `expiresOn` is epoch milliseconds (what the SDK reports). */
+export interface IssuedToken {
+  token: string;
+  expiresOn: number;
+}
+
+/**
+ * The only door to ACS. Implementations map nothing to GraphQL: they throw `UpstreamError`
+ * (see upstream-error.ts) for every failure the caller may want to tell apart.
+ */
+export interface IdentityProvider {
+  createUser(): Promise<string>;
+  /** One upstream call: a new identity and its first token (the ACS quickstart's shape). */
+  createUserAndToken(
+    scopes: readonly AcsScope[],
+    expiresInMinutes?: number,
+  ): Promise<{ userId: string; token: IssuedToken }>;
+  issueToken(
+    userId: string,
+    scopes: readonly AcsScope[],
+    expiresInMinutes?: number,
+  ): Promise<IssuedToken>;
+  revokeTokens(userId: string): Promise<void>;
+  deleteUser(userId: string): Promise<void>;
+}
