@@ -1,0 +1,63 @@
+import { buildSubgraphSchema } from "@apollo/subgraph";
+import { printSchemaWithDirectives } from "@graphql-tools/utils";
+import { parse, type GraphQLSchema } from "graphql";
+import { buildSchema, createResolversMap } from "type-graphql";
+import { forbidden } from "../errors.js";
+import { isAcsUserId } from "../tokens/scopes.js";
+import { authChecker } from "./auth-checker.js";
+import type { GatewayContext } from "./context.js";
+import { IdentityResolver } from "./resolvers/identity.resolver.js";
+import { ViewerResolver } from "./resolvers/viewer.resolver.js";
+import { CommunicationUser } from "./types/communication-user.type.js";
+
+/** The Federation 2 spec version the subgraph links; what `schema.graphql` declares. */
+export const FEDERATION_LINK = 'extend schema @link(url: "https://specs.apollo.dev/federation/v2.3", import: ["@key"])';
+
+/**
+ * `_entities` for CommunicationUser. ACS has no "get identity" call, so nothing upstream is asked:
+ * a well-formed id that is not known to be deleted resolves to itself. type-graphql's
+ * `@Authorized` does not reach reference resolvers, so the rule of `assertMayActOn` is applied by
+ * hand: an admin may resolve any user, anyone else only their own.
+ */
+async function resolveCommunicationUser(
+  reference: { id?: unknown },
+  context: GatewayContext,
+): Promise<CommunicationUser | null> {
+  const id = reference.id;
+  if (typeof id !== "string" || !isAcsUserId(id)) {
+    return null;
+  }
+  if (!context.caller.isAdmin && (await context.tokens.userIdOf(context.caller.key)) !== id) {
+    throw forbidden("You may resolve only your own communication user.");
+  }
+  if (await context.tokens.isKnownDeleted(id)) {
+    return null;
+  }
+  return CommunicationUser.of(id);
+}
+
+/** The type-graphql schema alone (no federation): the source of `schema.graphql`. */
+export function buildTypeGraphQLSchema(): Promise<GraphQLSchema> {
+  return buildSchema({
+    resolvers: [IdentityResolver, ViewerResolver],
+    orphanedTypes: [CommunicationUser],
+    authChecker,
+    // Arguments are checked by the token service (one place for the rules, shared with scripts).
+    validate: false,
+  });
+}
+
+/** The executable Apollo Federation 2 subgraph schema. */
+export async function buildGatewaySchema(): Promise<GraphQLSchema> {
+  const schema = await buildTypeGraphQLSchema();
+  const resolvers = createResolversMap(schema) as Record<string, object>;
+  resolvers.CommunicationUser = {
+    ...resolvers.CommunicationUser,
+    __resolveReference: resolveCommunicationUser,
+  };
+  return buildSubgraphSchema({
+    typeDefs: parse(`${FEDERATION_LINK}\n${printSchemaWithDirectives(schema)}`),
+    // type-graphql's resolver map and Apollo's differ only in their context typing.
+    resolvers: resolvers as Parameters<typeof buildSubgraphSchema>[0] extends { resolvers?: infer R } ? R : never,
+  });
+}

@@ -1,0 +1,177 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { CommunicationIdentityClient } from "@azure/communication-identity";
+import type { Logger } from "../logger.js";
+import type { Metrics } from "../server/metrics.js";
+import type { AcsScope } from "../tokens/scopes.js";
+import type { IdentityProvider, IssuedToken } from "./identity-provider.js";
+import { UpstreamError, type UpstreamFailure } from "./upstream-error.js";
+
+export interface AcsIdentityProviderOptions {
+  endpoint: string;
+  accessKey: string;
+  /** Needed for an http:// endpoint (the emulator, or ACS_ALLOW_INSECURE). */
+  allowInsecureConnection?: boolean;
+  /** Per attempt. @default 10000 */
+  timeoutMs?: number;
+  /** Extra attempts after a network error or 5xx (never after 4xx or 429). @default 1 */
+  retries?: number;
+  metrics?: Metrics;
+  logger?: Logger;
+}
+
+type Operation = "createUser" | "createUserAndToken" | "issueToken" | "revokeTokens" | "deleteUser";
+
+interface RestErrorLike {
+  name?: string;
+  statusCode?: number;
+  code?: string;
+  message?: string;
+  response?: { headers: { get(name: string): string | undefined } };
+}
+
+/**
+ * The one place an ACS failure becomes an `UpstreamError`. The ACS message is kept for logs, but
+ * nothing here ever includes a token or the access key (the SDK's RestError may carry the request,
+ * whose Authorization header is an HMAC signature: it is not copied).
+ */
+export function toUpstreamError(error: unknown): UpstreamError {
+  if (error instanceof UpstreamError) {
+    return error;
+  }
+  const e = (error ?? {}) as RestErrorLike;
+  const status = typeof e.statusCode === "number" ? e.statusCode : undefined;
+  const acsCode = typeof e.code === "string" ? e.code : undefined;
+  let failure: UpstreamFailure;
+  if (status === undefined) {
+    failure = "unavailable"; // no answer: refused, reset, DNS, timeout
+  } else if (status === 404) {
+    failure = "not_found";
+  } else if (status === 401 && acsCode === "IdentityNotOwned") {
+    failure = "not_owned";
+  } else if (status === 401 || status === 403) {
+    failure = "unauthorized";
+  } else if (status === 429) {
+    failure = "throttled";
+  } else if (status === 408 || status >= 500) {
+    failure = "unavailable";
+  } else if (status >= 400) {
+    failure = "invalid";
+  } else {
+    failure = "unavailable";
+  }
+  const retryAfterSeconds = status === 429 ? parseRetryAfter(e.response?.headers) : undefined;
+  const message = status === undefined ? "ACS could not be reached" : `ACS answered ${status}${acsCode ? ` ${acsCode}` : ""}`;
+  return new UpstreamError(failure, message, { status, acsCode, retryAfterSeconds });
+}
+
+/** `Retry-After` (seconds or HTTP date), or the millisecond variants ACS services also send. */
+export function parseRetryAfter(
+  headers: { get(name: string): string | undefined } | undefined,
+  now = Date.now(),
+): number {
+  const fallback = 1;
+  if (!headers) {
+    return fallback;
+  }
+  for (const name of ["retry-after-ms", "x-ms-retry-after-ms"]) {
+    const ms = Number(headers.get(name));
+    if (Number.isFinite(ms) && ms >= 0 && headers.get(name) !== undefined) {
+      return Math.max(1, Math.ceil(ms / 1000));
+    }
+  }
+  const value = headers.get("retry-after");
+  if (value === undefined) {
+    return fallback;
+  }
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) {
+    return Math.max(1, Math.ceil(seconds));
+  }
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? fallback : Math.max(1, Math.ceil((date - now) / 1000));
+}
+
+/**
+ * `IdentityProvider` over the official `@azure/communication-identity` client.
+ *
+ * The SDK's own retries are off: its throttling policy would sleep for a 429's `Retry-After`
+ * (up to 30 s for the Identity limits) while a GraphQL request waits. Instead a 429 is reported
+ * at once as `throttled` with `retryAfterSeconds`, so the frontend decides, and only network
+ * errors and 5xx get one quick retry here.
+ */
+export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): IdentityProvider {
+  const client = new CommunicationIdentityClient(
+    `endpoint=${options.endpoint};accesskey=${options.accessKey}`,
+    {
+      allowInsecureConnection: options.allowInsecureConnection ?? false,
+      retryOptions: { maxRetries: 0 },
+      userAgentOptions: { userAgentPrefix: "acs-identity-gateway" },
+    },
+  );
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const retries = options.retries ?? 1;
+  const { metrics, logger } = options;
+
+  async function call<T>(operation: Operation, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const started = performance.now();
+      let status = 0;
+      try {
+        const result = await run(AbortSignal.timeout(timeoutMs));
+        status = operation === "createUser" || operation === "createUserAndToken" ? 201 : operation === "issueToken" ? 200 : 204;
+        return result;
+      } catch (error) {
+        const upstream = toUpstreamError(error);
+        status = upstream.options.status ?? 0;
+        if (upstream.failure !== "unavailable" || attempt >= retries) {
+          if (upstream.failure === "unavailable" || upstream.failure === "unauthorized") {
+            logger?.warn({ operation, status, acsCode: upstream.options.acsCode }, "ACS call failed");
+          }
+          throw upstream;
+        }
+        await sleep(50 + Math.floor(Math.random() * 100));
+      } finally {
+        metrics?.upstreamRequests.inc({ operation, status: String(status) });
+        metrics?.upstreamDuration.observe({ operation }, (performance.now() - started) / 1000);
+      }
+    }
+  }
+
+  const lifetime = (minutes: number | undefined) =>
+    minutes === undefined ? {} : { tokenExpiresInMinutes: minutes };
+
+  return {
+    createUser: () =>
+      call("createUser", async (abortSignal) => {
+        const user = await client.createUser({ abortSignal });
+        return user.communicationUserId;
+      }),
+    createUserAndToken: (scopes, expiresInMinutes) =>
+      call("createUserAndToken", async (abortSignal) => {
+        const result = await client.createUserAndToken(scopes as AcsScope[], {
+          abortSignal,
+          ...lifetime(expiresInMinutes),
+        });
+        return {
+          userId: result.user.communicationUserId,
+          token: { token: result.token, expiresOn: result.expiresOn.getTime() },
+        };
+      }),
+    issueToken: (userId, scopes, expiresInMinutes): Promise<IssuedToken> =>
+      call("issueToken", async (abortSignal) => {
+        const result = await client.getToken({ communicationUserId: userId }, scopes as AcsScope[], {
+          abortSignal,
+          ...lifetime(expiresInMinutes),
+        });
+        return { token: result.token, expiresOn: result.expiresOn.getTime() };
+      }),
+    revokeTokens: (userId) =>
+      call("revokeTokens", (abortSignal) =>
+        client.revokeTokens({ communicationUserId: userId }, { abortSignal }),
+      ),
+    deleteUser: (userId) =>
+      call("deleteUser", (abortSignal) =>
+        client.deleteUser({ communicationUserId: userId }, { abortSignal }),
+      ),
+  };
+}

@@ -1,0 +1,47 @@
+import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/**
+ * One registry per app instance (never prom-client's global one), so two gateways in one test
+ * process don't count into each other. Label values are fixed enums: no user ids, no tokens.
+ */
+export interface Metrics {
+  registry: Registry;
+  cacheRequests: Counter<"result">;
+  upstreamRequests: Counter<"operation" | "status">;
+  upstreamDuration: Histogram<"operation">;
+  rateLimited: Counter;
+}
+
+export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (options.defaultMetrics) {
+    collectDefaultMetrics({ register: registry, prefix: "acsgw_" });
+  }
+  return {
+    registry,
+    cacheRequests: new Counter({
+      name: "acsgw_token_cache_requests_total",
+      help: "Token cache lookups by result (hit: served from the cache; miss: minted upstream).",
+      labelNames: ["result"],
+      registers: [registry],
+    }),
+    upstreamRequests: new Counter({
+      name: "acsgw_upstream_requests_total",
+      help: "Calls to the ACS Identity API by operation and HTTP status (0: no answer).",
+      labelNames: ["operation", "status"],
+      registers: [registry],
+    }),
+    upstreamDuration: new Histogram({
+      name: "acsgw_upstream_request_duration_seconds",
+      help: "Duration of calls to the ACS Identity API.",
+      labelNames: ["operation"],
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    rateLimited: new Counter({
+      name: "acsgw_rate_limited_total",
+      help: "Token-minting mutations refused by the per-caller rate limit.",
+      registers: [registry],
+    }),
+  };
+}
