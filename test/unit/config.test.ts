@@ -1,0 +1,119 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig, parseConnectionString } from "../../src/config.js";
+
+const KEY = Buffer.alloc(32, 7).toString("base64");
+const ACS = `endpoint=https://contoso.communication.azure.com/;accesskey=${KEY}`;
+
+function problems(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as ConfigError).problems;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("configuration", () => {
+  it("starts with no settings at all: embedded emulator, memory cache, port 4000, auth none", () => {
+    const config = loadConfig({});
+    expect(config.acs).toBeUndefined();
+    expect(config.redis).toEqual({ mode: "memory" });
+    expect(config.port).toBe(4000);
+    expect(config.host).toBe("0.0.0.0");
+    expect(config.auth).toEqual({ mode: "none" });
+    expect(config.tokenMinRemainingMinutes).toBe(15);
+    expect(config.redisKeyPrefix).toBe("acsgw:");
+    expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it("treats empty strings as unset", () => {
+    const config = loadConfig({ PORT: "", REDIS_URL: "", COMMUNICATION_SERVICES_CONNECTION_STRING: "" });
+    expect(config.port).toBe(4000);
+    expect(config.redis.mode).toBe("memory");
+    expect(config.acs).toBeUndefined();
+  });
+
+  it("parses an ACS connection string with keys in any case", () => {
+    expect(parseConnectionString(`Endpoint=https://x.communication.azure.com/;AccessKey=${KEY}`)).toEqual({
+      endpoint: "https://x.communication.azure.com/",
+      accessKey: KEY,
+    });
+  });
+
+  it("reports every problem at once, and never echoes the connection string", () => {
+    const secret = "endpoint=ftp://example.com/;accesskey=SECRETSECRETSECRETSECRET";
+    const list = problems({
+      PORT: "http",
+      TOKEN_MIN_REMAINING_MINUTES: "10",
+      AUTH_MODE: "jwt",
+      REDIS_URL: "http://cache",
+      COMMUNICATION_SERVICES_CONNECTION_STRING: secret,
+    });
+    expect(list.length).toBeGreaterThanOrEqual(2);
+    const joined = list.join("\n");
+    expect(joined).toContain("PORT");
+    expect(joined).toContain("TOKEN_MIN_REMAINING_MINUTES");
+    expect(joined).not.toContain("SECRETSECRET");
+  });
+
+  it("lists every missing jwt setting and the bad values together", () => {
+    const list = problems({ AUTH_MODE: "jwt", REDIS_URL: "http://cache", TOKEN_CACHE_ENCRYPTION_KEY: "c2hvcnQ=" });
+    expect(list).toEqual(
+      expect.arrayContaining([
+        expect.stringContaining("AUTH_JWKS_URL"),
+        expect.stringContaining("AUTH_ISSUER"),
+        expect.stringContaining("AUTH_AUDIENCE"),
+        expect.stringContaining("REDIS_URL"),
+        expect.stringContaining("TOKEN_CACHE_ENCRYPTION_KEY"),
+      ]),
+    );
+  });
+
+  it("requires the minimum remaining validity to be above the SDKs' 10-minute refresh margin", () => {
+    expect(problems({ TOKEN_MIN_REMAINING_MINUTES: "10" })[0]).toContain("above 10");
+    expect(loadConfig({ TOKEN_MIN_REMAINING_MINUTES: "10.5" }).tokenMinRemainingMinutes).toBe(10.5);
+  });
+
+  it("refuses an http:// ACS endpoint off loopback unless ACS_ALLOW_INSECURE=true", () => {
+    const insecure = `endpoint=http://acs.internal:8080/;accesskey=${KEY}`;
+    expect(problems({ COMMUNICATION_SERVICES_CONNECTION_STRING: insecure })[0]).toContain("ACS_ALLOW_INSECURE");
+    expect(loadConfig({ COMMUNICATION_SERVICES_CONNECTION_STRING: insecure, ACS_ALLOW_INSECURE: "true" }).acs?.endpoint).toBe(
+      "http://acs.internal:8080/",
+    );
+    expect(
+      loadConfig({ COMMUNICATION_SERVICES_CONNECTION_STRING: `endpoint=http://127.0.0.1:10500/;accesskey=${KEY}` }).acs,
+    ).toBeDefined();
+  });
+
+  it("refuses insecure defaults in production: no emulator, no AUTH_MODE=none", () => {
+    const list = problems({ NODE_ENV: "production" });
+    expect(list.some((p) => p.startsWith("COMMUNICATION_SERVICES_CONNECTION_STRING"))).toBe(true);
+    expect(list.some((p) => p.startsWith("AUTH_MODE"))).toBe(true);
+    const ok = loadConfig({
+      NODE_ENV: "production",
+      COMMUNICATION_SERVICES_CONNECTION_STRING: ACS,
+      AUTH_MODE: "jwt",
+      AUTH_JWKS_URL: "https://login.example.com/keys",
+      AUTH_ISSUER: "https://login.example.com/",
+      AUTH_AUDIENCE: "api://gateway",
+    });
+    expect(ok.production).toBe(true);
+  });
+
+  it("parses Redis Cluster nodes and refuses both Redis modes at once", () => {
+    expect(loadConfig({ REDIS_CLUSTER_NODES: "10.0.0.1:7000, redis-2:7001" }).redis).toEqual({
+      mode: "cluster",
+      nodes: [
+        { host: "10.0.0.1", port: 7000 },
+        { host: "redis-2", port: 7001 },
+      ],
+    });
+    expect(problems({ REDIS_CLUSTER_NODES: "a:1", REDIS_URL: "redis://b" })[0]).toContain("not both");
+    expect(problems({ REDIS_CLUSTER_NODES: "nohost" })[0]).toContain("host:port");
+  });
+
+  it("accepts a 32-byte base64 cache encryption key", () => {
+    expect(loadConfig({ TOKEN_CACHE_ENCRYPTION_KEY: KEY }).tokenCacheEncryptionKey?.length).toBe(32);
+  });
+});
