@@ -1,0 +1,67 @@
+import type { IncomingHttpHeaders } from "node:http";
+import { expect } from "vitest";
+import { createApp, type App, type AppDeps } from "../../src/app.js";
+import { loadConfig } from "../../src/config.js";
+
+/** A gateway with the embedded emulator (port 0) unless `env` names an ACS connection string. */
+export async function startGateway(
+  env: Record<string, string | undefined> = {},
+  deps: AppDeps = {},
+): Promise<App> {
+  return createApp(loadConfig({ LOG_LEVEL: "silent", RATE_LIMIT_TOKENS_PER_MINUTE: "100000", ...env }), deps);
+}
+
+export interface GraphQLResult<T = Record<string, unknown>> {
+  data?: T | null;
+  errors?: { message: string; extensions?: Record<string, unknown>; path?: readonly (string | number)[] }[];
+}
+
+/** In-process execution through the app's own context path (auth, limits, error formatting). */
+export async function run<T = Record<string, any>>(
+  app: App,
+  query: string,
+  variables: Record<string, unknown> = {},
+  headers: IncomingHttpHeaders = {},
+): Promise<GraphQLResult<T>> {
+  const response = await app.server.execute({ query, variables }, headers);
+  if (response.body.kind !== "single") {
+    throw new Error("expected a single result");
+  }
+  return response.body.singleResult as GraphQLResult<T>;
+}
+
+/** The data of a result that must have succeeded. */
+export async function ok<T = Record<string, any>>(
+  app: App,
+  query: string,
+  variables: Record<string, unknown> = {},
+  headers: IncomingHttpHeaders = {},
+): Promise<T> {
+  const result = await run<T>(app, query, variables, headers);
+  expect(result.errors).toBeUndefined();
+  return result.data as T;
+}
+
+/** The one error code of a result that must have failed. */
+export async function errorCode(
+  app: App,
+  query: string,
+  variables: Record<string, unknown> = {},
+  headers: IncomingHttpHeaders = {},
+): Promise<{ code: unknown; error: NonNullable<GraphQLResult["errors"]>[number] }> {
+  const result = await run(app, query, variables, headers);
+  expect(result.errors?.length).toBeGreaterThan(0);
+  const error = result.errors![0]!;
+  return { code: error.extensions?.code, error };
+}
+
+export const ISSUE = `mutation Issue($userId: ID, $scopes: [TokenScope!]!, $expiresInMinutes: Int) {
+  issueToken(userId: $userId, scopes: $scopes, expiresInMinutes: $expiresInMinutes) {
+    token expiresOn scopes user { id }
+  }
+}`;
+export const CREATE = "mutation { createUser { id } }";
+export const REVOKE = "mutation Revoke($userId: ID!) { revokeTokens(userId: $userId) { user { id } revokedAt } }";
+export const DELETE = "mutation Delete($userId: ID!) { deleteUser(userId: $userId) { userId deletedAt } }";
+
+export const ACS_ID = /^8:acs:[0-9a-f-]{36}_[0-9a-f-]+$/;

@@ -1,0 +1,108 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { App } from "../../src/app.js";
+import { startGateway } from "../helpers/gateway.js";
+
+/** The gateway as HTTP clients see it: a started server on a free port. */
+let app: App;
+let url: string;
+
+beforeAll(async () => {
+  app = await startGateway({ HOST: "127.0.0.1" });
+  url = await app.listen(0);
+});
+afterAll(async () => {
+  await app?.close();
+});
+
+const post = (body: unknown, headers: Record<string, string> = {}) =>
+  fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+
+describe("the gateway over HTTP", () => {
+  it("answers a createUser mutation at /graphql", async () => {
+    const response = await post({ query: "mutation { createUser { id } }" });
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { data: { createUser: { id: string } } };
+    expect(body.data.createUser.id).toMatch(/^8:acs:/);
+  });
+
+  it("blocks CSRF-able requests: a simple GET or text/plain POST without a preflight header", async () => {
+    const get = await fetch(`${url}?query=${encodeURIComponent("{ me { subject } }")}`);
+    expect(get.status).toBe(400);
+    expect(await get.text()).toMatch(/CSRF|preflight/i);
+    const text = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "text/plain" },
+      body: JSON.stringify({ query: "mutation { createUser { id } }" }),
+    });
+    expect(text.status).toBe(400);
+    const allowed = await fetch(`${url}?query=${encodeURIComponent("{ me { subject } }")}`, {
+      headers: { "apollo-require-preflight": "true" },
+    });
+    expect(allowed.status).toBe(200);
+  });
+
+  it("serves Apollo Sandbox as the landing page in development", async () => {
+    const response = await fetch(url, { headers: { accept: "text/html" } });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toContain("text/html");
+    expect(await response.text()).toContain("embeddable-sandbox");
+  });
+
+  it("answers introspection in development", async () => {
+    const response = await post({ query: "{ __schema { queryType { name } } }" });
+    expect(((await response.json()) as any).data.__schema.queryType.name).toBe("Query");
+  });
+
+  it("answers a GraphQL error for malformed JSON and 413 for an oversized body", async () => {
+    const malformed = await post("{ not json");
+    expect(malformed.status).toBe(400);
+    const huge = await post({ query: `{ me { subject } } #${"x".repeat(64 * 1024)}` });
+    expect(huge.status).toBe(413);
+  });
+
+  it("reports liveness, readiness and Prometheus metrics", async () => {
+    const base = new URL(url).origin;
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${base}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toEqual({ status: "ready", checks: { upstream: true, cache: true } });
+    await post({ query: "mutation { createUser { id } }" });
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toContain("acsgw_token_cache_requests_total");
+    expect(metrics).toMatch(/acsgw_upstream_requests_total\{operation="createUser",status="201"\} \d+/);
+    expect(metrics).toContain("acsgw_upstream_request_duration_seconds_bucket");
+  });
+});
+
+describe("the gateway in production", () => {
+  it("serves no Sandbox, refuses introspection and masks schema hints", async () => {
+    const dev = app; // an emulator to point the production gateway at
+    const prod = await startGateway({
+      NODE_ENV: "production",
+      HOST: "127.0.0.1",
+      COMMUNICATION_SERVICES_CONNECTION_STRING: `endpoint=${dev.acs.endpoint};accesskey=${dev.acs.accessKey}`,
+      AUTH_MODE: "jwt",
+      AUTH_JWKS_URL: "http://127.0.0.1:9/keys",
+      AUTH_ISSUER: "https://issuer.example/",
+      AUTH_AUDIENCE: "api://acs-gateway",
+    });
+    try {
+      const prodUrl = await prod.listen(0);
+      const landing = await fetch(prodUrl, { headers: { accept: "text/html" } });
+      expect(await landing.text()).not.toContain("embeddable-sandbox");
+      const introspection = await fetch(prodUrl, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ query: "{ __schema { queryType { name } } }" }),
+      });
+      const body = (await introspection.json()) as { errors?: { message: string }[] };
+      expect(body.errors?.[0]?.message).toMatch(/introspection/i);
+    } finally {
+      await prod.close();
+    }
+  });
+});
