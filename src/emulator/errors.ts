@@ -1,0 +1,50 @@
+/**
+ * An answer in the ACS error shape: `{"error":{"code","message","target"?}}`. Every layer throws
+ * this; the server serialises it in one place, so no path can answer in another shape.
+ */
+export class AcsError extends Error {
+  override readonly name = "AcsError";
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly options: { target?: string; headers?: Record<string, string> } = {},
+  ) {
+    super(message);
+  }
+
+  toBody(): { error: { code: string; message: string; target?: string } } {
+    const error: { code: string; message: string; target?: string } = {
+      code: this.code,
+      message: this.message,
+    };
+    if (this.options.target !== undefined) {
+      error.target = this.options.target;
+    }
+    return { error };
+  }
+}
+
+// The answers recorded from the real service (ACS-WIRE-FACTS.md, "Errors seen from the real service").
+export const denied = () => new AcsError(401, "Denied", "Denied by the resource provider.");
+
+export const identityNotOwned = () =>
+  new AcsError(401, "IdentityNotOwned", "Provided identity doesn't belong to the resource.");
+
+export const invalidAccessToken = () =>
+  new AcsError(401, "InvalidAccessToken", "Provided access token is not valid.");
+
+export const lifetimeInvalid = (value: unknown) =>
+  new AcsError(
+    400,
+    "ValidationError",
+    `ExpiresInMinutes value ${String(value)} is invalid. Value must be within the [60, 1440] interval.`,
+    { target: "ExpiresInMinutes" },
+  );
+
+export const scopesRequired = (target = "scopes") =>
+  new AcsError(400, "ValidationError", "Invalid scopes - Scopes field is required.", { target });
+
+// Emulator's own choices (the real answers are not known; see docs/emulator.md).
+export const identityNotFound = () =>
+  new AcsError(404, "IdentityNotFound", "The identity does not exist or was deleted.");

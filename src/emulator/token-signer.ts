@@ -1,0 +1,122 @@
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  sign,
+  verify,
+  type KeyObject,
+} from "node:crypto";
+
+/**
+ * RS256 JWTs shaped like the real service's (ACS-WIRE-FACTS.md, "Identity ids and tokens"), and the
+ * JWKS that verifies them. node:crypto rather than jose: signing is synchronous, so minting a token
+ * and recording it in the store happen in one tick and cannot interleave with a revoke.
+ */
+export interface AcsTokenClaims {
+  skypeid: string;
+  scp: number;
+  csi: string;
+  exp: number;
+  rgn: string;
+  acsScope: string;
+  resourceId: string;
+  resourceLocation: string;
+  iat: number;
+  [claim: string]: unknown;
+}
+
+export interface Jwk {
+  kty: string;
+  n: string;
+  e: string;
+  kid: string;
+  x5t: string;
+  alg: "RS256";
+  use: "sig";
+}
+
+export interface TokenSigner {
+  readonly kid: string;
+  sign(claims: AcsTokenClaims): string;
+  /** The payload when `token` is a JWT this signer made (signature checked), else undefined. */
+  verify(token: string): AcsTokenClaims | undefined;
+  jwks(): { keys: Jwk[] };
+}
+
+const b64url = (value: Buffer | string) => Buffer.from(value).toString("base64url");
+
+export function createTokenSigner(options: { privateKeyPem?: string } = {}): TokenSigner {
+  let privateKey: KeyObject;
+  if (options.privateKeyPem !== undefined) {
+    privateKey = createPrivateKey(options.privateKeyPem);
+    if (privateKey.asymmetricKeyType !== "rsa") {
+      throw new Error("the signing key must be an RSA private key (PKCS#8 PEM)");
+    }
+  } else {
+    // 2048 bits, as the real service's keys; generated per start, so tokens of an earlier run of the
+    // emulator stop verifying (give a PEM to keep them across restarts).
+    privateKey = generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey;
+  }
+  const publicKey: KeyObject = createPublicKey(privateKey);
+
+  // The real service's kid is the SHA-1 thumbprint of its signing certificate; without a
+  // certificate, the thumbprint of the public key's DER is the closest stable equivalent.
+  const thumbprint = createHash("sha1")
+    .update(publicKey.export({ type: "spki", format: "der" }))
+    .digest();
+  const kid = thumbprint.toString("hex").toUpperCase();
+  const header = b64url(JSON.stringify({ alg: "RS256", kid, x5t: b64url(thumbprint), typ: "JWT" }));
+  const jwk = publicKey.export({ format: "jwk" }) as { kty: string; n: string; e: string };
+
+  return {
+    kid,
+    sign(claims) {
+      const signingInput = `${header}.${b64url(JSON.stringify(claims))}`;
+      return `${signingInput}.${b64url(sign("sha256", Buffer.from(signingInput), privateKey))}`;
+    },
+    verify(token) {
+      const parts = token.split(".");
+      if (parts.length !== 3 || parts[0] !== header) {
+        return undefined;
+      }
+      const ok = verify(
+        "sha256",
+        Buffer.from(`${parts[0]}.${parts[1]}`),
+        publicKey,
+        Buffer.from(parts[2]!, "base64url"),
+      );
+      if (!ok) {
+        return undefined;
+      }
+      try {
+        return JSON.parse(Buffer.from(parts[1]!, "base64url").toString("utf8")) as AcsTokenClaims;
+      } catch {
+        return undefined;
+      }
+    },
+    jwks() {
+      return {
+        keys: [
+          {
+            kty: jwk.kty,
+            n: jwk.n,
+            e: jwk.e,
+            kid,
+            x5t: b64url(thumbprint),
+            alg: "RS256",
+            use: "sig",
+          },
+        ],
+      };
+    },
+  };
+}
+
+/**
+ * `2023-10-10T21:39:39.3244584+00:00`: the 7 fractional digits .NET writes. Milliseconds padded,
+ * since JavaScript clocks have no finer grain.
+ */
+export function formatExpiresOn(epochMs: number): string {
+  return new Date(epochMs).toISOString().replace("Z", "0000+00:00");
+}
