@@ -7,7 +7,7 @@ import {
   scopesRequired,
 } from "./errors.js";
 import { isGuid, type EmulatorOperation } from "./options.js";
-import type { IdentityRecord, IdentityStore } from "./store.js";
+import { isRevoked, issuedAtSeconds, type IdentityRecord, type IdentityStore } from "./store.js";
 import type { ThrottleBucket } from "./throttle.js";
 import { formatExpiresOn, type AcsTokenClaims, type TokenSigner } from "./token-signer.js";
 
@@ -140,13 +140,13 @@ export function createHandlers(deps: HandlerDeps): Record<EmulatorOperation, Han
   };
 
   const mint = (
-    subject: { identityId?: string; skypeid: string },
+    subject: { identity?: IdentityRecord; skypeid: string },
     scopes: string[],
     now: number,
     expiresAtSeconds: (iat: number) => number,
   ) => {
     // Whole seconds: `exp` is a whole number and must equal `expiresOn` (the SDK reads `exp`).
-    const iat = Math.floor(now / 1000);
+    const iat = issuedAtSeconds(subject.identity, now);
     const exp = expiresAtSeconds(iat);
     const claims: AcsTokenClaims = {
       skypeid: subject.skypeid,
@@ -159,22 +159,33 @@ export function createHandlers(deps: HandlerDeps): Record<EmulatorOperation, Han
       resourceLocation: REGION.resourceLocation,
       iat,
     };
-    const token = signer.sign(claims);
-    store.recordToken(
-      token.slice(token.lastIndexOf(".") + 1),
-      { identityId: subject.identityId, issuedAt: now, expiresAt: exp * 1000 },
-      now,
-    );
-    return { token, expiresOn: formatExpiresOn(exp * 1000) };
+    return { token: signer.sign(claims), expiresOn: formatExpiresOn(exp * 1000) };
   };
 
   const mintFor = (identity: IdentityRecord, scopes: string[], minutes: number, now: number) =>
-    mint(
-      { identityId: identity.id, skypeid: identity.id.slice(2) },
-      scopes,
-      now,
-      (iat) => iat + minutes * 60,
-    );
+    mint({ identity, skypeid: identity.id.slice(2) }, scopes, now, (iat) => iat + minutes * 60);
+
+  /** Why a token OF OURS (signature verified) is inactive, if it is. */
+  function tokenState(claims: AcsTokenClaims, now: number): { active: boolean; reason?: string } {
+    if (typeof claims.skypeid === "string" && claims.skypeid.startsWith("acs:")) {
+      const identity = store.get(`8:${claims.skypeid}`);
+      if (!identity) {
+        // Signed with our key but unknown to this process (state lives in memory only; a restart
+        // with the same signing key forgets every identity).
+        return { active: false, reason: "invalid" };
+      }
+      if (identity.deletedAt !== undefined) {
+        return { active: false, reason: "deleted" };
+      }
+      if (isRevoked(identity, claims.iat)) {
+        return { active: false, reason: "revoked" };
+      }
+    }
+    if (claims.exp * 1000 <= now) {
+      return { active: false, reason: "expired" };
+    }
+    return { active: true };
+  }
 
   return {
     createIdentity(ctx) {
@@ -297,18 +308,7 @@ export function createHandlers(deps: HandlerDeps): Record<EmulatorOperation, Han
       if (!claims) {
         return { status: 200, body: { active: false, reason: "invalid" } };
       }
-      const key = body.token.slice(body.token.lastIndexOf(".") + 1);
-      let state = store.tokenState(key, ctx.now);
-      if (
-        !state.active &&
-        state.reason === "invalid" &&
-        typeof claims.exp === "number" &&
-        claims.exp * 1000 <= ctx.now
-      ) {
-        // Swept from the store after expiry, but ours (the signature verified).
-        state = { active: false, reason: "expired" };
-      }
-      return { status: 200, body: { ...state, claims } };
+      return { status: 200, body: { ...tokenState(claims, ctx.now), claims } };
     },
   };
 }

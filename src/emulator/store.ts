@@ -8,56 +8,22 @@ import { randomUUID } from "node:crypto";
 export interface IdentityRecord {
   readonly id: string;
   readonly createdAt: number;
-  /** The latest revoke (epoch ms): tokens issued strictly before it are inactive. */
+  /** The latest revoke (epoch ms). */
   revokedAt?: number;
   deletedAt?: number;
 }
-
-/** What the store remembers of a minted token, to answer introspection exactly. */
-export interface TokenRecord {
-  /** undefined for a Teams user token (no ACS identity to revoke or delete). */
-  identityId?: string;
-  /** Epoch ms, finer than the JWT's `iat` (seconds), so a token issued in the same second as a
-   * revoke but after it is told apart from one issued before it. */
-  issuedAt: number;
-  expiresAt: number;
-}
-
-export type TokenState =
-  { active: true } | { active: false; reason: "expired" | "revoked" | "deleted" | "invalid" };
 
 export interface IdentityStore {
   create(now: number): IdentityRecord;
   get(id: string): IdentityRecord | undefined;
   revoke(id: string, now: number): void;
   delete(id: string, now: number): void;
-  /** `key`: the token's signature part, unique per token. */
-  recordToken(key: string, record: TokenRecord, now: number): void;
-  tokenState(key: string, now: number): TokenState;
 }
-
-/** How often (by the emulator's clock) expired token records are dropped. */
-const SWEEP_INTERVAL_MS = 60_000;
 
 export function createIdentityStore(resourceId: string): IdentityStore {
   // Deleted identities stay as tombstones: the emulator answers 404 for them, and introspection of
   // their tokens says "deleted" rather than "invalid".
   const identities = new Map<string, IdentityRecord>();
-  const tokens = new Map<string, TokenRecord>();
-  let lastSweep = 0;
-
-  const sweep = (now: number) => {
-    if (now - lastSweep < SWEEP_INTERVAL_MS) {
-      return;
-    }
-    lastSweep = now;
-    for (const [key, record] of tokens) {
-      if (record.expiresAt <= now) {
-        tokens.delete(key);
-      }
-    }
-  };
-
   return {
     create(now) {
       // The user part has the GUID shape of the real service's ids (ACS-WIRE-FACTS.md).
@@ -80,29 +46,28 @@ export function createIdentityStore(resourceId: string): IdentityStore {
         record.deletedAt = now;
       }
     },
-    recordToken(key, record, now) {
-      sweep(now);
-      tokens.set(key, record);
-    },
-    tokenState(key, now) {
-      const token = tokens.get(key);
-      if (!token) {
-        // Not minted by this process, or swept after its expiry (the caller tells those apart by
-        // the verified `exp`): state lives in memory only.
-        return { active: false, reason: "invalid" };
-      }
-      const identity =
-        token.identityId === undefined ? undefined : identities.get(token.identityId);
-      if (identity?.deletedAt !== undefined) {
-        return { active: false, reason: "deleted" };
-      }
-      if (identity?.revokedAt !== undefined && token.issuedAt < identity.revokedAt) {
-        return { active: false, reason: "revoked" };
-      }
-      if (token.expiresAt <= now) {
-        return { active: false, reason: "expired" };
-      }
-      return { active: true };
-    },
   };
+}
+
+/**
+ * Revocation works on whole seconds, the grain of a token's `iat`: a token is revoked when it was
+ * issued in or before the second of its identity's latest revoke. A token issued AFTER a revoke but
+ * within the same second therefore gets the next second as its `iat` (see `issuedAtSeconds`), so it
+ * stays active, and no per-token state is needed.
+ */
+export function isRevoked(identity: IdentityRecord, iatSeconds: number): boolean {
+  return identity.revokedAt !== undefined && iatSeconds <= Math.floor(identity.revokedAt / 1000);
+}
+
+/**
+ * The `iat` of a token minted now. Two tokens of one identity, scopes and second are byte-identical
+ * (RS256 signatures are deterministic), so a token minted just after a revoke must not share the
+ * revoke's second with one minted just before it: it is dated one second on (at most 1 s ahead).
+ */
+export function issuedAtSeconds(identity: IdentityRecord | undefined, now: number): number {
+  const seconds = Math.floor(now / 1000);
+  if (identity?.revokedAt !== undefined && seconds === Math.floor(identity.revokedAt / 1000)) {
+    return seconds + 1;
+  }
+  return seconds;
 }

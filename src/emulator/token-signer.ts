@@ -10,8 +10,8 @@ import {
 
 /**
  * RS256 JWTs shaped like the real service's (ACS-WIRE-FACTS.md, "Identity ids and tokens"), and the
- * JWKS that verifies them. node:crypto rather than jose: signing is synchronous, so minting a token
- * and recording it in the store happen in one tick and cannot interleave with a revoke.
+ * JWKS that verifies them. node:crypto rather than jose: signing is synchronous, so reading the
+ * identity's revocation time and minting happen in one tick and cannot interleave with a revoke.
  */
 export interface AcsTokenClaims {
   skypeid: string;

@@ -1,6 +1,7 @@
 import { AzureCommunicationTokenCredential } from "@azure/communication-common";
 import type { CommunicationIdentityClient, TokenScope } from "@azure/communication-identity";
-import type { FullOperationResponse, RestError } from "@azure/core-client";
+import type { FullOperationResponse } from "@azure/core-client";
+import type { RestError } from "@azure/core-rest-pipeline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Emulator } from "../../src/emulator/index.js";
 import { identityClient, startTestEmulator } from "../helpers/emulator.js";
@@ -344,7 +345,7 @@ describe("robustness and test hooks", () => {
             ? client.revokeTokens(user, observe())
             : client.getToken(user, ["chat"], observe());
       return op.then(
-        () => 0,
+        (): number => 0,
         (e: RestError) => e.statusCode ?? -1,
       );
     });
