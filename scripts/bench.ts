@@ -30,7 +30,11 @@ function post(agent: Agent, url: URL, body: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const req = request(
       url,
-      { method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } },
+      {
+        method: "POST",
+        agent,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+      },
       (res) => {
         let data = "";
         res.setEncoding("utf8");
@@ -73,7 +77,8 @@ async function load(
   const elapsed = (performance.now() - started) / 1000;
   agent.destroy();
   latencies.sort((a, b) => a - b);
-  const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ?? 0;
+  const pct = (p: number) =>
+    latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ?? 0;
   return {
     scenario: name,
     requests: latencies.length,
@@ -85,16 +90,27 @@ async function load(
   };
 }
 
-const ISSUE = "mutation ($u: ID!, $m: Int) { issueToken(userId: $u, scopes: [VOIP, CHAT], expiresInMinutes: $m) { token expiresOn } }";
+const ISSUE =
+  "mutation ($u: ID!, $m: Int) { issueToken(userId: $u, scopes: [VOIP, CHAT], expiresInMinutes: $m) { token expiresOn } }";
 
 async function scenarios(label: string, env: Record<string, string>): Promise<Row[]> {
   const app = await createApp(
-    loadConfig({ LOG_LEVEL: "silent", HOST: "127.0.0.1", RATE_LIMIT_TOKENS_PER_MINUTE: "100000000", ...env }),
+    loadConfig({
+      LOG_LEVEL: "silent",
+      HOST: "127.0.0.1",
+      RATE_LIMIT_TOKENS_PER_MINUTE: "100000000",
+      ...env,
+    }),
   );
   try {
     const url = await app.listen(0);
-    const created = await post(new Agent(), new URL(url), JSON.stringify({ query: "mutation { createUser { id } }" }));
-    const userId = (JSON.parse(created) as { data: { createUser: { id: string } } }).data.createUser.id;
+    const created = await post(
+      new Agent(),
+      new URL(url),
+      JSON.stringify({ query: "mutation { createUser { id } }" }),
+    );
+    const userId = (JSON.parse(created) as { data: { createUser: { id: string } } }).data.createUser
+      .id;
     const hot = JSON.stringify({ query: ISSUE, variables: { u: userId, m: 60 } });
     // Warm: the first call mints, every later one is a cache hit.
     await post(new Agent(), new URL(url), hot);
@@ -103,12 +119,19 @@ async function scenarios(label: string, env: Record<string, string>): Promise<Ro
     // Misses: each request a new (user, lifetime) entry, so every one goes upstream.
     const users: string[] = [];
     for (let n = 0; n < 64; n++) {
-      const text = await post(new Agent(), new URL(url), JSON.stringify({ query: "mutation { createUser { id } }" }));
+      const text = await post(
+        new Agent(),
+        new URL(url),
+        JSON.stringify({ query: "mutation { createUser { id } }" }),
+      );
       users.push((JSON.parse(text) as { data: { createUser: { id: string } } }).data.createUser.id);
     }
     rows.push(
       await load(`issueToken, cache miss -> emulator (${label})`, app, url, (i) =>
-        JSON.stringify({ query: ISSUE, variables: { u: users[i % 64], m: 60 + (Math.floor(i / 64) % 1381) } }),
+        JSON.stringify({
+          query: ISSUE,
+          variables: { u: users[i % 64], m: 60 + (Math.floor(i / 64) % 1381) },
+        }),
       ),
     );
     return rows;
@@ -135,7 +158,8 @@ try {
   await redis?.stop();
 }
 
-const header = "| scenario | requests | req/s | p50 ms | p99 ms | upstream calls | errors |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |";
+const header =
+  "| scenario | requests | req/s | p50 ms | p99 ms | upstream calls | errors |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |";
 const table = [
   header,
   ...rows.map(

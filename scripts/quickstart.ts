@@ -26,12 +26,18 @@ async function graphql<T>(query: string, variables: Record<string, unknown> = {}
   const body = (await response.json()) as GraphQLResponse<T>;
   if (body.errors?.length || !body.data) {
     const first = body.errors?.[0];
-    throw new Error(`${first?.extensions?.code ?? response.status}: ${first?.message ?? "no data"}`);
+    throw new Error(
+      `${first?.extensions?.code ?? response.status}: ${first?.message ?? "no data"}`,
+    );
   }
   return body.data;
 }
 
-async function step<T>(title: string, run: () => Promise<T>, show: (value: T) => string): Promise<T> {
+async function step<T>(
+  title: string,
+  run: () => Promise<T>,
+  show: (value: T) => string,
+): Promise<T> {
   process.stdout.write(`- ${title} ... `);
   const value = await run();
   console.log(show(value));

@@ -136,7 +136,11 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       if (config.routerSecret !== undefined) {
         const presented = headers["router-authorization"];
         if (typeof presented !== "string" || !routerSecretMatches(presented, config.routerSecret)) {
-          throw contextError("UNAUTHENTICATED", "This subgraph accepts requests only from its router.", 401);
+          throw contextError(
+            "UNAUTHENTICATED",
+            "This subgraph accepts requests only from its router.",
+            401,
+          );
         }
       }
       if (!verifier) {
@@ -177,7 +181,14 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
     }
 
     const schema = await buildGatewaySchema();
-    const server = await createHttpServer({ config, schema, createContext, readiness, metrics, logger });
+    const server = await createHttpServer({
+      config,
+      schema,
+      createContext,
+      readiness,
+      metrics,
+      logger,
+    });
     closers.unshift(() => server.fastify.close());
 
     let closed: Promise<void> | undefined;
@@ -216,7 +227,10 @@ async function closeAll(closers: (() => Promise<unknown>)[], logger: Logger): Pr
     try {
       await close();
     } catch (error) {
-      logger.warn({ err: error instanceof Error ? error.message : String(error) }, "error while closing");
+      logger.warn(
+        { err: error instanceof Error ? error.message : String(error) },
+        "error while closing",
+      );
     }
   }
 }
@@ -224,7 +238,10 @@ async function closeAll(closers: (() => Promise<unknown>)[], logger: Logger): Pr
 /** Any HTTP answer from the ACS endpoint's origin means it is reachable (ACS has no ping call). */
 async function probe(endpoint: URL): Promise<boolean> {
   try {
-    const response = await fetch(new URL("/", endpoint), { method: "HEAD", signal: AbortSignal.timeout(2000) });
+    const response = await fetch(new URL("/", endpoint), {
+      method: "HEAD",
+      signal: AbortSignal.timeout(2000),
+    });
     await response.body?.cancel();
     return true;
   } catch {

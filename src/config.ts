@@ -30,9 +30,7 @@ export interface Config {
   tokenMinRemainingMinutes: number;
   /** Entry bound of the in-process cache (and the self-service mapping store when in memory). */
   memoryCacheMaxEntries: number;
-  auth:
-    | { mode: "none" }
-    | { mode: "jwt"; jwksUrl: string; issuer: string; audience: string };
+  auth: { mode: "none" } | { mode: "jwt"; jwksUrl: string; issuer: string; audience: string };
   adminRole: string;
   routerSecret: string | undefined;
   limits: {
@@ -238,7 +236,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     if (e.AUTH_JWKS_URL !== undefined) {
       try {
         const url = new URL(e.AUTH_JWKS_URL);
-        if (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackHost(url.hostname))) {
+        if (
+          url.protocol !== "https:" &&
+          !(url.protocol === "http:" && isLoopbackHost(url.hostname))
+        ) {
           problems.push("AUTH_JWKS_URL: must be https:// (http:// only on loopback)");
         }
       } catch {

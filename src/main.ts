@@ -30,9 +30,14 @@ async function main(): Promise<void> {
 
   const app = await createApp(config, { logger, emulator });
   const url = await app.listen();
-  const upstream = embedded ? `the embedded ACS emulator at ${app.acs.endpoint}` : new URL(app.acs.endpoint).host;
+  const upstream = embedded
+    ? `the embedded ACS emulator at ${app.acs.endpoint}`
+    : new URL(app.acs.endpoint).host;
   const sandbox = config.production ? "" : " (open it in a browser for Apollo Sandbox)";
-  logger.info({ url, upstream, cache: config.redis.mode }, `ACS identity gateway ready at ${url}${sandbox}, using ${upstream}`);
+  logger.info(
+    { url, upstream, cache: config.redis.mode },
+    `ACS identity gateway ready at ${url}${sandbox}, using ${upstream}`,
+  );
 
   let stopping = false;
   const stop = (signal: string) => {

@@ -13,7 +13,8 @@ interface Mapped {
   extensions?: Record<string, unknown>;
 }
 
-const UPSTREAM_UNAVAILABLE = "Azure Communication Services could not be reached or failed. Try again.";
+const UPSTREAM_UNAVAILABLE =
+  "Azure Communication Services could not be reached or failed. Try again.";
 
 /**
  * Every expected failure, from whichever layer, to the codes of CONTRACT.md. The only place
@@ -27,7 +28,10 @@ export function classify(error: unknown): Mapped | undefined {
     switch (error.failure) {
       case "not_found":
       case "not_owned":
-        return { code: "NOT_FOUND", message: "The communication user does not exist or was deleted." };
+        return {
+          code: "NOT_FOUND",
+          message: "The communication user does not exist or was deleted.",
+        };
       case "throttled":
         return {
           code: "UPSTREAM_THROTTLED",
@@ -35,7 +39,10 @@ export function classify(error: unknown): Mapped | undefined {
           extensions: { retryAfterSeconds: error.options.retryAfterSeconds ?? 1 },
         };
       case "invalid":
-        return { code: "BAD_USER_INPUT", message: "Azure Communication Services refused the request's input." };
+        return {
+          code: "BAD_USER_INPUT",
+          message: "Azure Communication Services refused the request's input.",
+        };
       case "unauthorized":
       case "unavailable":
         return { code: "UPSTREAM_UNAVAILABLE", message: UPSTREAM_UNAVAILABLE };
@@ -57,7 +64,12 @@ export function classify(error: unknown): Mapped | undefined {
 }
 
 /** Raised in the request context (before any resolver), with an HTTP status Apollo honours. */
-export function contextError(code: "UNAUTHENTICATED" | "RATE_LIMITED", message: string, status: number, extensions: Record<string, unknown> = {}): GraphQLError {
+export function contextError(
+  code: "UNAUTHENTICATED" | "RATE_LIMITED",
+  message: string,
+  status: number,
+  extensions: Record<string, unknown> = {},
+): GraphQLError {
   return new GraphQLError(message, { extensions: { code, ...extensions, http: { status } } });
 }
 
@@ -84,7 +96,13 @@ export function createFormatError(options: { production: boolean; logger: Logger
       return formatted; // GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED, BAD_USER_INPUT, ...
     }
     options.logger.error(
-      { err: original instanceof Error ? { name: original.name, message: original.message, stack: original.stack } : String(original), path: formatted.path },
+      {
+        err:
+          original instanceof Error
+            ? { name: original.name, message: original.message, stack: original.stack }
+            : String(original),
+        path: formatted.path,
+      },
       "unexpected error while resolving",
     );
     if (options.production) {

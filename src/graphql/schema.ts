@@ -11,7 +11,8 @@ import { ViewerResolver } from "./resolvers/viewer.resolver.js";
 import { CommunicationUser } from "./types/communication-user.type.js";
 
 /** The Federation 2 spec version the subgraph links; what `schema.graphql` declares. */
-export const FEDERATION_LINK = 'extend schema @link(url: "https://specs.apollo.dev/federation/v2.3", import: ["@key"])';
+export const FEDERATION_LINK =
+  'extend schema @link(url: "https://specs.apollo.dev/federation/v2.3", import: ["@key"])';
 
 /**
  * `_entities` for CommunicationUser. ACS has no "get identity" call, so nothing upstream is asked:
@@ -58,6 +59,10 @@ export async function buildGatewaySchema(): Promise<GraphQLSchema> {
   return buildSubgraphSchema({
     typeDefs: parse(`${FEDERATION_LINK}\n${printSchemaWithDirectives(schema)}`),
     // type-graphql's resolver map and Apollo's differ only in their context typing.
-    resolvers: resolvers as Parameters<typeof buildSubgraphSchema>[0] extends { resolvers?: infer R } ? R : never,
+    resolvers: resolvers as Parameters<typeof buildSubgraphSchema>[0] extends {
+      resolvers?: infer R;
+    }
+      ? R
+      : never,
   });
 }

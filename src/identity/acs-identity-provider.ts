@@ -60,7 +60,10 @@ export function toUpstreamError(error: unknown): UpstreamError {
     failure = "unavailable";
   }
   const retryAfterSeconds = status === 429 ? parseRetryAfter(e.response?.headers) : undefined;
-  const message = status === undefined ? "ACS could not be reached" : `ACS answered ${status}${acsCode ? ` ${acsCode}` : ""}`;
+  const message =
+    status === undefined
+      ? "ACS could not be reached"
+      : `ACS answered ${status}${acsCode ? ` ${acsCode}` : ""}`;
   return new UpstreamError(failure, message, { status, acsCode, retryAfterSeconds });
 }
 
@@ -112,20 +115,31 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
   const retries = options.retries ?? 1;
   const { metrics, logger } = options;
 
-  async function call<T>(operation: Operation, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  async function call<T>(
+    operation: Operation,
+    run: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       const started = performance.now();
       let status = 0;
       try {
         const result = await run(AbortSignal.timeout(timeoutMs));
-        status = operation === "createUser" || operation === "createUserAndToken" ? 201 : operation === "issueToken" ? 200 : 204;
+        status =
+          operation === "createUser" || operation === "createUserAndToken"
+            ? 201
+            : operation === "issueToken"
+              ? 200
+              : 204;
         return result;
       } catch (error) {
         const upstream = toUpstreamError(error);
         status = upstream.options.status ?? 0;
         if (upstream.failure !== "unavailable" || attempt >= retries) {
           if (upstream.failure === "unavailable" || upstream.failure === "unauthorized") {
-            logger?.warn({ operation, status, acsCode: upstream.options.acsCode }, "ACS call failed");
+            logger?.warn(
+              { operation, status, acsCode: upstream.options.acsCode },
+              "ACS call failed",
+            );
           }
           throw upstream;
         }
@@ -159,10 +173,14 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
       }),
     issueToken: (userId, scopes, expiresInMinutes): Promise<IssuedToken> =>
       call("issueToken", async (abortSignal) => {
-        const result = await client.getToken({ communicationUserId: userId }, scopes as AcsScope[], {
-          abortSignal,
-          ...lifetime(expiresInMinutes),
-        });
+        const result = await client.getToken(
+          { communicationUserId: userId },
+          scopes as AcsScope[],
+          {
+            abortSignal,
+            ...lifetime(expiresInMinutes),
+          },
+        );
         return { token: result.token, expiresOn: result.expiresOn.getTime() };
       }),
     revokeTokens: (userId) =>

@@ -43,7 +43,10 @@ export interface HttpServer {
   fastify: ReturnType<typeof createFastify>;
   apollo: ApolloServer<GatewayContext>;
   /** In-process execution through the same context path as HTTP (for tests and scripts). */
-  execute(request: GraphQLRequest, headers?: IncomingHttpHeaders): ReturnType<ApolloServer<GatewayContext>["executeOperation"]>;
+  execute(
+    request: GraphQLRequest,
+    headers?: IncomingHttpHeaders,
+  ): ReturnType<ApolloServer<GatewayContext>["executeOperation"]>;
 }
 
 export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer> {

@@ -40,7 +40,8 @@ export function isValidLifetime(minutes: number): boolean {
  * the real service, but the gateway only insists on a sane, bounded shape so that ids minted by
  * other ACS tooling still pass.
  */
-const ACS_USER_ID = /^8:acs:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}_[0-9A-Za-z-]{1,64}$/i;
+const ACS_USER_ID =
+  /^8:acs:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}_[0-9A-Za-z-]{1,64}$/i;
 
 export function isAcsUserId(value: string): boolean {
   return value.length <= 128 && ACS_USER_ID.test(value);

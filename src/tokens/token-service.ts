@@ -60,7 +60,10 @@ export interface TokenServiceDeps {
 /** Throws BAD_USER_INPUT for anything ACS would refuse, so no upstream call is spent on it. */
 export function assertUserId(userId: string): void {
   if (!isAcsUserId(userId)) {
-    throw badInput("userId is not an ACS communication user id (8:acs:<resource>_<user>).", "userId");
+    throw badInput(
+      "userId is not an ACS communication user id (8:acs:<resource>_<user>).",
+      "userId",
+    );
   }
 }
 
@@ -114,7 +117,10 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
       // Another instance mapped this subject first: the identity made here is an orphan at ACS.
       // Delete it in the background; a failure only leaves an unused identity, so it is logged.
       identity.deleteUser(created).catch((error: unknown) => {
-        logger.warn({ err: describe(error) }, "could not delete an identity that lost a mapping race");
+        logger.warn(
+          { err: describe(error) },
+          "could not delete an identity that lost a mapping race",
+        );
       });
     }
     return claim.userId;

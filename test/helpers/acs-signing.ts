@@ -16,7 +16,9 @@ export async function signedFetch(
   const contentHash = createHash("sha256").update(payload).digest("base64");
   const date = new Date().toUTCString();
   const signed = `${method}\n${url.pathname}${url.search}\n${date};${url.host};${contentHash}`;
-  const signature = createHmac("sha256", Buffer.from(accessKey, "base64")).update(signed).digest("base64");
+  const signature = createHmac("sha256", Buffer.from(accessKey, "base64"))
+    .update(signed)
+    .digest("base64");
   return fetch(url, {
     method,
     headers: {
@@ -40,7 +42,9 @@ export async function introspect(
   acs: { endpoint: string; accessKey: string },
   token: string,
 ): Promise<Introspection> {
-  const response = await signedFetch(acs.endpoint, acs.accessKey, "POST", "/emulator/introspect", { token });
+  const response = await signedFetch(acs.endpoint, acs.accessKey, "POST", "/emulator/introspect", {
+    token,
+  });
   if (response.status !== 200) {
     throw new Error(`introspect answered ${response.status}`);
   }

@@ -8,12 +8,19 @@ export async function startGateway(
   env: Record<string, string | undefined> = {},
   deps: AppDeps = {},
 ): Promise<App> {
-  return createApp(loadConfig({ LOG_LEVEL: "silent", RATE_LIMIT_TOKENS_PER_MINUTE: "100000", ...env }), deps);
+  return createApp(
+    loadConfig({ LOG_LEVEL: "silent", RATE_LIMIT_TOKENS_PER_MINUTE: "100000", ...env }),
+    deps,
+  );
 }
 
 export interface GraphQLResult<T = Record<string, unknown>> {
   data?: T | null;
-  errors?: { message: string; extensions?: Record<string, unknown>; path?: readonly (string | number)[] }[];
+  errors?: {
+    message: string;
+    extensions?: Record<string, unknown>;
+    path?: readonly (string | number)[];
+  }[];
 }
 
 /** In-process execution through the app's own context path (auth, limits, error formatting). */
@@ -61,7 +68,15 @@ export const ISSUE = `mutation Issue($userId: ID, $scopes: [TokenScope!]!, $expi
   }
 }`;
 export const CREATE = "mutation { createUser { id } }";
-export const REVOKE = "mutation Revoke($userId: ID!) { revokeTokens(userId: $userId) { user { id } revokedAt } }";
-export const DELETE = "mutation Delete($userId: ID!) { deleteUser(userId: $userId) { userId deletedAt } }";
+export const REVOKE =
+  "mutation Revoke($userId: ID!) { revokeTokens(userId: $userId) { user { id } revokedAt } }";
+export const DELETE =
+  "mutation Delete($userId: ID!) { deleteUser(userId: $userId) { userId deletedAt } }";
 
 export const ACS_ID = /^8:acs:[0-9a-f-]{36}_[0-9a-f-]+$/;
+
+/** Every ACS call the gateway attempted, whatever the answer (its own upstream metric). */
+export async function upstreamAttempts(app: App): Promise<number> {
+  const metric = await app.metrics.upstreamRequests.get();
+  return metric.values.reduce((sum, value) => sum + value.value, 0);
+}

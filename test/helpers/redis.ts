@@ -33,7 +33,13 @@ export interface StartRedisOptions {
 
 async function waitForPing(port: number, deadline: number): Promise<void> {
   for (;;) {
-    const probe = new Redis({ port, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const probe = new Redis({
+      port,
+      host: "127.0.0.1",
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
     probe.on("error", () => {});
     try {
       await probe.connect();
@@ -60,13 +66,20 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
 
   const launch = async () => {
     const args = [
-      "--port", String(port),
-      "--bind", "127.0.0.1",
-      "--dir", dir,
-      "--save", "",
-      "--appendonly", options.appendOnly ? "yes" : "no",
-      "--daemonize", "no",
-      "--loglevel", "warning",
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--dir",
+      dir,
+      "--save",
+      "",
+      "--appendonly",
+      options.appendOnly ? "yes" : "no",
+      "--daemonize",
+      "no",
+      "--loglevel",
+      "warning",
       ...(options.args ?? []),
     ];
     child = spawn("redis-server", args, { stdio: ["ignore", "ignore", "pipe"] });

@@ -24,7 +24,10 @@ const profiles = buildSubgraphSchema({
   typeDefs: profilesTypeDefs,
   resolvers: {
     CommunicationUser: {
-      __resolveReference: (ref: { id: string }) => ({ id: ref.id, displayName: `User ${ref.id.slice(-4)}` }),
+      __resolveReference: (ref: { id: string }) => ({
+        id: ref.id,
+        displayName: `User ${ref.id.slice(-4)}`,
+      }),
     },
   },
 });
@@ -64,7 +67,8 @@ describe("composition into a supergraph", () => {
       query: "mutation { createUser { id displayName } }",
     });
     expect(response.body.kind).toBe("single");
-    const result = (response.body as { singleResult: { data?: any; errors?: unknown } }).singleResult;
+    const result = (response.body as { singleResult: { data?: any; errors?: unknown } })
+      .singleResult;
     expect(result.errors).toBeUndefined();
     expect(result.data.createUser.id).toMatch(/^8:acs:/);
     expect(result.data.createUser.displayName).toBe(`User ${result.data.createUser.id.slice(-4)}`);

@@ -69,11 +69,16 @@ describe("the gateway over HTTP", () => {
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     const ready = await fetch(`${base}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toEqual({ status: "ready", checks: { upstream: true, cache: true } });
+    expect(await ready.json()).toEqual({
+      status: "ready",
+      checks: { upstream: true, cache: true },
+    });
     await post({ query: "mutation { createUser { id } }" });
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toContain("acsgw_token_cache_requests_total");
-    expect(metrics).toMatch(/acsgw_upstream_requests_total\{operation="createUser",status="201"\} \d+/);
+    expect(metrics).toMatch(
+      /acsgw_upstream_requests_total\{operation="createUser",status="201"\} \d+/,
+    );
     expect(metrics).toContain("acsgw_upstream_request_duration_seconds_bucket");
   });
 });

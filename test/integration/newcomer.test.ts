@@ -11,7 +11,8 @@ import { freePort } from "../helpers/ports.js";
  * setting at all, and a createUser mutation. Catches a file that works here but was never
  * committed, a dependency missing from the lock file, and a start that needs configuration.
  */
-const SETTINGS = /^(COMMUNICATION_SERVICES_|REDIS_|ACS_|AUTH_|TOKEN_|ROUTER_|PORT$|HOST$|NODE_ENV$|LOG_LEVEL$|VITEST|TEST$)/;
+const SETTINGS =
+  /^(COMMUNICATION_SERVICES_|REDIS_|ACS_|AUTH_|TOKEN_|ROUTER_|PORT$|HOST$|NODE_ENV$|LOG_LEVEL$|VITEST|TEST$)/;
 
 function portIsFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -25,56 +26,70 @@ const dir = mkdtempSync(join(tmpdir(), "acsgw-newcomer-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("a newcomer", () => {
-  it("gets a working gateway from a fresh clone with npm ci and npm start", { timeout: 300_000 }, async () => {
-    const repo = join(dir, "repo");
-    execFileSync("git", ["clone", "--quiet", process.cwd(), repo]);
-    execFileSync("npm", ["ci", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"], {
-      cwd: repo,
-      stdio: "ignore",
-    });
+  it(
+    "gets a working gateway from a fresh clone with npm ci and npm start",
+    { timeout: 300_000 },
+    async () => {
+      const repo = join(dir, "repo");
+      execFileSync("git", ["clone", "--quiet", process.cwd(), repo]);
+      execFileSync(
+        "npm",
+        ["ci", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"],
+        {
+          cwd: repo,
+          stdio: "ignore",
+        },
+      );
 
-    const env: Record<string, string> = {};
-    for (const [name, value] of Object.entries(process.env)) {
-      if (value !== undefined && !SETTINGS.test(name)) {
-        env[name] = value;
+      const env: Record<string, string> = {};
+      for (const [name, value] of Object.entries(process.env)) {
+        if (value !== undefined && !SETTINGS.test(name)) {
+          env[name] = value;
+        }
       }
-    }
-    // "No setting at all" — unless something else on this machine already holds port 4000.
-    const port = (await portIsFree(4000)) ? 4000 : await freePort();
-    if (port !== 4000) {
-      env.PORT = String(port);
-    }
+      // "No setting at all" — unless something else on this machine already holds port 4000.
+      const port = (await portIsFree(4000)) ? 4000 : await freePort();
+      if (port !== 4000) {
+        env.PORT = String(port);
+      }
 
-    const child = spawn("npm", ["start", "--silent"], { cwd: repo, env, stdio: ["ignore", "pipe", "pipe"] });
-    let output = "";
-    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
-    try {
-      const ready = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), 60_000);
-        child.stdout.on("data", () => {
-          if (output.includes("ready at")) {
-            clearTimeout(timer);
-            resolve(true);
-          }
+      const child = spawn("npm", ["start", "--silent"], {
+        cwd: repo,
+        env,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let output = "";
+      child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      try {
+        const ready = await new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), 60_000);
+          child.stdout.on("data", () => {
+            if (output.includes("ready at")) {
+              clearTimeout(timer);
+              resolve(true);
+            }
+          });
+          child.once("exit", () => resolve(false));
         });
-        child.once("exit", () => resolve(false));
-      });
-      expect(ready, output).toBe(true);
-      expect(output).toContain(`http://localhost:${port}/graphql`);
-      expect(output).toMatch(/Sandbox/);
+        expect(ready, output).toBe(true);
+        expect(output).toContain(`http://localhost:${port}/graphql`);
+        expect(output).toMatch(/Sandbox/);
 
-      const response = await fetch(`http://127.0.0.1:${port}/graphql`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ query: "mutation { createUser { id } }" }),
-      });
-      const body = (await response.json()) as { data?: { createUser: { id: string } } };
-      expect(body.data?.createUser.id).toMatch(/^8:acs:/);
-    } finally {
-      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-      child.kill("SIGTERM");
-      await exited;
-    }
-  });
+        const response = await fetch(`http://127.0.0.1:${port}/graphql`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ query: "mutation { createUser { id } }" }),
+        });
+        const body = (await response.json()) as { data?: { createUser: { id: string } } };
+        expect(body.data?.createUser.id).toMatch(/^8:acs:/);
+      } finally {
+        const exited = new Promise<number | null>((resolve) =>
+          child.once("exit", (code) => resolve(code)),
+        );
+        child.kill("SIGTERM");
+        await exited;
+      }
+    },
+  );
 });

@@ -28,14 +28,20 @@ describe("configuration", () => {
   });
 
   it("treats empty strings as unset", () => {
-    const config = loadConfig({ PORT: "", REDIS_URL: "", COMMUNICATION_SERVICES_CONNECTION_STRING: "" });
+    const config = loadConfig({
+      PORT: "",
+      REDIS_URL: "",
+      COMMUNICATION_SERVICES_CONNECTION_STRING: "",
+    });
     expect(config.port).toBe(4000);
     expect(config.redis.mode).toBe("memory");
     expect(config.acs).toBeUndefined();
   });
 
   it("parses an ACS connection string with keys in any case", () => {
-    expect(parseConnectionString(`Endpoint=https://x.communication.azure.com/;AccessKey=${KEY}`)).toEqual({
+    expect(
+      parseConnectionString(`Endpoint=https://x.communication.azure.com/;AccessKey=${KEY}`),
+    ).toEqual({
       endpoint: "https://x.communication.azure.com/",
       accessKey: KEY,
     });
@@ -58,7 +64,11 @@ describe("configuration", () => {
   });
 
   it("lists every missing jwt setting and the bad values together", () => {
-    const list = problems({ AUTH_MODE: "jwt", REDIS_URL: "http://cache", TOKEN_CACHE_ENCRYPTION_KEY: "c2hvcnQ=" });
+    const list = problems({
+      AUTH_MODE: "jwt",
+      REDIS_URL: "http://cache",
+      TOKEN_CACHE_ENCRYPTION_KEY: "c2hvcnQ=",
+    });
     expect(list).toEqual(
       expect.arrayContaining([
         expect.stringContaining("AUTH_JWKS_URL"),
@@ -77,12 +87,17 @@ describe("configuration", () => {
 
   it("refuses an http:// ACS endpoint off loopback unless ACS_ALLOW_INSECURE=true", () => {
     const insecure = `endpoint=http://acs.internal:8080/;accesskey=${KEY}`;
-    expect(problems({ COMMUNICATION_SERVICES_CONNECTION_STRING: insecure })[0]).toContain("ACS_ALLOW_INSECURE");
-    expect(loadConfig({ COMMUNICATION_SERVICES_CONNECTION_STRING: insecure, ACS_ALLOW_INSECURE: "true" }).acs?.endpoint).toBe(
-      "http://acs.internal:8080/",
+    expect(problems({ COMMUNICATION_SERVICES_CONNECTION_STRING: insecure })[0]).toContain(
+      "ACS_ALLOW_INSECURE",
     );
     expect(
-      loadConfig({ COMMUNICATION_SERVICES_CONNECTION_STRING: `endpoint=http://127.0.0.1:10500/;accesskey=${KEY}` }).acs,
+      loadConfig({ COMMUNICATION_SERVICES_CONNECTION_STRING: insecure, ACS_ALLOW_INSECURE: "true" })
+        .acs?.endpoint,
+    ).toBe("http://acs.internal:8080/");
+    expect(
+      loadConfig({
+        COMMUNICATION_SERVICES_CONNECTION_STRING: `endpoint=http://127.0.0.1:10500/;accesskey=${KEY}`,
+      }).acs,
     ).toBeDefined();
   });
 
@@ -109,11 +124,15 @@ describe("configuration", () => {
         { host: "redis-2", port: 7001 },
       ],
     });
-    expect(problems({ REDIS_CLUSTER_NODES: "a:1", REDIS_URL: "redis://b" })[0]).toContain("not both");
+    expect(problems({ REDIS_CLUSTER_NODES: "a:1", REDIS_URL: "redis://b" })[0]).toContain(
+      "not both",
+    );
     expect(problems({ REDIS_CLUSTER_NODES: "nohost" })[0]).toContain("host:port");
   });
 
   it("accepts a 32-byte base64 cache encryption key", () => {
-    expect(loadConfig({ TOKEN_CACHE_ENCRYPTION_KEY: KEY }).tokenCacheEncryptionKey?.length).toBe(32);
+    expect(loadConfig({ TOKEN_CACHE_ENCRYPTION_KEY: KEY }).tokenCacheEncryptionKey?.length).toBe(
+      32,
+    );
   });
 });

@@ -18,8 +18,19 @@ describe("scope and input rules", () => {
   });
 
   it("recognises ACS communication user ids and nothing else", () => {
-    expect(isAcsUserId("8:acs:2dee53b4-368b-45b4-ab52-8493fb117652_00000005-14a2-493b-8a72-5a3a0d000081")).toBe(true);
-    for (const bad of ["", "8:acs:", "user-1", "8:teamsvisitor:abc", "8:acs:not-a-guid_x", `8:acs:2dee53b4-368b-45b4-ab52-8493fb117652_${"x".repeat(200)}`]) {
+    expect(
+      isAcsUserId(
+        "8:acs:2dee53b4-368b-45b4-ab52-8493fb117652_00000005-14a2-493b-8a72-5a3a0d000081",
+      ),
+    ).toBe(true);
+    for (const bad of [
+      "",
+      "8:acs:",
+      "user-1",
+      "8:teamsvisitor:abc",
+      "8:acs:not-a-guid_x",
+      `8:acs:2dee53b4-368b-45b4-ab52-8493fb117652_${"x".repeat(200)}`,
+    ]) {
       expect(isAcsUserId(bad)).toBe(false);
     }
   });

@@ -2,7 +2,9 @@ import { RestError } from "@azure/core-rest-pipeline";
 import { describe, expect, it } from "vitest";
 import { parseRetryAfter, toUpstreamError } from "../../src/identity/acs-identity-provider.js";
 
-const headers = (values: Record<string, string>) => ({ get: (name: string) => values[name.toLowerCase()] });
+const headers = (values: Record<string, string>) => ({
+  get: (name: string) => values[name.toLowerCase()],
+});
 
 function restError(statusCode: number | undefined, code?: string, h: Record<string, string> = {}) {
   const error = new RestError("ACS says no", { statusCode, code });
@@ -25,11 +27,15 @@ describe("mapping ACS failures", () => {
   });
 
   it("reads how long to wait from Retry-After in seconds, as a date, or in milliseconds", () => {
-    expect(toUpstreamError(restError(429, undefined, { "retry-after": "17" })).options.retryAfterSeconds).toBe(17);
+    expect(
+      toUpstreamError(restError(429, undefined, { "retry-after": "17" })).options.retryAfterSeconds,
+    ).toBe(17);
     expect(parseRetryAfter(headers({ "retry-after-ms": "1500" }))).toBe(2);
     expect(parseRetryAfter(headers({ "x-ms-retry-after-ms": "200" }))).toBe(1);
     const now = Date.parse("2026-11-25T10:00:00Z");
-    expect(parseRetryAfter(headers({ "retry-after": "Wed, 25 Nov 2026 10:00:30 GMT" }), now)).toBe(30);
+    expect(parseRetryAfter(headers({ "retry-after": "Wed, 25 Nov 2026 10:00:30 GMT" }), now)).toBe(
+      30,
+    );
     expect(parseRetryAfter(headers({}))).toBe(1);
   });
 

@@ -68,7 +68,8 @@ export class IdentityResolver {
 
   @Authorized(ADMIN)
   @Mutation(() => DeleteUserPayload, {
-    description: "Deletes the identity at ACS (revoking its tokens) and its self-service mapping. Admins only.",
+    description:
+      "Deletes the identity at ACS (revoking its tokens) and its self-service mapping. Admins only.",
   })
   async deleteUser(
     @Ctx() context: GatewayContext,

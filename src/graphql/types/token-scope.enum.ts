@@ -17,8 +17,12 @@ registerEnumType(TokenScope, {
   description: "What an ACS access token may be used for.",
   valuesConfig: {
     CHAT: { description: "`chat`: full chat access." },
-    CHAT_JOIN: { description: "`chat.join`: join chat threads the user was added to (Teams interop)." },
-    CHAT_JOIN_LIMITED: { description: "`chat.join.limited`: `chat.join` without adding or removing participants." },
+    CHAT_JOIN: {
+      description: "`chat.join`: join chat threads the user was added to (Teams interop).",
+    },
+    CHAT_JOIN_LIMITED: {
+      description: "`chat.join.limited`: `chat.join` without adding or removing participants.",
+    },
     VOIP: { description: "`voip`: full calling access." },
     VOIP_JOIN: { description: "`voip.join`: join calls and rooms (no starting calls)." },
   },
