@@ -1,0 +1,167 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CommunicationIdentityClient } from "@azure/communication-identity";
+import { afterAll, describe, expect, it } from "vitest";
+import {
+  EMULATOR_DEFAULT_PORT,
+  EMULATOR_WELL_KNOWN_ACCESS_KEY,
+  emulatorOptionsFromEnv,
+} from "../../src/emulator/index.js";
+
+/** `npm run emulator` as a child process, and the settings it reads. */
+
+const children: ChildProcess[] = [];
+
+function runEmulator(env: Record<string, string>) {
+  // The tsx CLI that `npm run emulator` runs, started directly: npx/npm would stand between the test
+  // and tsx and end on the signal themselves instead of relaying the emulator's exit code.
+  const child = spawn(
+    join(process.cwd(), "node_modules", ".bin", "tsx"),
+    ["src/emulator/main.ts"],
+    {
+      cwd: process.cwd(),
+      env: { ...process.env, LOG_LEVEL: "info", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  children.push(child);
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  const firstLine = new Promise<string>((resolve, reject) => {
+    const check = () => {
+      if (stdout.includes("\n")) {
+        resolve(stdout.slice(0, stdout.indexOf("\n")));
+      }
+    };
+    child.stdout.on("data", check);
+    void exited.then(() => reject(new Error(`exited before printing: ${stderr}`)));
+  });
+  firstLine.catch(() => {}); // a run that is expected to fail never prints
+  return { child, firstLine, exited, output: () => ({ stdout, stderr }) };
+}
+
+afterAll(() => {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGKILL");
+    }
+  }
+});
+
+describe("npm run emulator", () => {
+  it("prints the connection string line once it listens, serves the SDK, and exits 0 on SIGTERM", async () => {
+    const run = runEmulator({ ACS_EMULATOR_PORT: "0", ACS_EMULATOR_THROTTLE: "acs" });
+    const line = await run.firstLine;
+    expect(line).toMatch(
+      /^COMMUNICATION_SERVICES_CONNECTION_STRING=endpoint=http:\/\/127\.0\.0\.1:\d+\/;accesskey=\S+$/,
+    );
+    const connectionString = line.slice(line.indexOf("=") + 1);
+    const accessKey = /accesskey=(\S+)$/.exec(line)![1]!;
+    expect(accessKey).toBe(EMULATOR_WELL_KNOWN_ACCESS_KEY);
+    // Exactly what a user does with the printed line.
+    const client = new CommunicationIdentityClient(connectionString, {
+      allowInsecureConnection: true,
+      retryOptions: { maxRetries: 0 },
+    });
+    const { token } = await client.createUserAndToken(["chat"]);
+
+    run.child.kill("SIGTERM");
+    expect(await run.exited).toBe(0);
+    const { stdout, stderr } = run.output();
+    expect(stdout.trim().split("\n")).toHaveLength(1);
+    // Logs go to stderr, and never carry the key or a token.
+    expect(stderr).toContain("ACS Identity emulator listening");
+    expect(stderr).not.toContain(accessKey);
+    expect(stderr).not.toContain(token);
+  });
+
+  it("exits 0 on SIGINT too", async () => {
+    const run = runEmulator({ ACS_EMULATOR_PORT: "0" });
+    await run.firstLine;
+    run.child.kill("SIGINT");
+    expect(await run.exited).toBe(0);
+  });
+
+  it("lists every bad setting on stderr and exits 1", async () => {
+    const run = runEmulator({
+      ACS_EMULATOR_PORT: "70000",
+      ACS_EMULATOR_ACCESS_KEY: "secret but not base64!",
+      ACS_EMULATOR_THROTTLE: "sometimes",
+    });
+    expect(await run.exited).toBe(1);
+    const { stdout, stderr } = run.output();
+    expect(stdout).toBe("");
+    expect(stderr).toContain("ACS_EMULATOR_PORT");
+    expect(stderr).toContain("ACS_EMULATOR_ACCESS_KEY");
+    expect(stderr).toContain("ACS_EMULATOR_THROTTLE");
+    expect(stderr).not.toContain("secret but not base64!");
+  });
+});
+
+describe("emulatorOptionsFromEnv", () => {
+  it("returns no options for an empty environment, so every default applies", () => {
+    expect(emulatorOptionsFromEnv({})).toEqual({});
+    expect(EMULATOR_DEFAULT_PORT).toBe(10500);
+  });
+
+  it("treats empty strings as unset", () => {
+    expect(
+      emulatorOptionsFromEnv({
+        ACS_EMULATOR_HOST: "",
+        ACS_EMULATOR_PORT: "",
+        ACS_EMULATOR_ACCESS_KEY: "",
+        ACS_EMULATOR_THROTTLE: "",
+        ACS_EMULATOR_SIGNING_KEY_FILE: "",
+      }),
+    ).toEqual({});
+  });
+
+  it("reads every setting, including the signing key file", () => {
+    const dir = mkdtempSync(join(tmpdir(), "acs-emulator-"));
+    try {
+      const file = join(dir, "key.pem");
+      writeFileSync(file, "PEM CONTENT");
+      expect(
+        emulatorOptionsFromEnv({
+          ACS_EMULATOR_HOST: "0.0.0.0",
+          ACS_EMULATOR_PORT: "0",
+          ACS_EMULATOR_ACCESS_KEY: Buffer.alloc(32, 9).toString("base64"),
+          ACS_EMULATOR_RESOURCE_ID: "11111111-2222-4333-8444-555555555555",
+          ACS_EMULATOR_LATENCY_MS: "25",
+          ACS_EMULATOR_THROTTLE: "acs",
+          ACS_EMULATOR_SIGNING_KEY_FILE: file,
+        }),
+      ).toEqual({
+        host: "0.0.0.0",
+        port: 0,
+        accessKey: Buffer.alloc(32, 9).toString("base64"),
+        resourceId: "11111111-2222-4333-8444-555555555555",
+        latencyMs: 25,
+        throttle: "acs",
+        signingKeyPem: "PEM CONTENT",
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("throws one error listing every problem", () => {
+    expect(() =>
+      emulatorOptionsFromEnv({
+        ACS_EMULATOR_PORT: "-1",
+        ACS_EMULATOR_ACCESS_KEY: "!!",
+        ACS_EMULATOR_RESOURCE_ID: "not-a-guid",
+        ACS_EMULATOR_LATENCY_MS: "slow",
+        ACS_EMULATOR_THROTTLE: "on",
+        ACS_EMULATOR_SIGNING_KEY_FILE: "/nonexistent/key.pem",
+      }),
+    ).toThrow(
+      /PORT[\s\S]*ACCESS_KEY[\s\S]*RESOURCE_ID[\s\S]*LATENCY_MS[\s\S]*THROTTLE[\s\S]*SIGNING_KEY_FILE/,
+    );
+  });
+});
