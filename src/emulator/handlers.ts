@@ -1,3 +1,5 @@
+// The API's scope names and lifetime bounds, shared with the gateway (they are facts of the API).
+import { DEFAULT_TOKEN_LIFETIME_MINUTES, isAcsScope, isValidLifetime } from "../tokens/scopes.js";
 import {
   AcsError,
   identityNotFound,
@@ -40,8 +42,6 @@ export interface HandlerDeps {
   signer: TokenSigner;
 }
 
-const SCOPES = new Set(["chat", "voip", "chat.join", "chat.join.limited", "voip.join"]);
-const DEFAULT_LIFETIME_MINUTES = 1440;
 /** A Teams user token lives as long as the AAD token, at most 24 hours. */
 const MAX_TEAMS_LIFETIME_SECONDS = 24 * 3600;
 /** The real service puts region claims in every token; the emulator pretends to live here. */
@@ -80,9 +80,9 @@ function parseObject(body: Buffer, required: boolean): Record<string, unknown> {
 
 function parseLifetime(value: unknown): number {
   if (value === undefined || value === null) {
-    return DEFAULT_LIFETIME_MINUTES;
+    return DEFAULT_TOKEN_LIFETIME_MINUTES;
   }
-  if (typeof value !== "number" || !Number.isInteger(value) || value < 60 || value > 1440) {
+  if (typeof value !== "number" || !isValidLifetime(value)) {
     throw lifetimeInvalid(show(value));
   }
   return value;
@@ -99,7 +99,7 @@ function parseScopes(value: unknown, target: string): string[] {
     });
   }
   for (const scope of value) {
-    if (typeof scope !== "string" || !SCOPES.has(scope)) {
+    if (!isAcsScope(scope)) {
       // Emulator's choice: the real answer for an unknown scope is not recorded.
       throw new AcsError(
         400,

@@ -5,6 +5,7 @@ import type { RestError } from "@azure/core-rest-pipeline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Emulator } from "../../src/emulator/index.js";
 import { identityClient, startTestEmulator } from "../helpers/emulator.js";
+import { refusal } from "./refusal.js";
 import { assertErrorShape, assertMatchesSpec } from "./spec.js";
 
 /**
@@ -50,15 +51,6 @@ function claimsOf(token: string): Record<string, unknown> {
     string,
     unknown
   >;
-}
-
-async function refusal(promise: Promise<unknown>): Promise<RestError & { details?: unknown }> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error, "the call should have been refused").toBeDefined();
-  return error as RestError;
 }
 
 /** An AAD-style access token (the emulator checks shape, expiry, appid and oid, not AAD's signature). */

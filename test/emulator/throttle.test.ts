@@ -1,9 +1,10 @@
 import type { CommunicationUserIdentifier } from "@azure/communication-common";
 import { CommunicationIdentityClient } from "@azure/communication-identity";
-import type { PipelinePolicy, RestError } from "@azure/core-rest-pipeline";
+import type { PipelinePolicy } from "@azure/core-rest-pipeline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ACS_THROTTLE_LIMITS, type Emulator } from "../../src/emulator/index.js";
 import { identityClient, startTestEmulator } from "../helpers/emulator.js";
+import { refusal } from "./refusal.js";
 import { assertErrorShape } from "./spec.js";
 
 /**
@@ -21,15 +22,6 @@ async function inBatches(count: number, call: () => Promise<unknown>): Promise<v
   for (let done = 0; done < count; done += 50) {
     await Promise.all(Array.from({ length: Math.min(50, count - done) }, call));
   }
-}
-
-async function refusal(promise: Promise<unknown>): Promise<RestError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error, "the call should have been refused").toBeDefined();
-  return error as RestError;
 }
 
 beforeAll(async () => {
