@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
-import { introspect } from "../helpers/acs-signing.js";
+import { introspect } from "../helpers/introspect.js";
 import {
   ACS_ID,
   CREATE,
