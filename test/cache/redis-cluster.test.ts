@@ -1,0 +1,16 @@
+import { startRedisCluster } from "../helpers/redis-cluster.js";
+import { describeTokenCacheBehaviour, redisBackend } from "./behaviour.js";
+
+describeTokenCacheBehaviour("three-node Redis Cluster", { shared: true }, async () => {
+  const cluster = await startRedisCluster(3);
+  const backend = redisBackend({ mode: "cluster", nodes: cluster.hosts }, () =>
+    cluster.nodeClients(),
+  );
+  return {
+    ...backend,
+    async stop() {
+      await backend.stop();
+      await cluster.stop();
+    },
+  };
+});
