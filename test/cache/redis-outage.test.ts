@@ -1,0 +1,236 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { TokenCache } from "../../src/cache/token-cache.js";
+import { UserDeletedError } from "../../src/cache/token-cache.js";
+import { startRedis, type RedisProcess } from "../helpers/redis.js";
+import { startRedisProxy, type RedisProxy } from "../helpers/redis-proxy.js";
+import { redisBackend, type CacheBackend } from "./behaviour.js";
+import { sleep, startUpstream, type Upstream } from "./upstream.js";
+
+/** Generous: only proves a call does not hang on a dead Redis (the command timeout is 250 ms). */
+const NO_HANG_MS = 1500;
+
+async function until(check: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}`);
+    }
+    await sleep(50);
+  }
+}
+
+async function timed<T>(work: Promise<T>): Promise<{ value: T; ms: number }> {
+  const started = performance.now();
+  const value = await work;
+  return { value, ms: performance.now() - started };
+}
+
+describe("the Redis token cache when Redis fails", () => {
+  let upstream: Upstream;
+  let server: RedisProcess;
+  let backend: CacheBackend;
+
+  beforeAll(async () => {
+    // appendfsync always: a SIGKILL loses nothing, so a restart is a connection-only outage.
+    [upstream, server] = await Promise.all([
+      startUpstream(),
+      startRedis({
+        appendOnly: true,
+        args: ["--appendfsync", "always", "--enable-debug-command", "yes"],
+      }),
+    ]);
+    backend = redisBackend({ mode: "single", url: server.url }, () => [server.client()]);
+  });
+
+  afterAll(async () => {
+    await backend?.stop();
+    await server?.stop();
+    await upstream?.close();
+  });
+
+  it("keeps answering from ACS with bounded latency while Redis is down, and caches again once it is back", async () => {
+    const a = await backend.instance(upstream);
+    const user = await upstream.createUser();
+    const key = upstream.key(user, ["chat"], 60);
+    await a.getOrMint(key, upstream.mint(key));
+    expect((await a.getOrMint(key, upstream.mint(key))).cached).toBe(true);
+
+    await server.kill();
+    const before = upstream.issued();
+    for (let i = 0; i < 10; i++) {
+      const { value, ms } = await timed(a.getOrMint(key, upstream.mint(key)));
+      expect(value.cached).toBe(false);
+      expect(ms).toBeLessThan(NO_HANG_MS);
+    }
+    expect(upstream.issued() - before).toBe(10);
+    expect(await a.isReady()).toBe(false);
+
+    await server.restart();
+    await until(() => a.isReady(), "the cache to see Redis again");
+    // The entry from before the outage survived, but this instance lost its connection: it
+    // re-mints once (the fence), then serves from Redis again.
+    expect((await a.getOrMint(key, upstream.mint(key))).cached).toBe(false);
+    expect((await a.getOrMint(key, upstream.mint(key))).cached).toBe(true);
+  });
+
+  it("a slow Redis costs a request about the command timeout, and the breaker then skips it", async () => {
+    const a = await backend.instance(upstream);
+    const user = await upstream.createUser();
+    const key = upstream.key(user, ["voip"], 60);
+    await a.getOrMint(key, upstream.mint(key));
+
+    const blocker = server.client().duplicate();
+    blocker.on("error", () => {});
+    const sleeping = blocker.call("DEBUG", "SLEEP", "2.5").catch(() => undefined);
+    await sleep(50);
+    const slow: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const { value, ms } = await timed(a.getOrMint(key, upstream.mint(key)));
+      expect(value.cached).toBe(false);
+      slow.push(ms);
+    }
+    // Five timeouts in a row open the breaker: the next requests do not wait for Redis at all.
+    const { ms: skipped } = await timed(a.getOrMint(key, upstream.mint(key)));
+    expect(Math.max(...slow)).toBeLessThan(NO_HANG_MS);
+    expect(skipped).toBeLessThan(200);
+    await sleeping;
+    blocker.disconnect();
+    await until(async () => (await a.getOrMint(key, upstream.mint(key))).cached, "hits to resume");
+  });
+
+  it("a revoke or delete while Redis is down reaches ACS, and once Redis is back with its data no instance serves a stale token", async () => {
+    const a = await backend.instance(upstream);
+    const b = await backend.instance(upstream);
+    const c = await backend.instance(upstream);
+    const [u1, u2, u3] = await Promise.all([
+      upstream.createUser(),
+      upstream.createUser(),
+      upstream.createUser(),
+    ]);
+    const k1 = upstream.key(u1, ["chat"], 60);
+    const k2 = upstream.key(u2, ["chat"], 60);
+    const k3 = upstream.key(u3, ["chat"], 60);
+    const old1 = await a.getOrMint(k1, upstream.mint(k1));
+    const old2 = await c.getOrMint(k2, upstream.mint(k2));
+    await a.getOrMint(k3, upstream.mint(k3));
+    expect((await b.getOrMint(k1, upstream.mint(k1))).cached).toBe(true);
+    expect((await b.getOrMint(k2, upstream.mint(k2))).cached).toBe(true);
+
+    await server.kill();
+    const revoke1 = await timed(a.invalidateUser(u1, () => upstream.revoke(u1)));
+    await c.invalidateUser(u2, () => upstream.revoke(u2));
+    await a.invalidateUser(u3, () => upstream.deleteUser(u3), { tombstone: true });
+    expect(revoke1.ms).toBeLessThan(NO_HANG_MS);
+    expect(await upstream.isActive(old1.token.token)).toBe(false);
+    expect(await upstream.isActive(old2.token.token)).toBe(false);
+    // The revoking instance knows of the delete without Redis.
+    await expect(a.getOrMint(k3, upstream.mint(k3))).rejects.toBeInstanceOf(UserDeletedError);
+    expect(await a.isDeleted(u3)).toBe(true);
+    // Instance c dies before Redis returns: its pending invalidation of u2 is lost with it.
+    await c.close();
+
+    await server.restart();
+    await until(
+      async () => (await a.isReady()) && (await b.isReady()),
+      "both instances to reconnect",
+    );
+    // Only the connection was lost: the stale entries are still in Redis...
+    const keys = backend.keys!(upstream);
+    const raw = server.client();
+    expect(await raw.exists(keys.entry(u2, "chat:60"))).toBe(1);
+
+    // ...but neither the revoking instance nor the other one serves them.
+    for (const cache of [a, b] as TokenCache[]) {
+      for (const [key, old] of [
+        [k1, old1],
+        [k2, old2],
+      ] as const) {
+        const served = await cache.getOrMint(key, upstream.mint(key));
+        expect(served.token.token).not.toBe(old.token.token);
+        expect(await upstream.isActive(served.token.token)).toBe(true);
+      }
+    }
+    // The journaled delete is replayed into Redis: every instance now knows the tombstone.
+    await until(() => b.isDeleted(u3), "the replayed tombstone");
+    await expect(b.getOrMint(k3, upstream.mint(k3))).rejects.toBeInstanceOf(UserDeletedError);
+  });
+
+  it("after Redis lost its data, entries and epochs are gone together and nothing stale is served", async () => {
+    const volatile = await startRedis({ appendOnly: false });
+    const lost = redisBackend({ mode: "single", url: volatile.url }, () => [volatile.client()]);
+    try {
+      const a = await lost.instance(upstream);
+      const b = await lost.instance(upstream);
+      const user = await upstream.createUser();
+      const key = upstream.key(user, ["voip"], 60);
+      const old = await a.getOrMint(key, upstream.mint(key));
+      await volatile.kill();
+      await b.invalidateUser(user, () => upstream.revoke(user));
+      await volatile.restart();
+      await until(
+        async () => (await a.isReady()) && (await b.isReady()),
+        "both instances to reconnect",
+      );
+      const served = await a.getOrMint(key, upstream.mint(key));
+      expect(served.token.token).not.toBe(old.token.token);
+      expect(await upstream.isActive(served.token.token)).toBe(true);
+      expect((await b.getOrMint(key, upstream.mint(key))).cached).toBe(true);
+    } finally {
+      await lost.stop();
+      await volatile.stop();
+    }
+  });
+});
+
+describe("the Redis token cache under a partition of one instance", () => {
+  let upstream: Upstream;
+  let server: RedisProcess;
+  let proxy: RedisProxy;
+
+  beforeAll(async () => {
+    [upstream, server] = await Promise.all([startUpstream(), startRedis()]);
+    proxy = await startRedisProxy(server.port);
+  });
+
+  afterAll(async () => {
+    await proxy?.stop();
+    await server?.stop();
+    await upstream?.close();
+  });
+
+  it("replays a revoke journaled during the partition as soon as the revoking instance reconnects", async () => {
+    const direct = redisBackend({ mode: "single", url: server.url }, () => [server.client()]);
+    const viaProxy = redisBackend({ mode: "single", url: proxy.url }, () => [server.client()]);
+    try {
+      const partitioned = await viaProxy.instance(upstream);
+      const connected = await direct.instance(upstream);
+      const user = await upstream.createUser();
+      const key = upstream.key(user, ["chat"], 60);
+      const old = await partitioned.getOrMint(key, upstream.mint(key));
+
+      await proxy.cut();
+      await partitioned.invalidateUser(user, () => upstream.revoke(user));
+      // The documented gap: an instance that never lost Redis cannot know of a revoke that could
+      // not be recorded, and serves the (already revoked at ACS) entry until the replay.
+      const during = await connected.getOrMint(key, upstream.mint(key));
+      expect(during).toEqual({ token: old.token, cached: true });
+      // The revoking instance itself never serves it.
+      expect((await partitioned.getOrMint(key, upstream.mint(key))).token.token).not.toBe(
+        old.token.token,
+      );
+
+      await proxy.heal();
+      // No request needed on the revoking instance: its journal is replayed on reconnect.
+      await until(
+        async () =>
+          (await connected.getOrMint(key, upstream.mint(key))).token.token !== old.token.token,
+        "the journaled revoke to reach Redis",
+      );
+      const after = await connected.getOrMint(key, upstream.mint(key));
+      expect(await upstream.isActive(after.token.token)).toBe(true);
+    } finally {
+      await viaProxy.stop();
+      await direct.stop();
+    }
+  });
+});
