@@ -1,6 +1,12 @@
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
+  resolve: {
+    // graphql 16 ships index.js (CJS) and index.mjs; Vite would give transformed source files the
+    // .mjs build while externalized packages (type-graphql, Apollo) get index.js through Node:
+    // two graphql realms, and "Cannot determine GraphQL output type". One copy, as in production.
+    alias: [{ find: /^graphql$/, replacement: "graphql/index.js" }],
+  },
   test: {
     include: ["test/**/*.test.ts"],
     // Integration files start their own redis-server and emulator on free ports, so files may run

@@ -4,7 +4,7 @@ import { ANONYMOUS_ADMIN, type Caller } from "./auth/caller.js";
 import { createJwtVerifier } from "./auth/jwt-verifier.js";
 import { createRateLimiter } from "./auth/rate-limiter.js";
 import { routerSecretMatches } from "./auth/router-secret.js";
-import { createRedisClient } from "./cache/redis-client.js";
+import { createRedisClient, type RedisClient } from "./cache/redis-client.js";
 import { createTokenCache } from "./cache/index.js";
 import type { TokenCache } from "./cache/token-cache.js";
 import type { AcsConnection, Config } from "./config.js";
@@ -91,6 +91,12 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
         : createRedisClient(config.redis, logger.child({ component: "redis" }));
     if (redis) {
       closers.push(async () => redis.disconnect());
+      // Without an offline queue, commands sent before the connection is up fail at once: give
+      // Redis a moment before serving. If it stays down, start anyway; the cache degrades and
+      // the mapping store answers UPSTREAM_UNAVAILABLE until it is back.
+      if (!(await waitUntilReady(redis, 5000))) {
+        logger.warn("Redis is not reachable yet; starting without it");
+      }
     }
 
     const cache = createTokenCache(config, {
@@ -233,6 +239,22 @@ async function closeAll(closers: (() => Promise<unknown>)[], logger: Logger): Pr
       );
     }
   }
+}
+
+function waitUntilReady(redis: RedisClient, timeoutMs: number): Promise<boolean> {
+  if (redis.status === "ready") {
+    return Promise.resolve(true);
+  }
+  return new Promise((resolve) => {
+    const done = (ready: boolean) => {
+      clearTimeout(timer);
+      redis.off("ready", onReady);
+      resolve(ready);
+    };
+    const onReady = () => done(true);
+    const timer = setTimeout(() => done(false), timeoutMs);
+    redis.on("ready", onReady);
+  });
 }
 
 /** Any HTTP answer from the ACS endpoint's origin means it is reachable (ACS has no ping call). */

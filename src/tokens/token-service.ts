@@ -86,8 +86,35 @@ function checkLifetime(minutes: number | undefined): void {
   }
 }
 
+/**
+ * The mapping store is data the gateway cannot guess: when it cannot be read or written, the call
+ * fails as a dependency failure (never by minting a second identity for the caller).
+ */
+function guardedMappings(store: UserMappingStore, logger: Logger): UserMappingStore {
+  const guard =
+    <A extends unknown[], R>(operation: string, run: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      try {
+        return await run(...args);
+      } catch (error) {
+        logger.warn({ operation, err: describe(error) }, "identity mapping store failed");
+        throw new GatewayError(
+          "UPSTREAM_UNAVAILABLE",
+          "The identity mapping store is unavailable. Try again.",
+        );
+      }
+    };
+  return {
+    get: guard("get", store.get),
+    claim: guard("claim", store.claim),
+    removeByUserId: guard("removeByUserId", store.removeByUserId),
+    close: () => store.close(),
+  };
+}
+
 export function createTokenService(deps: TokenServiceDeps): TokenService {
-  const { identity, cache, mappings, logger } = deps;
+  const { identity, cache, logger } = deps;
+  const mappings = guardedMappings(deps.mappings, logger);
   const now = deps.now ?? Date.now;
   /** One identity creation per subject at a time in this process (the store arbitrates across instances). */
   const provisioning = new Map<string, Promise<string>>();

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
 import { startGateway } from "../helpers/gateway.js";
+import { startTestIssuer } from "../helpers/jwks.js";
 
 /** The gateway as HTTP clients see it: a started server on a free port. */
 let app: App;
@@ -86,28 +87,38 @@ describe("the gateway over HTTP", () => {
 describe("the gateway in production", () => {
   it("serves no Sandbox, refuses introspection and masks schema hints", async () => {
     const dev = app; // an emulator to point the production gateway at
+    const issuer = await startTestIssuer();
     const prod = await startGateway({
       NODE_ENV: "production",
       HOST: "127.0.0.1",
       COMMUNICATION_SERVICES_CONNECTION_STRING: `endpoint=${dev.acs.endpoint};accesskey=${dev.acs.accessKey}`,
       AUTH_MODE: "jwt",
-      AUTH_JWKS_URL: "http://127.0.0.1:9/keys",
-      AUTH_ISSUER: "https://issuer.example/",
-      AUTH_AUDIENCE: "api://acs-gateway",
+      AUTH_JWKS_URL: issuer.jwksUrl,
+      AUTH_ISSUER: issuer.issuer,
+      AUTH_AUDIENCE: issuer.audience,
     });
+    const authorization = `Bearer ${await issuer.sign({ roles: ["acs.admin"] })}`;
     try {
       const prodUrl = await prod.listen(0);
       const landing = await fetch(prodUrl, { headers: { accept: "text/html" } });
       expect(await landing.text()).not.toContain("embeddable-sandbox");
       const introspection = await fetch(prodUrl, {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", authorization },
         body: JSON.stringify({ query: "{ __schema { queryType { name } } }" }),
       });
       const body = (await introspection.json()) as { errors?: { message: string }[] };
       expect(body.errors?.[0]?.message).toMatch(/introspection/i);
+      // No "Did you mean ...?" hints that would reveal the schema field by field.
+      const typo = await fetch(prodUrl, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization },
+        body: JSON.stringify({ query: "mutation { createUsr { id } }" }),
+      });
+      expect(JSON.stringify(await typo.json())).not.toContain("createUser");
     } finally {
       await prod.close();
+      await issuer.close();
     }
   });
 });
