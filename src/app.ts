@@ -20,7 +20,7 @@ import {
   createRedisUserMappingStore,
   type UserMappingStore,
 } from "./identity/user-mapping-store.js";
-import { createLogger, type Logger } from "./logger.js";
+import { createLogger, quieter, type Logger } from "./logger.js";
 import { createHttpServer, type HttpServer, type ReadinessReport } from "./server/http-server.js";
 import { createMetrics, type Metrics } from "./server/metrics.js";
 import { createTokenService, type TokenService } from "./tokens/token-service.js";
@@ -68,7 +68,8 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
         host: "127.0.0.1",
         port: 0,
         ...deps.emulator,
-        logger: logger.child({ component: "emulator" }),
+        // Its "listening" line would repeat what the gateway's start-up line says.
+        logger: logger.child({ component: "emulator" }, { level: quieter(logger.level, "warn") }),
       });
       closers.push(() => emulator!.close());
       acs = { endpoint: emulator.endpoint, accessKey: emulator.accessKey };
@@ -208,13 +209,17 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       acs,
       readiness,
       async listen(port = config.port) {
-        const address = await server.fastify.listen({ host: config.host, port });
-        const url = new URL(address);
-        if (url.hostname === "0.0.0.0" || url.hostname === "[::]") {
-          url.hostname = "localhost";
-        }
-        url.pathname = "/graphql";
-        return url.toString();
+        await server.fastify.listen({ host: config.host, port });
+        const address = server.fastify.server.address();
+        const bound = typeof address === "object" && address ? address.port : port;
+        // Listening on every interface: localhost is the address a developer can open.
+        const wildcard = config.host === "0.0.0.0" || config.host === "::";
+        const host = wildcard
+          ? "localhost"
+          : config.host.includes(":")
+            ? `[${config.host}]`
+            : config.host;
+        return `http://${host}:${bound}/graphql`;
       },
       close() {
         closed ??= closeAll(closers, logger);

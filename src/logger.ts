@@ -36,3 +36,10 @@ export function createLogger(
   };
   return destination ? pino(opts, destination) : pino(opts);
 }
+
+const LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
+
+/** The less verbose of two pino levels: for components whose info lines are noise to operators. */
+export function quieter(a: string, b: string): string {
+  return LEVELS.indexOf(a) >= LEVELS.indexOf(b) ? a : b;
+}

@@ -2,14 +2,14 @@ import { ApolloServer, type GraphQLRequest } from "@apollo/server";
 import { ApolloServerPluginLandingPageDisabled } from "@apollo/server/plugin/disabled";
 import { ApolloServerPluginLandingPageLocalDefault } from "@apollo/server/plugin/landingPage/default";
 import { fastifyApolloDrainPlugin, fastifyApolloHandler } from "@as-integrations/fastify";
-import Fastify from "fastify";
+import Fastify, { LogController } from "fastify";
 import type { IncomingHttpHeaders } from "node:http";
 import type { GraphQLSchema } from "graphql";
 import type { Config } from "../config.js";
 import type { GatewayContext } from "../graphql/context.js";
 import { createFormatError } from "../graphql/errors.js";
 import { createQueryLimitRules } from "../graphql/query-limits.js";
-import type { Logger } from "../logger.js";
+import { quieter, type Logger } from "../logger.js";
 import type { Metrics } from "./metrics.js";
 
 export interface ReadinessReport {
@@ -29,9 +29,11 @@ export interface HttpServerDeps {
 
 function createFastify(config: Readonly<Config>, logger: Logger) {
   return Fastify({
-    loggerInstance: logger,
+    // Fastify's own info lines (one "listening" line per interface) would bury the gateway's one
+    // start-up line; its warnings and errors still come through.
+    loggerInstance: logger.child({ component: "http" }, { level: quieter(logger.level, "warn") }),
     // A line per request would double the cost of a cached token; errors are logged where they happen.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.limits.bodyLimitBytes,
     trustProxy: false,
     return503OnClosing: true,
@@ -61,7 +63,8 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     hideSchemaDetailsFromClientErrors: config.production,
     validationRules: createQueryLimitRules(config.limits),
     formatError: createFormatError({ production: config.production, logger }),
-    logger,
+    // Apollo's info lines (e.g. "Enabling inline tracing") are start-up noise for operators.
+    logger: logger.child({ component: "apollo" }, { level: quieter(logger.level, "warn") }),
     plugins: [
       fastifyApolloDrainPlugin(fastify),
       config.production
