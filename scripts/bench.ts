@@ -98,7 +98,7 @@ async function scenarios(label: string, env: Record<string, string>): Promise<Ro
     loadConfig({
       LOG_LEVEL: "silent",
       HOST: "127.0.0.1",
-      RATE_LIMIT_TOKENS_PER_MINUTE: "100000000",
+      RATE_LIMIT_TOKENS_PER_MINUTE: "1000000",
       ...env,
     }),
   );

@@ -65,10 +65,10 @@ const int = (fallback: number, min: number, max: number) =>
   z.preprocess(
     unset,
     z.coerce
-      .number({ message: "must be a whole number" })
-      .int("must be a whole number")
-      .min(min)
-      .max(max)
+      .number({ error: "must be a whole number" })
+      .int({ error: "must be a whole number" })
+      .min(min, { error: `must be from ${min} to ${max}` })
+      .max(max, { error: `must be from ${min} to ${max}` })
       .default(fallback),
   );
 

@@ -80,6 +80,12 @@ describe("configuration", () => {
     );
   });
 
+  it("says what range a number must be in", () => {
+    expect(problems({ PORT: "70000" })).toEqual(["PORT: must be from 0 to 65535"]);
+    expect(problems({ PORT: "4000.5" })).toEqual(["PORT: must be a whole number"]);
+    expect(problems({ RATE_LIMIT_TOKENS_PER_MINUTE: "0" })[0]).toContain("must be from 1 to");
+  });
+
   it("requires the minimum remaining validity to be above the SDKs' 10-minute refresh margin", () => {
     expect(problems({ TOKEN_MIN_REMAINING_MINUTES: "10" })[0]).toContain("above 10");
     expect(loadConfig({ TOKEN_MIN_REMAINING_MINUTES: "10.5" }).tokenMinRemainingMinutes).toBe(10.5);
