@@ -1,3 +1,4 @@
+import { execFile } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
 import { startGateway } from "../helpers/gateway.js";
@@ -81,6 +82,45 @@ describe("the gateway over HTTP", () => {
       /acsgw_upstream_requests_total\{operation="createUser",status="201"\} \d+/,
     );
     expect(metrics).toContain("acsgw_upstream_request_duration_seconds_bucket");
+  });
+});
+
+/** Runs a script as a child without blocking this process, which also serves the gateway. */
+function runScript(
+  env: Record<string, string>,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      "node_modules/.bin/tsx",
+      ["scripts/quickstart.ts"],
+      { env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000 },
+      (error, stdout, stderr) =>
+        resolve({ status: error ? (error.code as number | null) : 0, stdout, stderr }),
+    );
+  });
+}
+
+describe("npm run quickstart", () => {
+  it("runs the ACS quickstart flow against a running gateway and exits 0", async () => {
+    const result = await runScript({ GATEWAY_URL: url });
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    for (const step of [
+      "create a user",
+      "issue a voip token",
+      "revoke",
+      "delete the user",
+      "every step worked",
+    ]) {
+      expect(result.stdout).toContain(step);
+    }
+    expect(result.stdout).toMatch(/expires on \d{4}-\d{2}-\d{2}T/);
+  });
+
+  it("exits non-zero when a step fails", async () => {
+    const result = await runScript({ GATEWAY_URL: "http://127.0.0.1:9/graphql" });
+    expect(result.status).toBe(1);
+    expect(result.stdout).toContain("failed");
   });
 });
 
