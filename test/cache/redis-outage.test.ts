@@ -92,7 +92,9 @@ describe("the Redis token cache when Redis fails", () => {
     // Five timeouts in a row open the breaker: the next requests do not wait for Redis at all.
     const { ms: skipped } = await timed(a.getOrMint(key, upstream.mint(key)));
     expect(Math.max(...slow)).toBeLessThan(NO_HANG_MS);
-    expect(skipped).toBeLessThan(200);
+    // Not a speed target: a skipped Redis costs no command timeout, so it is cheaper than any of
+    // the requests that waited for one.
+    expect(skipped).toBeLessThan(Math.min(...slow));
     await sleeping;
     blocker.disconnect();
     await until(async () => (await a.getOrMint(key, upstream.mint(key))).cached, "hits to resume");
