@@ -71,7 +71,10 @@ function checkScopes(scopes: readonly AcsScope[]): AcsScope[] {
   if (scopes.length === 0) {
     throw badInput("scopes must name at least one scope.", "scopes");
   }
-  if (scopes.length > 16 || !scopes.every(isAcsScope)) {
+  if (scopes.length > 16) {
+    throw badInput("scopes may list at most 16 entries.", "scopes");
+  }
+  if (!scopes.every(isAcsScope)) {
     throw badInput("scopes holds an unknown scope.", "scopes");
   }
   return normalizeScopes(scopes);
