@@ -1,4 +1,5 @@
 import type { RedisClient } from "../cache/redis-client.js";
+import { redisScript, runScript } from "../cache/redis-scripts.js";
 import type { Logger } from "../logger.js";
 
 export interface RateLimitVerdict {
@@ -30,10 +31,10 @@ export interface RateLimiterOptions {
  * window's end, in one script so the counter can never be left without an expiry. One key per
  * call, so it works unchanged on Redis Cluster.
  */
-const CONSUME = `
+const CONSUME = redisScript(`
 local count = redis.call("INCR", KEYS[1])
 if count == 1 then redis.call("PEXPIRE", KEYS[1], ARGV[1]) end
-return count`;
+return count`);
 
 export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
   const { limit, redis, keyPrefix, logger } = options;
@@ -70,11 +71,11 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
       const window = Math.floor(now() / windowMs);
       if (redis) {
         try {
-          const count = (await redis.eval(
+          const count = (await runScript(
+            redis,
             CONSUME,
-            1,
-            `${keyPrefix}{${callerKey}}:${window}`,
-            String(windowMs),
+            [`${keyPrefix}{${callerKey}}:${window}`],
+            [windowMs],
           )) as number;
           if (redisFailing) {
             redisFailing = false;

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { Redis } from "ioredis";
 import type { IssuedToken } from "../identity/identity-provider.js";
@@ -7,6 +7,7 @@ import { createBreaker } from "./breaker.js";
 import { openToken, sealToken } from "./crypto.js";
 import { createFlights, type Flight } from "./flights.js";
 import { createKeyScheme, entrySuffix, type KeyScheme } from "./keys.js";
+import { redisScript, runScript, type RedisScript } from "./redis-scripts.js";
 import type { RedisClient } from "./redis-client.js";
 import {
   UserDeletedError,
@@ -55,14 +56,8 @@ const EPOCH_TTL_MS = 25 * 60 * 60 * 1000;
 const MAX_FLIGHT_ATTEMPTS = 3;
 const PIPE = 0x7c; // "|"
 
-interface Script {
-  lua: string;
-  sha: string;
-}
-
-function script(lua: string): Script {
-  return { lua, sha: createHash("sha1").update(lua).digest("hex") };
-}
+type Script = RedisScript;
+const script = redisScript;
 
 // Epoch values are Redis TIME in microseconds, forced above the previous value: they never repeat,
 // not even after the epoch key expired, was evicted or lost with the rest of Redis's data. So an
@@ -224,20 +219,8 @@ export function createRedisTokenCache(options: RedisTokenCacheOptions): TokenCac
     }
   }
 
-  async function run(
-    s: Script,
-    keyList: string[],
-    args: (string | Buffer | number)[],
-  ): Promise<unknown> {
-    try {
-      return await redis.evalsha(s.sha, keyList.length, ...keyList, ...args);
-    } catch (error) {
-      if (error instanceof Error && error.message.startsWith("NOSCRIPT")) {
-        return redis.eval(s.lua, keyList.length, ...keyList, ...args);
-      }
-      throw error;
-    }
-  }
+  const run = (s: Script, keyList: string[], args: (string | Buffer | number)[]) =>
+    runScript(redis, s, keyList, args);
 
   async function writeInvalidation(userId: string, tombstone: boolean): Promise<void> {
     const members = await redis.smembers(keys.index(userId));

@@ -1,4 +1,5 @@
 import type { RedisClient } from "../cache/redis-client.js";
+import { redisScript, runScript } from "../cache/redis-scripts.js";
 
 /**
  * Self-service mappings: a caller (`Caller.key`) to its one ACS identity. This is data, not a
@@ -48,7 +49,9 @@ export function createMemoryUserMappingStore(): UserMappingStore {
 }
 
 /** Deletes KEYS[1] only while it still holds ARGV[1] (never a newer mapping of the subject). */
-const DELETE_IF_EQUAL = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`;
+const DELETE_IF_EQUAL = redisScript(
+  `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`,
+);
 
 /**
  * In Redis, shared by every instance. The two directions live under different hash tags (one per
@@ -86,7 +89,7 @@ export function createRedisUserMappingStore(options: {
     async removeByUserId(userId) {
       const subjectKey = await redis.get(userKeyOf(userId));
       if (subjectKey !== null) {
-        await redis.eval(DELETE_IF_EQUAL, 1, subjectKeyOf(subjectKey), userId);
+        await runScript(redis, DELETE_IF_EQUAL, [subjectKeyOf(subjectKey)], [userId]);
       }
       await redis.del(userKeyOf(userId));
       return subjectKey ?? undefined;
