@@ -53,10 +53,13 @@ describe("a newcomer", () => {
         env.PORT = String(port);
       }
 
+      // Its own process group: npm does not pass SIGTERM on to tsx and node, so the test
+      // signals the whole group.
       const child = spawn("npm", ["start", "--silent"], {
         cwd: repo,
         env,
         stdio: ["ignore", "pipe", "pipe"],
+        detached: true,
       });
       let output = "";
       child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
@@ -87,8 +90,10 @@ describe("a newcomer", () => {
         const exited = new Promise<number | null>((resolve) =>
           child.once("exit", (code) => resolve(code)),
         );
-        child.kill("SIGTERM");
+        process.kill(-child.pid!, "SIGTERM");
         await exited;
+        // Nothing of it may keep running (or keep the port).
+        await expect.poll(() => portIsFree(port), { timeout: 15_000 }).toBe(true);
       }
     },
   );
