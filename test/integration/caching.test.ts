@@ -138,6 +138,14 @@ describe("the token cache behind the GraphQL API", () => {
     const userId = await newUser();
     await redis.kill();
     try {
+      // Not ready (so a load balancer can prefer healthy instances), yet still serving.
+      const url = await a.listen(0);
+      const ready = await fetch(new URL("/readyz", url));
+      expect(ready.status).toBe(503);
+      expect(await ready.json()).toEqual({
+        status: "unavailable",
+        checks: { upstream: true, cache: false },
+      });
       const before = issues();
       const one = await token(a, { userId, scopes: ["CHAT"] });
       const two = await token(b, { userId, scopes: ["CHAT"] });
