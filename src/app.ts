@@ -1,4 +1,5 @@
 import "reflect-metadata";
+import { createHash } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import { ANONYMOUS_ADMIN, type Caller } from "./auth/caller.js";
 import { createJwtVerifier } from "./auth/jwt-verifier.js";
@@ -109,7 +110,12 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
     closers.unshift(() => cache.close());
 
     const mappings: UserMappingStore = redis
-      ? createRedisUserMappingStore({ redis, keyPrefix: `${config.redisKeyPrefix}map:` })
+      ? createRedisUserMappingStore({
+          redis,
+          // Per ACS resource (its endpoint, not its key: a key rotation keeps the identities), so
+          // repointing a deployment at another resource never maps a caller to a foreign identity.
+          keyPrefix: `${config.redisKeyPrefix}map:${createHash("sha256").update(acsUrl.host).digest("hex").slice(0, 12)}:`,
+        })
       : createMemoryUserMappingStore();
     closers.unshift(() => mappings.close());
 

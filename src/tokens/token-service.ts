@@ -212,13 +212,15 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
         return await issueForUser(userId, scopes, expiresInMinutes);
       } catch (error) {
         const gone =
-          (error instanceof UpstreamError && error.failure === "not_found") ||
+          (error instanceof UpstreamError &&
+            (error.failure === "not_found" || error.failure === "not_owned")) ||
           (error instanceof GatewayError && error.code === "NOT_FOUND");
         if (!gone) {
           throw error;
         }
-        // The mapped identity was deleted (by an admin, or outside the gateway) and the mapping
-        // outlived it: forget it and give the caller a fresh identity, once.
+        // The mapped identity was deleted (by an admin, or outside the gateway), or belongs to
+        // another ACS resource, and the mapping outlived it: forget it and give the caller a
+        // fresh identity, once.
         await mappings.removeByUserId(userId);
         return issueForUser(await ensureIdentity(subjectKey), scopes, expiresInMinutes);
       }

@@ -12,6 +12,7 @@ import {
   startGateway,
   upstreamAttempts,
 } from "../helpers/gateway.js";
+import { identityClient } from "../helpers/emulator.js";
 import { startTestIssuer, type TestIssuer } from "../helpers/jwks.js";
 
 /**
@@ -198,6 +199,45 @@ describe("signed-in callers", () => {
       await gql(url, "mutation { issueMyToken(scopes: [CHAT]) { user { id } } }", {}, bob)
     ).data.issueMyToken.user.id;
     expect(secondId).not.toBe(firstId);
+  });
+});
+
+describe("self-service healing", () => {
+  it("gives a caller a new identity when theirs was deleted outside the gateway", async () => {
+    const frank = bearer(await issuer.sign({}, { subject: "frank" }));
+    const mine = "mutation { issueMyToken(scopes: [CHAT]) { user { id } } }";
+    const firstId = (await gql(url, mine, {}, frank)).data.issueMyToken.user.id as string;
+    // Another tool deletes the identity straight at ACS; the gateway's mapping outlives it.
+    await identityClient(app.emulator!).deleteUser({ communicationUserId: firstId });
+    const again = await gql(
+      url,
+      "mutation { issueMyToken(scopes: [VOIP]) { user { id } } }",
+      {},
+      frank,
+    );
+    expect(again.errors).toBeUndefined();
+    expect(again.data.issueMyToken.user.id).not.toBe(firstId);
+    const me = await gql(url, "{ me { communicationUser { id } } }", {}, frank);
+    expect(me.data.me.communicationUser.id).toBe(again.data.issueMyToken.user.id);
+  });
+});
+
+describe("several ACS resources on one Redis", () => {
+  it("keeps each resource's self-service mappings apart", async () => {
+    // Same Redis and key prefix, another ACS endpoint (its own embedded emulator).
+    const elsewhere = await startGateway(jwtEnv());
+    try {
+      const elsewhereUrl = await elsewhere.listen(0);
+      const grace = bearer(await issuer.sign({}, { subject: "grace" }));
+      const mine = "mutation { issueMyToken(scopes: [CHAT]) { user { id } } }";
+      const here = (await gql(url, mine, {}, grace)).data.issueMyToken.user.id as string;
+      const there = (await gql(elsewhereUrl, mine, {}, grace)).data.issueMyToken.user.id as string;
+      expect(there).not.toBe(here);
+      const meHere = await gql(url, "{ me { communicationUser { id } } }", {}, grace);
+      expect(meHere.data.me.communicationUser.id).toBe(here);
+    } finally {
+      await elsewhere.close();
+    }
   });
 });
 
