@@ -35,18 +35,38 @@ const ALGORITHMS = [
   "ES512",
   "EdDSA",
 ];
+/** Real bearer tokens are 1-3 KB; a larger header is refused before any parsing or crypto. */
 const MAX_HEADER_LENGTH = 8192;
+/** `sub` becomes a key part and is shown by `me`; real ones are short (Entra ID: 43 characters). */
+const MAX_SUBJECT_LENGTH = 1024;
+/** RFC 6750 `b64token`; a JWT only ever uses the base64url alphabet and dots. */
+const BEARER = /^Bearer[ ]+([A-Za-z0-9._~+/-]+=*)$/i;
 
 /**
  * Roles from the `roles` claim: an array of strings (Entra ID app roles), or one space-separated
- * string (some issuers). Anything else counts as no roles.
+ * string (the OAuth `scope` style some issuers use for custom claims). Anything else, including
+ * non-string array members, counts as no role: a malformed claim never grants admin.
  */
 function rolesOf(payload: JWTPayload): string[] {
   const roles = payload.roles;
   if (Array.isArray(roles)) {
     return roles.filter((role): role is string => typeof role === "string");
   }
-  return typeof roles === "string" ? roles.split(" ").filter(Boolean) : [];
+  return typeof roles === "string" ? roles.split(/\s+/).filter(Boolean) : [];
+}
+
+/**
+ * Failures of the key fetch rather than of the token: a timeout, a refused connection (fetch's
+ * TypeError), a non-200 answer or an unparseable key set (jose's generic JOSEError), a key set
+ * of the wrong shape. The token may be fine; the caller should retry, not sign in again.
+ */
+function isKeySetUnavailable(error: unknown): boolean {
+  return (
+    error instanceof errors.JWKSTimeout ||
+    error instanceof errors.JWKSInvalid ||
+    error instanceof TypeError ||
+    (error instanceof errors.JOSEError && error.code === "ERR_JOSE_GENERIC")
+  );
 }
 
 export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
@@ -66,7 +86,8 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
       if (authorization.length > MAX_HEADER_LENGTH) {
         throw new AuthError("malformed", "The Authorization header is too long.");
       }
-      const match = /^Bearer +([A-Za-z0-9._~+/-]+=*)$/i.exec(authorization.trim());
+      // The scheme is case-insensitive (RFC 9110 section 11.1).
+      const match = BEARER.exec(authorization.trim());
       if (!match) {
         throw new AuthError("malformed", "The Authorization header must be 'Bearer <token>'.");
       }
@@ -80,19 +101,32 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
           requiredClaims: ["sub", "exp"],
         }));
       } catch (error) {
+        // jose's messages are safe (they never quote the token), but they describe why a forgery
+        // failed; callers get one of four fixed sentences instead.
         if (error instanceof errors.JWTExpired) {
           throw new AuthError("expired", "The bearer token has expired.");
         }
+        if (isKeySetUnavailable(error)) {
+          throw new AuthError(
+            "unavailable",
+            "The issuer's signing keys could not be fetched to check the bearer token. Try again.",
+          );
+        }
         throw new AuthError("invalid", "The bearer token is not valid for this service.");
       }
-      const subject = payload.sub!;
+      // jose checks that `sub` is present, not that it is a usable string.
+      const subject = payload.sub as unknown;
+      if (typeof subject !== "string" || subject === "" || subject.length > MAX_SUBJECT_LENGTH) {
+        throw new AuthError("invalid", "The bearer token is not valid for this service.");
+      }
       const roles = rolesOf(payload);
       return {
         subject,
-        issuer: payload.iss,
+        // jwtVerify checked `iss` equals the configured issuer exactly.
+        issuer: options.issuer,
         roles,
         isAdmin: roles.includes(options.adminRole),
-        key: callerKey(payload.iss, subject),
+        key: callerKey(options.issuer, subject),
       };
     },
   };

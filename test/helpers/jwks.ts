@@ -11,7 +11,7 @@ export interface TestIssuer {
   audience: string;
   /** Signs with the published key unless `key` says otherwise. */
   sign(claims: Record<string, unknown>, options?: SignOptions): Promise<string>;
-  /** Replace the published keys (rotation); returns the new kid. */
+  /** Replace the published RS256 key (rotation; the ES256 key stays); returns the new kid. */
   rotate(): Promise<string>;
   /** How often the JWKS was fetched. */
   fetches(): number;
@@ -21,6 +21,8 @@ export interface TestIssuer {
 export interface SignOptions {
   /** "foreign": a key not in the JWKS (its kid is the published one unless kid is given). */
   key?: "published" | "foreign";
+  /** RS256 (the default) or ES256; the JWKS publishes one key of each. */
+  alg?: "RS256" | "ES256";
   kid?: string;
   expiresIn?: string | number;
   notBefore?: string | number;
@@ -35,21 +37,23 @@ interface KeyPair {
   jwk: JWK;
 }
 
-async function newKey(kid: string): Promise<KeyPair> {
-  const { privateKey, publicKey } = await generateKeyPair("RS256", { extractable: true });
-  const jwk = { ...(await exportJWK(publicKey)), kid, alg: "RS256", use: "sig" };
+async function newKey(kid: string, alg: "RS256" | "ES256" = "RS256"): Promise<KeyPair> {
+  const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
+  const jwk = { ...(await exportJWK(publicKey)), kid, alg, use: "sig" };
   return { kid, privateKey: privateKey as KeyObject, jwk };
 }
 
 export async function startTestIssuer(): Promise<TestIssuer> {
   let published = await newKey("key-1");
+  const ec = await newKey("key-ec", "ES256");
   const foreign = await newKey("key-foreign");
+  const foreignEc = await newKey("key-foreign-ec", "ES256");
   let generation = 1;
   let count = 0;
   const server: Server = createServer((req, res) => {
     count++;
     res.setHeader("content-type", "application/json");
-    res.end(JSON.stringify({ keys: [published.jwk] }));
+    res.end(JSON.stringify({ keys: [published.jwk, ec.jwk] }));
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const address = server.address();
@@ -62,9 +66,11 @@ export async function startTestIssuer(): Promise<TestIssuer> {
     issuer,
     audience,
     async sign(claims, options = {}) {
-      const key = options.key === "foreign" ? foreign : published;
+      const alg = options.alg ?? "RS256";
+      const own = alg === "ES256" ? ec : published;
+      const key = options.key === "foreign" ? (alg === "ES256" ? foreignEc : foreign) : own;
       let jwt = new SignJWT(claims)
-        .setProtectedHeader({ alg: "RS256", kid: options.kid ?? published.kid, typ: "JWT" })
+        .setProtectedHeader({ alg, kid: options.kid ?? own.kid, typ: "JWT" })
         .setIssuedAt()
         .setIssuer(options.issuer ?? issuer)
         .setAudience(options.audience ?? audience)
