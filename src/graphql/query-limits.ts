@@ -2,6 +2,8 @@ import {
   GraphQLError,
   Kind,
   type ASTVisitor,
+  type DocumentNode,
+  type OperationDefinitionNode,
   type SelectionSetNode,
   type ValidationContext,
   type ValidationRule,
@@ -9,129 +11,153 @@ import {
 import type { Config } from "../config.js";
 
 /**
- * Per-operation limits, enforced at validation, i.e. before any resolver (and so any upstream
- * call) runs. Fragments are followed with a guard, because these rules may run before
- * NoFragmentCyclesRule has rejected a cyclic document.
+ * Per-operation limits as graphql-js validation rules (Apollo Server's `validationRules`), so they
+ * run before any resolver, and so before any upstream call: 50 aliased `issueToken` fields are
+ * refused without one ACS request.
+ *
+ * Each operation is measured once (shared by the three rules) with fragments expanded. Fragment
+ * results are memoised by name, so a document of fragments that each spread the next one twice
+ * costs linear time instead of exponential; the counts it yields are exact (and huge), not capped.
+ * Fragment cycles are cut (a spread of a fragment being measured counts as empty): these rules may
+ * run before NoFragmentCyclesRule rejects the document, and must terminate on it.
  */
 
+/**
+ * Introspection subtrees do not count towards depth: Sandbox's introspection query is about 15
+ * levels deep, only introspection types are reachable below these fields, and production disables
+ * introspection altogether. Their aliases and their own level still count.
+ */
 const INTROSPECTION = new Set(["__schema", "__type"]);
 
-interface Walk {
-  depth: number;
+/** The code Apollo gives every validation failure; set here too so it holds outside Apollo. */
+const CODE = "GRAPHQL_VALIDATION_FAILED";
+
+interface Measure {
+  /** Field levels below and including this selection set's fields (0 for an empty set). */
+  height: number;
+  /** Aliased fields, counting a fragment once per spread (as execution would visit them). */
   aliases: number;
+  /** Fields of this selection set itself, through fragments and inline fragments, not below. */
+  fields: number;
 }
 
-/** Deepest field nesting and aliased-field count of a selection set, fragments expanded. */
-function walk(
-  context: ValidationContext,
-  selectionSet: SelectionSetNode,
-  depth: number,
-  visiting: Set<string>,
-  budget: { nodes: number },
-): Walk {
-  let result: Walk = { depth, aliases: 0 };
-  for (const selection of selectionSet.selections) {
-    if (--budget.nodes < 0) {
-      break; // a pathological document: stop counting, the limits below will already be hit
-    }
-    let inner: Walk | undefined;
-    if (selection.kind === Kind.FIELD) {
-      const aliased = selection.alias !== undefined ? 1 : 0;
-      if (INTROSPECTION.has(selection.name.value)) {
-        // Sandbox's introspection query is deep by nature; it is harmless and disabled in production.
-        inner = { depth, aliases: aliased };
-      } else if (selection.selectionSet) {
-        const child = walk(context, selection.selectionSet, depth + 1, visiting, budget);
-        inner = { depth: child.depth, aliases: child.aliases + aliased };
+const EMPTY: Measure = { height: 0, aliases: 0, fields: 0 };
+
+function measureOperation(context: ValidationContext, operation: OperationDefinitionNode): Measure {
+  const fragments = new Map<string, Measure | "measuring">();
+
+  const measure = (set: SelectionSetNode): Measure => {
+    let height = 0;
+    let aliases = 0;
+    let fields = 0;
+    for (const selection of set.selections) {
+      let inner: Measure;
+      if (selection.kind === Kind.FIELD) {
+        const aliased = selection.alias !== undefined ? 1 : 0;
+        const below = selection.selectionSet ? measure(selection.selectionSet) : EMPTY;
+        const exempt = INTROSPECTION.has(selection.name.value);
+        height = Math.max(height, exempt ? 1 : 1 + below.height);
+        aliases += aliased + below.aliases;
+        fields += selection.name.value === "__typename" ? 0 : 1;
+        continue;
+      } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+        inner = measure(selection.selectionSet);
       } else {
-        inner = { depth, aliases: aliased };
+        inner = spread(selection.name.value);
       }
-    } else if (selection.kind === Kind.INLINE_FRAGMENT) {
-      inner = walk(context, selection.selectionSet, depth, visiting, budget);
-    } else {
-      const name = selection.name.value;
-      const fragment = context.getFragment(name);
-      if (fragment && !visiting.has(name)) {
-        visiting.add(name);
-        inner = walk(context, fragment.selectionSet, depth, visiting, budget);
-        visiting.delete(name);
-      }
+      height = Math.max(height, inner.height);
+      aliases += inner.aliases;
+      fields += inner.fields;
     }
-    if (inner) {
-      result = {
-        depth: Math.max(result.depth, inner.depth),
-        aliases: result.aliases + inner.aliases,
-      };
+    return { height, aliases, fields };
+  };
+
+  const spread = (name: string): Measure => {
+    const known = fragments.get(name);
+    if (known === "measuring") {
+      return EMPTY; // a cycle: invalid anyway, and NoFragmentCyclesRule says so
     }
+    if (known) {
+      return known;
+    }
+    const fragment = context.getFragment(name);
+    if (!fragment) {
+      return EMPTY; // unknown fragment: KnownFragmentNamesRule reports it
+    }
+    fragments.set(name, "measuring");
+    const result = measure(fragment.selectionSet);
+    fragments.set(name, result);
+    return result;
+  };
+
+  return measure(operation.selectionSet);
+}
+
+/** One measurement per operation per document, however many of the rules run. */
+const measured = new WeakMap<DocumentNode, WeakMap<OperationDefinitionNode, Measure>>();
+
+function measureOf(context: ValidationContext, operation: OperationDefinitionNode): Measure {
+  const document = context.getDocument();
+  let byOperation = measured.get(document);
+  if (!byOperation) {
+    byOperation = new WeakMap();
+    measured.set(document, byOperation);
+  }
+  let result = byOperation.get(operation);
+  if (!result) {
+    result = measureOperation(context, operation);
+    byOperation.set(operation, result);
   }
   return result;
 }
 
-/** Root fields of an operation, through fragments and inline fragments on the root type. */
-function countRootFields(
-  context: ValidationContext,
-  selectionSet: SelectionSetNode,
-  visiting: Set<string>,
-): number {
-  let count = 0;
-  for (const selection of selectionSet.selections) {
-    if (selection.kind === Kind.FIELD) {
-      count += selection.name.value === "__typename" ? 0 : 1;
-    } else if (selection.kind === Kind.INLINE_FRAGMENT) {
-      count += countRootFields(context, selection.selectionSet, visiting);
-    } else {
-      const name = selection.name.value;
-      const fragment = context.getFragment(name);
-      if (fragment && !visiting.has(name)) {
-        visiting.add(name);
-        count += countRootFields(context, fragment.selectionSet, visiting);
-        visiting.delete(name);
-      }
-    }
-  }
-  return count;
-}
+/** Counts from a fragment bomb can be astronomically large; say so without printing 1e+300. */
+const count = (n: number) => (n > 1_000_000 ? "more than 1000000" : String(n));
 
 function operationRule(
-  check: (context: ValidationContext, selectionSet: SelectionSetNode) => string | undefined,
+  check: (measure: Measure, operation: OperationDefinitionNode) => string | undefined,
 ): ValidationRule {
   return (context): ASTVisitor => ({
     OperationDefinition(node) {
-      const problem = check(context, node.selectionSet);
+      const problem = check(measureOf(context, node), node);
       if (problem) {
-        context.reportError(new GraphQLError(problem, { nodes: [node] }));
+        context.reportError(
+          new GraphQLError(problem, { nodes: [node], extensions: { code: CODE } }),
+        );
       }
+      return false; // the rule needs nothing below the operation node from the visitor
     },
   });
 }
 
-const NODE_BUDGET = 10_000;
+const named = (operation: OperationDefinitionNode) =>
+  operation.name ? `The operation ${operation.name.value}` : "The operation";
 
+/** Deepest field nesting, root fields being level 1; introspection subtrees exempt. */
 export function depthLimit(max: number): ValidationRule {
-  return operationRule((context, set) => {
-    const { depth } = walk(context, set, 1, new Set(), { nodes: NODE_BUDGET });
-    return depth > max
-      ? `The operation is ${depth} levels deep; at most ${max} are allowed.`
-      : undefined;
-  });
+  return operationRule(({ height }, operation) =>
+    height > max
+      ? `${named(operation)} is ${count(height)} levels deep; at most ${max} are allowed.`
+      : undefined,
+  );
 }
 
+/** Aliased fields in the whole operation, in fragments too (once per spread). */
 export function aliasLimit(max: number): ValidationRule {
-  return operationRule((context, set) => {
-    const { aliases } = walk(context, set, 1, new Set(), { nodes: NODE_BUDGET });
-    return aliases > max
-      ? `The operation uses ${aliases} aliases; at most ${max} are allowed.`
-      : undefined;
-  });
+  return operationRule(({ aliases }, operation) =>
+    aliases > max
+      ? `${named(operation)} uses ${count(aliases)} aliases; at most ${max} are allowed.`
+      : undefined,
+  );
 }
 
+/** Fields selected at the operation's root, through fragments; `__typename` is free. */
 export function rootFieldLimit(max: number): ValidationRule {
-  return operationRule((context, set) => {
-    const count = countRootFields(context, set, new Set());
-    return count > max
-      ? `The operation selects ${count} root fields; at most ${max} are allowed.`
-      : undefined;
-  });
+  return operationRule(({ fields }, operation) =>
+    fields > max
+      ? `${named(operation)} selects ${count(fields)} root fields; at most ${max} are allowed.`
+      : undefined,
+  );
 }
 
 export function createQueryLimitRules(limits: Config["limits"]): ValidationRule[] {
