@@ -111,6 +111,7 @@ function guardedMappings(store: UserMappingStore, logger: Logger): UserMappingSt
     get: guard("get", store.get),
     claim: guard("claim", store.claim),
     removeByUserId: guard("removeByUserId", store.removeByUserId),
+    subjectOf: guard("subjectOf", store.subjectOf),
     close: () => store.close(),
   };
 }
