@@ -1,8 +1,8 @@
 import { createServer, type Server } from "node:http";
 import { createPublicKey } from "node:crypto";
 import { SignJWT, UnsecuredJWT, base64url } from "jose";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AuthError } from "../../src/auth/caller.js";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { AuthError, callerKey } from "../../src/auth/caller.js";
 import { createJwtVerifier, type JwtVerifier } from "../../src/auth/jwt-verifier.js";
 import { startTestIssuer, type TestIssuer } from "../helpers/jwks.js";
 
@@ -108,6 +108,32 @@ describe("a valid bearer token", () => {
     expect(none).toMatchObject({ roles: [], isAdmin: false });
   });
 
+  it("keeps the caller key stable across tokens, and apart for another subject", async () => {
+    const first = await verifier.verify(bearer(await issuer.sign({}, { subject: "ann" })));
+    const again = await verifier.verify(
+      bearer(await issuer.sign({ roles: ["acs.admin"] }, { subject: "ann", alg: "ES256" })),
+    );
+    const bob = await verifier.verify(bearer(await issuer.sign({}, { subject: "bob" })));
+    expect(first.key).toBe(callerKey(issuer.issuer, "ann"));
+    expect(again.key).toBe(first.key);
+    expect(bob.key).not.toBe(first.key);
+    expect([first.isAdmin, again.isAdmin, bob.isAdmin]).toEqual([false, true, false]);
+  });
+
+  it("grants admin only for the configured admin role", async () => {
+    const custom = createJwtVerifier({
+      jwksUrl: issuer.jwksUrl,
+      issuer: issuer.issuer,
+      audience: issuer.audience,
+      adminRole: "ops.admin",
+    });
+    const token = await issuer.sign({ roles: ["acs.admin"] });
+    expect((await custom.verify(bearer(token))).isAdmin).toBe(false);
+    expect((await verifier.verify(bearer(token))).isAdmin).toBe(true);
+    const ops = await custom.verify(bearer(await issuer.sign({ roles: "reader ops.admin" })));
+    expect(ops.isAdmin).toBe(true);
+  });
+
   it("gives the same subject from another issuer another key", async () => {
     const other = createJwtVerifier({
       jwksUrl: issuer.jwksUrl,
@@ -177,12 +203,23 @@ describe("a forged or unacceptable bearer token", () => {
 
   it("is refused when expired beyond the clock tolerance, and accepted within it", async () => {
     const now = Math.floor(Date.now() / 1000);
-    expect((await refusal(bearer(await issuer.sign({}, { expiresIn: now - 120 })))).reason).toBe(
-      "expired",
-    );
-    await expect(
-      verifier.verify(bearer(await issuer.sign({}, { expiresIn: now - 5 }))),
-    ).resolves.toBeDefined();
+    for (const ago of [120, 40]) {
+      const expired = await refusal(bearer(await issuer.sign({}, { expiresIn: now - ago })));
+      expect(expired.reason).toBe("expired");
+      expect(expired.message).toBe("The bearer token has expired.");
+    }
+    for (const ago of [5, 20]) {
+      await expect(
+        verifier.verify(bearer(await issuer.sign({}, { expiresIn: now - ago }))),
+      ).resolves.toBeDefined();
+    }
+  });
+
+  it("is refused without an expiry", async () => {
+    for (const alg of ["RS256", "ES256"] as const) {
+      const eternal = await issuer.sign({ roles: ["acs.admin"] }, { alg, expiresIn: null });
+      expect((await refusal(bearer(eternal))).reason).toBe("invalid");
+    }
   });
 
   it("is refused while not valid yet (nbf in the future beyond the tolerance)", async () => {
@@ -289,6 +326,54 @@ describe("the issuer's key set", () => {
       await refusal(bearer(await issuer.sign({}, { key: "foreign", kid: `nope-${i}` })), cooled);
     }
     expect(issuer.fetches()).toBeLessThanOrEqual(fetched + 1);
+  });
+
+  describe("with the default timings (a 30 s cooldown and a 10 min cache)", () => {
+    let own: TestIssuer;
+    beforeAll(async () => {
+      own = await startTestIssuer();
+    });
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+    afterAll(() => own.close());
+
+    it("picks up a rotated key once 30 s have passed since the last fetch, and refetches a stale set", async () => {
+      // Only Date is faked: jose's cache and cooldown read Date.now(), sockets keep real timers.
+      vi.useFakeTimers({ toFake: ["Date"], now: Date.now() });
+      const defaults = createJwtVerifier({
+        jwksUrl: own.jwksUrl,
+        issuer: own.issuer,
+        audience: own.audience,
+        adminRole: "acs.admin",
+      });
+      const old = await own.sign({}, { subject: "old" });
+      await defaults.verify(bearer(old));
+      expect(own.fetches()).toBe(1);
+      for (let i = 0; i < 10; i++) {
+        await defaults.verify(bearer(old));
+      }
+      expect(own.fetches()).toBe(1);
+
+      const kid = await own.rotate();
+      vi.advanceTimersByTime(10_000);
+      // Within the cooldown an unknown kid is refused without a fetch (no fetch storm)...
+      const early = await refusal(bearer(await own.sign({}, { kid, subject: "new" })), defaults);
+      expect(early.reason).toBe("invalid");
+      expect(own.fetches()).toBe(1);
+      // ...and after it, the first such token fetches the set once and verifies.
+      vi.advanceTimersByTime(21_000);
+      const fresh = await own.sign({}, { kid, subject: "new" });
+      expect((await defaults.verify(bearer(fresh))).subject).toBe("new");
+      expect(own.fetches()).toBe(2);
+      await defaults.verify(bearer(fresh));
+      expect(own.fetches()).toBe(2);
+
+      // A set older than 10 minutes is fetched again even for a known kid.
+      vi.advanceTimersByTime(10 * 60_000 + 1000);
+      await defaults.verify(bearer(await own.sign({}, { kid, subject: "later" })));
+      expect(own.fetches()).toBe(3);
+    });
   });
 
   it("refuses as 'unavailable' when it cannot be fetched, without quoting the token", async () => {

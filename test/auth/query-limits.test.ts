@@ -73,6 +73,11 @@ describe("the depth limit", () => {
     });
     expect(check(introspection, ...createQueryLimitRules(DEFAULTS))).toEqual([]);
     expect(check(getIntrospectionQuery(), depthLimit(8))).toEqual([]);
+    // What bounds introspection instead is graphql's own MaxIntrospectionDepthRule (part of
+    // specifiedRules, which Apollo always runs): a recursive introspection query is refused there.
+    const recursive = `{ __schema { types { ${"fields { type { ".repeat(4)}name${" } }".repeat(4)} } } }`;
+    expect(check(recursive, depthLimit(8))).toEqual([]);
+    expect(check(recursive, ...specifiedRules)).toEqual(["Maximum introspection depth exceeded"]);
     // Exempt is only what is below __schema / __type, not a deep query beside them.
     expect(check(`{ __typename ${nested(9).slice(1)}`, depthLimit(8))).toHaveLength(1);
   });

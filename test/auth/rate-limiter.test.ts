@@ -63,6 +63,38 @@ describe("the per-caller rate limit in memory", () => {
     await limiter.close();
   });
 
+  it("always says to retry within (0, window] seconds, wherever in the window the refusal falls", async () => {
+    const windowStart = Date.UTC(2030, 0, 1, 10, 0, 0);
+    for (const offset of [0, 1, 999, 1000, 30_000, 59_001, 59_999]) {
+      const limiter = createRateLimiter({
+        limit: 1,
+        windowSeconds: 60,
+        keyPrefix: "t:",
+        now: () => windowStart + offset,
+      });
+      await limiter.consume("a");
+      const refused = await limiter.consume("a");
+      expect(refused.allowed).toBe(false);
+      expect(refused.retryAfterSeconds).toBeGreaterThan(0);
+      expect(refused.retryAfterSeconds).toBeLessThanOrEqual(60);
+      // Retrying after that many seconds lands in the next window.
+      expect(Math.floor((windowStart + offset + refused.retryAfterSeconds * 1000) / 60_000)).toBe(
+        Math.floor((windowStart + offset) / 60_000) + 1,
+      );
+    }
+  });
+
+  it("keeps callers apart: one caller spending its budget leaves another's untouched", async () => {
+    const limiter = createRateLimiter({
+      limit: 2,
+      windowSeconds: 60,
+      keyPrefix: "t:",
+      now: () => T0,
+    });
+    expect((await consumeTimes(limiter, "noisy", 10)).filter((v) => v.allowed)).toHaveLength(2);
+    expect((await consumeTimes(limiter, "quiet", 2)).map((v) => v.remaining)).toEqual([1, 0]);
+  });
+
   it("stays within its bound of tracked callers, dropping the oldest first", async () => {
     const limiter = createRateLimiter({
       limit: 1,
@@ -153,6 +185,7 @@ describe("the per-caller rate limit on Redis", () => {
           windowSeconds: 60,
           keyPrefix: "rc:",
           redis: await connect(),
+          now: () => T0,
         }),
       ),
     );
@@ -170,6 +203,7 @@ describe("the per-caller rate limit on Redis", () => {
       keyPrefix: "ro:",
       redis: await connect(),
       logger,
+      now: () => T0,
     });
     await consumeTimes(limiter, "caller", 2);
 
@@ -186,5 +220,71 @@ describe("the per-caller rate limit on Redis", () => {
     expect((await limiter.consume("caller")).allowed).toBe(true);
     expect(lines.filter((l) => l.includes("Redis is back"))).toHaveLength(1);
     expect(await redis.client().keys("ro:*")).toHaveLength(1);
+  });
+
+  it("lets each of two instances count alone during an outage, and shares one budget again after a restart", async () => {
+    const [one, two] = await Promise.all(
+      [1, 2].map(async () =>
+        createRateLimiter({
+          limit: 3,
+          windowSeconds: 60,
+          keyPrefix: "rr:",
+          redis: await connect(),
+          logger: silent,
+          now: () => T0,
+        }),
+      ),
+    );
+    const pair = clients.slice(-2);
+    await redis.kill();
+    // Fail open, per instance: each instance allows the limit, so together up to twice of it.
+    const during = [
+      ...(await consumeTimes(one!, "caller", 4)),
+      ...(await consumeTimes(two!, "caller", 4)),
+    ];
+    expect(during.map((v) => v.allowed)).toEqual([
+      true,
+      true,
+      true,
+      false,
+      true,
+      true,
+      true,
+      false,
+    ]);
+
+    await redis.restart();
+    await Promise.all(
+      pair.map(
+        (client) =>
+          new Promise((r) => (client.status === "ready" ? r(null) : client.once("ready", r))),
+      ),
+    );
+    const after = [];
+    for (let i = 0; i < 3; i++) {
+      after.push(await one!.consume("fresh"), await two!.consume("fresh"));
+    }
+    expect(after.map((v) => v.allowed)).toEqual([true, true, true, false, false, false]);
+    const [key] = await redis.client().keys("rr:*");
+    expect(await redis.client().get(key!)).toBe("6");
+    expect(await redis.client().pttl(key!)).toBeGreaterThan(0);
+  });
+
+  it("counts locally when Redis was never reachable", async () => {
+    const down = await startRedis();
+    const url = down.url;
+    await down.stop();
+    const client = createRedisClient({ mode: "single", url }, silent);
+    clients.push(client);
+    const limiter = createRateLimiter({
+      limit: 2,
+      windowSeconds: 60,
+      keyPrefix: "rn:",
+      redis: client,
+      logger: silent,
+      now: () => T0,
+    });
+    const verdicts = await consumeTimes(limiter, "caller", 3);
+    expect(verdicts.map((v) => v.allowed)).toEqual([true, true, false]);
   });
 });

@@ -23,6 +23,17 @@ describe("the router secret check", () => {
     }
   });
 
+  it("never throws on a length other than the secret's (timingSafeEqual alone would)", () => {
+    for (const length of [0, 1, SECRET.length - 1, SECRET.length + 1, 64, 1_000_000]) {
+      const presented = "a".repeat(length);
+      expect(() => routerSecretMatches(presented, SECRET)).not.toThrow();
+      expect(routerSecretMatches(presented, SECRET)).toBe(false);
+    }
+    const long = "s".repeat(4096);
+    expect(routerSecretMatches(long, long)).toBe(true);
+    expect(routerSecretMatches(long.slice(1), long)).toBe(false);
+  });
+
   it("refuses an absent header and a header sent twice", () => {
     expect(routerSecretMatches(undefined, SECRET)).toBe(false);
     expect(routerSecretMatches([SECRET, SECRET], SECRET)).toBe(false);

@@ -24,7 +24,8 @@ export interface SignOptions {
   /** RS256 (the default) or ES256; the JWKS publishes one key of each. */
   alg?: "RS256" | "ES256";
   kid?: string;
-  expiresIn?: string | number;
+  /** Relative ("10m", the default) or absolute (seconds since the epoch); null: no `exp` at all. */
+  expiresIn?: string | number | null;
   notBefore?: string | number;
   issuer?: string;
   audience?: string;
@@ -73,8 +74,10 @@ export async function startTestIssuer(): Promise<TestIssuer> {
         .setProtectedHeader({ alg, kid: options.kid ?? own.kid, typ: "JWT" })
         .setIssuedAt()
         .setIssuer(options.issuer ?? issuer)
-        .setAudience(options.audience ?? audience)
-        .setExpirationTime(options.expiresIn ?? "10m");
+        .setAudience(options.audience ?? audience);
+      if (options.expiresIn !== null) {
+        jwt = jwt.setExpirationTime(options.expiresIn ?? "10m");
+      }
       if (options.subject !== null) {
         jwt = jwt.setSubject(options.subject ?? "user-1");
       }
