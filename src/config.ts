@@ -12,7 +12,7 @@ export interface AcsConnection {
 }
 
 export interface Config {
-  nodeEnv: string;
+  nodeEnv: "development" | "production" | "test";
   production: boolean;
   host: string;
   port: number;
@@ -73,7 +73,16 @@ const int = (fallback: number, min: number, max: number) =>
   );
 
 const schema = z.object({
-  NODE_ENV: z.preprocess(unset, z.string().default("development")),
+  // Exact values only: a typo such as "prod" or "Production" must not quietly start a development
+  // gateway (embedded emulator, every caller an admin) where production was meant.
+  NODE_ENV: z.preprocess(
+    unset,
+    z
+      .enum(["development", "production", "test"], {
+        error: "must be development, production or test (exactly, in lower case)",
+      })
+      .default("development"),
+  ),
   HOST: z.preprocess(unset, z.string().default("0.0.0.0")),
   PORT: int(4000, 0, 65535),
   LOG_LEVEL: z.preprocess(
@@ -155,16 +164,30 @@ export function parseConnectionString(value: string): AcsConnection | string {
   return { endpoint: url.toString(), accessKey };
 }
 
-export function loadConfig(env: Env = process.env): Readonly<Config> {
-  const parsed = schema.safeParse(env);
-  const problems: string[] = [];
-  if (!parsed.success) {
-    for (const issue of parsed.error.issues) {
-      problems.push(`${issue.path.join(".")}: ${issue.message}`);
+type Settings = z.infer<typeof schema>;
+
+/**
+ * Each setting is parsed on its own, so one bad value (say `PORT=abc`) never hides the problems of
+ * the others: the cross-setting checks below still run on every setting that did parse.
+ */
+function parseSettings(env: Env, problems: string[]): Partial<Settings> {
+  const settings: Record<string, unknown> = {};
+  for (const [name, field] of Object.entries(schema.shape)) {
+    const result = (field as z.ZodType).safeParse(env[name]);
+    if (result.success) {
+      settings[name] = result.data;
+    } else {
+      for (const issue of result.error.issues) {
+        problems.push(`${name}: ${issue.message}`);
+      }
     }
-    throw new ConfigError(problems);
   }
-  const e = parsed.data;
+  return settings as Partial<Settings>;
+}
+
+export function loadConfig(env: Env = process.env): Readonly<Config> {
+  const problems: string[] = [];
+  const e = parseSettings(env, problems);
   const production = e.NODE_ENV === "production";
 
   let acs: AcsConnection | undefined;
@@ -266,7 +289,15 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   if (problems.length > 0) {
     throw new ConfigError(problems);
   }
+  return freezeConfig(e as Settings, { acs, redis, tokenCacheEncryptionKey, auth });
+}
 
+function freezeConfig(
+  e: Settings,
+  derived: Pick<Config, "acs" | "redis" | "tokenCacheEncryptionKey" | "auth">,
+): Readonly<Config> {
+  const { acs, redis, tokenCacheEncryptionKey, auth } = derived;
+  const production = e.NODE_ENV === "production";
   return Object.freeze({
     nodeEnv: e.NODE_ENV,
     production,

@@ -80,6 +80,43 @@ describe("configuration", () => {
     );
   });
 
+  it("reports a bad number together with every cross-setting problem (one bad value hides none)", () => {
+    const list = problems({
+      PORT: "abc",
+      REDIS_URL: "http://cache",
+      AUTH_MODE: "jwt",
+      ROUTER_SECRET: "short",
+    });
+    expect(list).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^PORT: /),
+        expect.stringMatching(/^REDIS_URL: /),
+        expect.stringMatching(/^AUTH_JWKS_URL: /),
+        expect.stringMatching(/^AUTH_ISSUER: /),
+        expect.stringMatching(/^AUTH_AUDIENCE: /),
+        expect.stringMatching(/^ROUTER_SECRET: /),
+      ]),
+    );
+  });
+
+  it.each(["prod", "Production", "production ", "PRODUCTION", "staging"])(
+    "refuses NODE_ENV=%j instead of starting in development mode",
+    (value) => {
+      expect(problems({ NODE_ENV: value })).toEqual([
+        "NODE_ENV: must be development, production or test (exactly, in lower case)",
+      ]);
+    },
+  );
+
+  it("refuses an unknown value of any enumerated setting", () => {
+    const list = problems({ AUTH_MODE: "JWT", LOG_LEVEL: "verbose", ACS_ALLOW_INSECURE: "yes" });
+    expect(list.map((p) => p.split(":")[0]).sort()).toEqual([
+      "ACS_ALLOW_INSECURE",
+      "AUTH_MODE",
+      "LOG_LEVEL",
+    ]);
+  });
+
   it("says what range a number must be in", () => {
     expect(problems({ PORT: "70000" })).toEqual(["PORT: must be from 0 to 65535"]);
     expect(problems({ PORT: "4000.5" })).toEqual(["PORT: must be a whole number"]);
