@@ -1,4 +1,4 @@
-import { defineConfig } from "vitest/config";
+import { configDefaults, defineConfig } from "vitest/config";
 
 export default defineConfig({
   resolve: {
@@ -9,6 +9,9 @@ export default defineConfig({
   },
   test: {
     include: ["test/**/*.test.ts"],
+    // The fresh-clone check (git clone, npm ci, npm start) is a CI step of its own
+    // (`npm run test:newcomer`, run by .ci/run): it tests what is committed, not the work tree.
+    exclude: [...configDefaults.exclude, "test/newcomer/**"],
     // Integration files start their own redis-server and emulator on free ports, so files may run
     // in parallel; the machine has 2 cores, so keep the pool small.
     pool: "forks",

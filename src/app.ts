@@ -1,18 +1,12 @@
 import "reflect-metadata";
 import { createHash } from "node:crypto";
-import type { IncomingHttpHeaders } from "node:http";
-import { ANONYMOUS_ADMIN, type Caller } from "./auth/caller.js";
 import { createJwtVerifier } from "./auth/jwt-verifier.js";
-import { createRateLimiter } from "./auth/rate-limiter.js";
-import { routerSecretMatches } from "./auth/router-secret.js";
+import { createRateLimiter, type RateLimiter } from "./auth/rate-limiter.js";
 import { createRedisClient, type RedisClient } from "./cache/redis-client.js";
 import { createTokenCache } from "./cache/index.js";
 import type { TokenCache } from "./cache/token-cache.js";
 import type { AcsConnection, Config } from "./config.js";
 import { startEmulator, type Emulator, type EmulatorOptions } from "./emulator/index.js";
-import { GatewayError } from "./errors.js";
-import type { GatewayContext } from "./graphql/context.js";
-import { contextError } from "./graphql/errors.js";
 import { buildGatewaySchema } from "./graphql/schema.js";
 import { createAcsIdentityProvider } from "./identity/acs-identity-provider.js";
 import type { IdentityProvider } from "./identity/identity-provider.js";
@@ -22,9 +16,13 @@ import {
   type UserMappingStore,
 } from "./identity/user-mapping-store.js";
 import { createLogger, quieter, type Logger } from "./logger.js";
-import { createHttpServer, type HttpServer, type ReadinessReport } from "./server/http-server.js";
+import { createHttpServer, type HttpServer } from "./server/http-server.js";
 import { createMetrics, type Metrics } from "./server/metrics.js";
+import { createAuthentication } from "./server/plugins/authentication.js";
+import { createCallerContext } from "./server/plugins/caller-context.js";
+import { checkAcsCredentials, createReadiness, type ReadinessReport } from "./server/readiness.js";
 import { createTokenService, type TokenService } from "./tokens/token-service.js";
+import { createUpstreamBudget } from "./tokens/upstream-budget.js";
 
 export interface AppDeps {
   logger?: Logger;
@@ -48,36 +46,120 @@ export interface App {
   /** Listens on `config.host:config.port` (or the given port); resolves to the GraphQL URL. */
   listen(port?: number): Promise<string>;
   readiness(): Promise<ReadinessReport>;
-  /** Stops accepting requests, drains in-flight ones, closes Redis and the emulator. */
+  /** Stops accepting requests, drains in-flight ones, then closes what they used (see `close`). */
   close(): Promise<void>;
 }
 
+/** Thrown by `createApp` when ACS refuses the configured credentials: the process must not serve. */
+export class AcsCredentialsRejectedError extends Error {
+  override readonly name = "AcsCredentialsRejectedError";
+  constructor(endpoint: string) {
+    super(
+      `ACS at ${new URL(endpoint).host} refused the gateway's credentials (401): check the access key in COMMUNICATION_SERVICES_CONNECTION_STRING`,
+    );
+  }
+}
+
+/** What `close()` releases, each once, in the order of `SHUTDOWN_ORDER`. */
+interface Resources {
+  server?: HttpServer;
+  limiters: RateLimiter[];
+  mappings?: UserMappingStore;
+  cache?: TokenCache;
+  redis?: RedisClient;
+  emulator?: Emulator;
+}
+
 /**
- * Wires the layers (ARCHITECTURE.md): no listening and no process-wide side effects, so tests
- * create as many gateways in one process as they need (e.g. two instances on one Redis).
+ * Shutdown order, explicitly: stop taking requests and drain the ones in flight first (they still
+ * need everything below), then what requests use, then the Redis connection those share, and the
+ * embedded emulator last (the drained requests may have been waiting on it).
+ */
+const SHUTDOWN_ORDER: ((r: Resources) => Promise<unknown> | undefined)[] = [
+  (r) => r.server?.fastify.close(),
+  (r) => Promise.all(r.limiters.map((limiter) => limiter.close())),
+  (r) => r.mappings?.close(),
+  (r) => r.cache?.close(),
+  (r) => (r.redis ? Promise.resolve(r.redis.disconnect()) : undefined),
+  (r) => r.emulator?.close(),
+];
+
+/**
+ * Wires the layers (README, "Architecture"), and only wires: request-time behaviour lives in the
+ * plugins under server/plugins and in the token service. No listening and no process-wide side
+ * effects, so tests create as many gateways in one process as they need.
  */
 export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): Promise<App> {
   const logger = deps.logger ?? createLogger({ level: config.logLevel });
   const metrics = deps.metrics ?? createMetrics();
-  const closers: (() => Promise<unknown>)[] = [];
+  const resources: Resources = { limiters: [] };
 
   try {
-    let emulator: Emulator | undefined;
     let acs = config.acs;
     if (!acs) {
-      emulator = await startEmulator({
+      resources.emulator = await startEmulator({
         host: "127.0.0.1",
         port: 0,
         ...deps.emulator,
         // Its "listening" line would repeat what the gateway's start-up line says.
         logger: logger.child({ component: "emulator" }, { level: quieter(logger.level, "warn") }),
       });
-      closers.push(() => emulator!.close());
-      acs = { endpoint: emulator.endpoint, accessKey: emulator.accessKey };
+      acs = { endpoint: resources.emulator.endpoint, accessKey: resources.emulator.accessKey };
     }
     const acsUrl = new URL(acs.endpoint);
 
-    const identity =
+    const redis = (resources.redis =
+      config.redis.mode === "memory"
+        ? undefined
+        : createRedisClient(config.redis, logger.child({ component: "redis" })));
+    if (redis && !(await waitUntilReady(redis, 5000))) {
+      // Without an offline queue, commands sent before the connection is up fail at once: give
+      // Redis a moment. If it stays down, start anyway; the cache degrades and the mapping store
+      // answers UPSTREAM_UNAVAILABLE until it is back.
+      logger.warn("Redis is not reachable yet; starting without it");
+    }
+
+    const cache = (resources.cache = createTokenCache(config, {
+      logger: logger.child({ component: "cache" }),
+      acs,
+      redisClient: redis,
+      onLookup: (result) => metrics.cacheRequests.inc({ result }),
+    }));
+
+    const mappings = (resources.mappings = redis
+      ? createRedisUserMappingStore({
+          redis,
+          // Per ACS resource (its endpoint, not its key: a key rotation keeps the identities), so
+          // repointing a deployment at another resource never maps a caller to a foreign identity.
+          keyPrefix: `${config.redisKeyPrefix}map:${createHash("sha256").update(acsUrl.host).digest("hex").slice(0, 12)}:`,
+        })
+      : createMemoryUserMappingStore());
+
+    const limiter = (limit: number, name: string) => {
+      const created = createRateLimiter({
+        limit,
+        windowSeconds: config.limits.rateLimitWindowSeconds,
+        redis,
+        keyPrefix: `${config.redisKeyPrefix}rl:${name}:`,
+        logger: logger.child({ component: "rate-limit" }),
+      });
+      resources.limiters.push(created);
+      return created;
+    };
+    const budget = createUpstreamBudget({
+      endUser: limiter(config.limits.acsCallsPerWindow, "user"),
+      admin:
+        config.limits.adminAcsCallsPerWindow > 0
+          ? limiter(config.limits.adminAcsCallsPerWindow, "admin")
+          : undefined,
+      onRefused: () => metrics.rateLimited.inc(),
+    });
+
+    const readiness = createReadiness({
+      acsEndpoint: acs.endpoint,
+      cacheReady: () => cache.isReady(),
+    });
+    const upstream =
       deps.identity ??
       createAcsIdentityProvider({
         endpoint: acs.endpoint,
@@ -86,49 +168,11 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
         metrics,
         logger: logger.child({ component: "acs" }),
       });
-
-    const redis =
-      config.redis.mode === "memory"
-        ? undefined
-        : createRedisClient(config.redis, logger.child({ component: "redis" }));
-    if (redis) {
-      closers.push(async () => redis.disconnect());
-      // Without an offline queue, commands sent before the connection is up fail at once: give
-      // Redis a moment before serving. If it stays down, start anyway; the cache degrades and
-      // the mapping store answers UPSTREAM_UNAVAILABLE until it is back.
-      if (!(await waitUntilReady(redis, 5000))) {
-        logger.warn("Redis is not reachable yet; starting without it");
-      }
+    if ((await checkAcsCredentials(upstream)) === "rejected") {
+      throw new AcsCredentialsRejectedError(acs.endpoint);
     }
-
-    const cache = createTokenCache(config, {
-      logger: logger.child({ component: "cache" }),
-      acs,
-      redisClient: redis,
-      onLookup: (result) => metrics.cacheRequests.inc({ result }),
-    });
-    closers.unshift(() => cache.close());
-
-    const mappings: UserMappingStore = redis
-      ? createRedisUserMappingStore({
-          redis,
-          // Per ACS resource (its endpoint, not its key: a key rotation keeps the identities), so
-          // repointing a deployment at another resource never maps a caller to a foreign identity.
-          keyPrefix: `${config.redisKeyPrefix}map:${createHash("sha256").update(acsUrl.host).digest("hex").slice(0, 12)}:`,
-        })
-      : createMemoryUserMappingStore();
-    closers.unshift(() => mappings.close());
-
-    const rateLimiter = createRateLimiter({
-      limit: config.limits.rateLimitPerWindow,
-      windowSeconds: config.limits.rateLimitWindowSeconds,
-      redis,
-      keyPrefix: `${config.redisKeyPrefix}rl:`,
-      logger: logger.child({ component: "rate-limit" }),
-    });
-    closers.unshift(() => rateLimiter.close());
-
-    const tokens = createTokenService({ identity, cache, mappings, logger });
+    const identity = readiness.track(upstream);
+    const tokens = createTokenService({ identity, budget, cache, mappings, logger });
 
     const verifier =
       config.auth.mode === "jwt"
@@ -145,64 +189,24 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       );
     }
 
-    async function authenticate(headers: IncomingHttpHeaders): Promise<Caller> {
-      if (config.routerSecret !== undefined) {
-        const presented = headers["router-authorization"];
-        if (typeof presented !== "string" || !routerSecretMatches(presented, config.routerSecret)) {
-          throw contextError(
-            "UNAUTHENTICATED",
-            "This subgraph accepts requests only from its router.",
-            401,
-          );
-        }
-      }
-      if (!verifier) {
-        return ANONYMOUS_ADMIN;
-      }
-      try {
-        return await verifier.verify(headers.authorization);
-      } catch (error) {
-        const message = error instanceof Error ? error.message : "invalid credentials";
-        throw contextError("UNAUTHENTICATED", message, 401);
-      }
-    }
-
-    async function createContext(headers: IncomingHttpHeaders): Promise<GatewayContext> {
-      const caller = await authenticate(headers);
-      return {
-        caller,
-        tokens,
-        logger,
-        async consumeMintBudget() {
-          const verdict = await rateLimiter.consume(caller.key);
-          if (!verdict.allowed) {
-            metrics.rateLimited.inc();
-            throw new GatewayError("RATE_LIMITED", "Too many token requests. Try again later.", {
-              retryAfterSeconds: verdict.retryAfterSeconds,
-            });
-          }
-        },
-      };
-    }
-
-    async function readiness(): Promise<ReadinessReport> {
-      const [upstream, cacheReady] = await Promise.all([
-        probe(acsUrl),
-        cache.isReady().catch(() => false),
-      ]);
-      return { ready: upstream && cacheReady, checks: { upstream, cache: cacheReady } };
-    }
-
-    const schema = await buildGatewaySchema();
-    const server = await createHttpServer({
+    const server = (resources.server = await createHttpServer({
       config,
-      schema,
-      createContext,
+      schema: await buildGatewaySchema(),
+      createContext: createCallerContext({
+        authenticate: createAuthentication({
+          verifier,
+          routerSecret: config.routerSecret,
+          production: config.production,
+        }),
+        tokens,
+        acsEndpoint: acs.endpoint,
+        logger,
+        metrics,
+      }),
       readiness,
       metrics,
       logger,
-    });
-    closers.unshift(() => server.fastify.close());
+    }));
 
     let closed: Promise<void> | undefined;
     return {
@@ -211,9 +215,9 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       tokens,
       cache,
       metrics,
-      emulator,
+      emulator: resources.emulator,
       acs,
-      readiness,
+      readiness: () => readiness.report(),
       async listen(port = config.port) {
         await server.fastify.listen({ host: config.host, port });
         const address = server.fastify.server.address();
@@ -228,21 +232,20 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
         return `http://${host}:${bound}/graphql`;
       },
       close() {
-        closed ??= closeAll(closers, logger);
+        closed ??= release(resources, logger);
         return closed;
       },
     };
   } catch (error) {
-    await closeAll(closers, logger);
+    await release(resources, logger);
     throw error;
   }
 }
 
-async function closeAll(closers: (() => Promise<unknown>)[], logger: Logger): Promise<void> {
-  // In order: HTTP first (drain), then what requests use, then the emulator last.
-  for (const close of closers) {
+async function release(resources: Resources, logger: Logger): Promise<void> {
+  for (const step of SHUTDOWN_ORDER) {
     try {
-      await close();
+      await step(resources);
     } catch (error) {
       logger.warn(
         { err: error instanceof Error ? error.message : String(error) },
@@ -266,18 +269,4 @@ function waitUntilReady(redis: RedisClient, timeoutMs: number): Promise<boolean>
     const timer = setTimeout(() => done(false), timeoutMs);
     redis.on("ready", onReady);
   });
-}
-
-/** Any HTTP answer from the ACS endpoint's origin means it is reachable (ACS has no ping call). */
-async function probe(endpoint: URL): Promise<boolean> {
-  try {
-    const response = await fetch(new URL("/", endpoint), {
-      method: "HEAD",
-      signal: AbortSignal.timeout(2000),
-    });
-    await response.body?.cancel();
-    return true;
-  } catch {
-    return false;
-  }
 }

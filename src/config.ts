@@ -38,8 +38,10 @@ export interface Config {
     maxAliases: number;
     maxRootFields: number;
     bodyLimitBytes: number;
-    /** Token-minting mutations per caller per window. */
-    rateLimitPerWindow: number;
+    /** ACS calls made for one end user per window (cache hits are free). */
+    acsCallsPerWindow: number;
+    /** The same for admins; 0: unlimited. */
+    adminAcsCallsPerWindow: number;
     rateLimitWindowSeconds: number;
   };
 }
@@ -121,7 +123,17 @@ const schema = z.object({
   MAX_ALIASES: int(10, 0, 1000),
   MAX_ROOT_FIELDS: int(5, 1, 1000),
   MAX_BODY_BYTES: int(32 * 1024, 1024, 10 * 1024 * 1024),
-  RATE_LIMIT_TOKENS_PER_MINUTE: int(60, 1, 1_000_000),
+  RATE_LIMIT_ACS_CALLS_PER_MINUTE: int(30, 1, 1_000_000),
+  RATE_LIMIT_ADMIN_ACS_CALLS_PER_MINUTE: int(0, 0, 1_000_000),
+  RATE_LIMIT_TOKENS_PER_MINUTE: z.preprocess(
+    unset,
+    z
+      .undefined({
+        error:
+          "renamed: the limit now counts ACS calls, not requests (cache hits are free); use RATE_LIMIT_ACS_CALLS_PER_MINUTE (end users) and RATE_LIMIT_ADMIN_ACS_CALLS_PER_MINUTE (admins)",
+      })
+      .optional(),
+  ),
 });
 
 type Env = Record<string, string | undefined>;
@@ -319,7 +331,8 @@ function freezeConfig(
       maxAliases: e.MAX_ALIASES,
       maxRootFields: e.MAX_ROOT_FIELDS,
       bodyLimitBytes: e.MAX_BODY_BYTES,
-      rateLimitPerWindow: e.RATE_LIMIT_TOKENS_PER_MINUTE,
+      acsCallsPerWindow: e.RATE_LIMIT_ACS_CALLS_PER_MINUTE,
+      adminAcsCallsPerWindow: e.RATE_LIMIT_ADMIN_ACS_CALLS_PER_MINUTE,
       rateLimitWindowSeconds: 60,
     },
   });

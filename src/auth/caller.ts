@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { DomainError } from "../errors.js";
 
 /** Who is calling, as the gateway decides rights. Built once per request. */
 export interface Caller {
@@ -6,6 +7,8 @@ export interface Caller {
   subject: string;
   /** The `iss` claim; undefined for the anonymous development caller. */
   issuer: string | undefined;
+  /** Entra ID's `oid` claim, when the token has one: whose Teams token the caller may exchange. */
+  objectId?: string | undefined;
   roles: readonly string[];
   isAdmin: boolean;
   /**
@@ -41,93 +44,22 @@ export const ANONYMOUS_ADMIN: Caller = Object.freeze({
  * (UNAUTHENTICATED). `unavailable` means the issuer's keys could not be fetched, so the gateway
  * could not tell: still a refusal, but one a caller should retry rather than sign in again for.
  */
-export type AuthFailure = "missing" | "malformed" | "invalid" | "expired" | "unavailable";
+export type AuthFailure =
+  | "missing"
+  | "malformed"
+  | "invalid"
+  | "expired"
+  | "unavailable"
+  /** ROUTER_SECRET is set and the request did not carry it. */
+  | "router";
 
 /** A refused credential. The message is safe to show: it never quotes the credential. */
-export class AuthError extends Error {
+export class AuthError extends DomainError {
   override readonly name = "AuthError";
   constructor(
     readonly reason: AuthFailure,
     message: string,
   ) {
-    super(message);
-  }
-}
-
-/**
- * What a caller asks to do, as far as rights go. `userId` is the identity acted on; for
- * `issueToken` an absent `userId` means "create a user and issue its token".
- */
-export type CallerAction =
-  | { kind: "me" }
-  | { kind: "issueMyToken" }
-  | { kind: "createUser" }
-  | { kind: "deleteUser"; userId: string }
-  | { kind: "issueToken"; userId: string | undefined }
-  | { kind: "revokeTokens"; userId: string }
-  /** Federation `_entities` for `CommunicationUser`. */
-  | { kind: "resolveUser"; userId: string };
-
-/**
- * An admin may act on any user; anyone else only on the identity mapped to them. `ownUserId` is
- * that mapping (undefined: the caller has none yet, so owns nothing). Pure, so the rule is tested
- * apart from the GraphQL layer and the same rule serves resolvers and `_entities`.
- */
-export function canActOnUser(
-  caller: Caller,
-  targetUserId: string,
-  ownUserId: string | undefined,
-): boolean {
-  return caller.isAdmin || (ownUserId !== undefined && ownUserId === targetUserId);
-}
-
-/**
- * Whether deciding `action` needs the caller's own user id (a mapping-store read). False for
- * admins and for actions that are allowed or refused whatever the caller owns, so those cost no
- * Redis round trip and a refusal happens before any I/O.
- */
-export function needsOwnUserId(caller: Caller, action: CallerAction): boolean {
-  if (caller.isAdmin) {
-    return false;
-  }
-  switch (action.kind) {
-    case "issueToken":
-      return action.userId !== undefined;
-    case "revokeTokens":
-    case "resolveUser":
-      return true;
-    default:
-      return false;
-  }
-}
-
-/**
- * The whole rights table in one place (docs/security.md states it for people):
- * - admins: everything;
- * - everyone else: `me` and `issueMyToken`; `issueToken` / `revokeTokens` / `_entities` for their
- *   own identity; never `createUser`, `deleteUser`, or `issueToken` without a user id (which would
- *   create an identity nobody maps to them, i.e. an unmetered identity factory).
- * Call before any upstream call; pass `ownUserId` when `needsOwnUserId` says so.
- */
-export function isAllowed(
-  caller: Caller,
-  action: CallerAction,
-  ownUserId?: string | undefined,
-): boolean {
-  if (caller.isAdmin) {
-    return true;
-  }
-  switch (action.kind) {
-    case "me":
-    case "issueMyToken":
-      return true;
-    case "createUser":
-    case "deleteUser":
-      return false;
-    case "issueToken":
-      return action.userId !== undefined && canActOnUser(caller, action.userId, ownUserId);
-    case "revokeTokens":
-    case "resolveUser":
-      return canActOnUser(caller, action.userId, ownUserId);
+    super("unauthenticated", message);
   }
 }

@@ -120,8 +120,12 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
         throw new AuthError("invalid", "The bearer token is not valid for this service.");
       }
       const roles = rolesOf(payload);
+      // Entra ID's object id: what a Teams token exchange must match (the rights table's rule).
+      const objectId =
+        typeof payload.oid === "string" && payload.oid !== "" ? payload.oid : undefined;
       return {
         subject,
+        objectId,
         // jwtVerify checked `iss` equals the configured issuer exactly.
         issuer: options.issuer,
         roles,

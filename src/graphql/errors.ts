@@ -1,76 +1,57 @@
 import { unwrapResolverError } from "@apollo/server/errors";
 import { GraphQLError, type GraphQLFormattedError } from "graphql";
-import { AuthenticationError, AuthorizationError } from "type-graphql";
-import { AuthError } from "../auth/caller.js";
-import { UserDeletedError } from "../cache/token-cache.js";
-import { GatewayError, type ErrorCode } from "../errors.js";
-import { UpstreamError } from "../identity/upstream-error.js";
+import { DomainError, type ErrorKind } from "../errors.js";
 import type { Logger } from "../logger.js";
+
+/** The codes of CONTRACT.md ("Error codes") that the gateway itself assigns. */
+export type ErrorCode =
+  | "BAD_USER_INPUT"
+  | "NOT_FOUND"
+  | "UNAUTHENTICATED"
+  | "FORBIDDEN"
+  | "RATE_LIMITED"
+  | "UPSTREAM_THROTTLED"
+  | "UPSTREAM_UNAVAILABLE"
+  | "REVOCATION_UNCONFIRMED"
+  | "INTERNAL_SERVER_ERROR";
+
+/**
+ * The one table from the domain's error kinds to the contract's codes. An operator's problem
+ * (ACS refusing the gateway's own key) is UPSTREAM_UNAVAILABLE to clients: they can do nothing
+ * about it but retry, and it is logged, counted and reported by /readyz as a configuration fault.
+ */
+const CODE: Readonly<Record<ErrorKind, ErrorCode>> = {
+  "invalid-input": "BAD_USER_INPUT",
+  "not-found": "NOT_FOUND",
+  unauthenticated: "UNAUTHENTICATED",
+  forbidden: "FORBIDDEN",
+  "rate-limited": "RATE_LIMITED",
+  "upstream-throttled": "UPSTREAM_THROTTLED",
+  "upstream-unavailable": "UPSTREAM_UNAVAILABLE",
+  "upstream-misconfigured": "UPSTREAM_UNAVAILABLE",
+  "revocation-unconfirmed": "REVOCATION_UNCONFIRMED",
+};
 
 interface Mapped {
   code: ErrorCode;
   message: string;
-  extensions?: Record<string, unknown>;
+  extensions: Readonly<Record<string, unknown>>;
 }
 
-const UPSTREAM_UNAVAILABLE =
-  "Azure Communication Services could not be reached or failed. Try again.";
-
-/**
- * Every expected failure, from whichever layer, to the codes of CONTRACT.md. The only place
- * `UpstreamError` (and through it the ACS RestError) becomes a client-visible error.
- */
+/** A domain failure as the client sees it; undefined for anything else (a bug). */
 export function classify(error: unknown): Mapped | undefined {
-  if (error instanceof GatewayError) {
-    return { code: error.code, message: error.message, extensions: error.extensions };
-  }
-  if (error instanceof UpstreamError) {
-    switch (error.failure) {
-      case "not_found":
-      case "not_owned":
-        return {
-          code: "NOT_FOUND",
-          message: "The communication user does not exist or was deleted.",
-        };
-      case "throttled":
-        return {
-          code: "UPSTREAM_THROTTLED",
-          message: "Azure Communication Services is throttling this resource. Try again later.",
-          extensions: { retryAfterSeconds: error.options.retryAfterSeconds ?? 1 },
-        };
-      case "invalid":
-        return {
-          code: "BAD_USER_INPUT",
-          message: "Azure Communication Services refused the request's input.",
-        };
-      case "unauthorized":
-      case "unavailable":
-        return { code: "UPSTREAM_UNAVAILABLE", message: UPSTREAM_UNAVAILABLE };
-    }
-  }
-  if (error instanceof UserDeletedError) {
-    return { code: "NOT_FOUND", message: "The communication user does not exist or was deleted." };
-  }
-  if (error instanceof AuthError) {
-    return { code: "UNAUTHENTICATED", message: error.message };
-  }
-  if (error instanceof AuthorizationError) {
-    return { code: "FORBIDDEN", message: "This operation is for admins only." };
-  }
-  if (error instanceof AuthenticationError) {
-    return { code: "UNAUTHENTICATED", message: "Sign in to call this operation." };
+  if (error instanceof DomainError) {
+    return { code: CODE[error.kind], message: error.message, extensions: error.details };
   }
   return undefined;
 }
 
 /** Raised in the request context (before any resolver), with an HTTP status Apollo honours. */
-export function contextError(
-  code: "UNAUTHENTICATED" | "RATE_LIMITED",
-  message: string,
-  status: number,
-  extensions: Record<string, unknown> = {},
-): GraphQLError {
-  return new GraphQLError(message, { extensions: { code, ...extensions, http: { status } } });
+export function contextError(error: DomainError, status: number): GraphQLError {
+  const mapped = classify(error)!;
+  return new GraphQLError(mapped.message, {
+    extensions: { code: mapped.code, ...mapped.extensions, http: { status } },
+  });
 }
 
 /**

@@ -2,10 +2,9 @@ import { buildSubgraphSchema } from "@apollo/subgraph";
 import { printSchemaWithDirectives } from "@graphql-tools/utils";
 import { parse, type GraphQLSchema } from "graphql";
 import { buildSchema, createResolversMap } from "type-graphql";
-import { forbidden } from "../errors.js";
-import { isAcsUserId } from "../tokens/scopes.js";
-import { authChecker } from "./auth-checker.js";
 import type { GatewayContext } from "./context.js";
+import { applyRights, enforceEntity } from "./rights.js";
+import { TeamsResolver } from "./resolvers/teams.resolver.js";
 import { IdentityResolver } from "./resolvers/identity.resolver.js";
 import { ViewerResolver } from "./resolvers/viewer.resolver.js";
 import { CommunicationUser } from "./types/communication-user.type.js";
@@ -16,21 +15,15 @@ export const FEDERATION_LINK =
 
 /**
  * `_entities` for CommunicationUser. ACS has no "get identity" call, so nothing upstream is asked:
- * a well-formed id that is not known to be deleted resolves to itself. type-graphql's
- * `@Authorized` does not reach reference resolvers, so the rule of `assertMayActOn` is applied by
- * hand: an admin may resolve any user, anyone else only their own.
+ * a well-formed id that is not known to be deleted resolves to itself. The entity's rule in the
+ * rights table applies to each representation (an admin any user, anyone else only their own).
  */
 async function resolveCommunicationUser(
-  reference: { id?: unknown },
+  reference: Record<string, unknown>,
   context: GatewayContext,
 ): Promise<CommunicationUser | null> {
-  const id = reference.id;
-  if (typeof id !== "string" || !isAcsUserId(id)) {
-    return null;
-  }
-  if (!context.caller.isAdmin && (await context.tokens.userIdOf(context.caller.key)) !== id) {
-    throw forbidden("You may resolve only your own communication user.");
-  }
+  await enforceEntity("CommunicationUser", reference, context);
+  const id = reference.id as string;
   if (await context.tokens.isKnownDeleted(id)) {
     return null;
   }
@@ -40,9 +33,8 @@ async function resolveCommunicationUser(
 /** The type-graphql schema alone (no federation): the source of `schema.graphql`. */
 export function buildTypeGraphQLSchema(): Promise<GraphQLSchema> {
   return buildSchema({
-    resolvers: [IdentityResolver, ViewerResolver],
+    resolvers: [IdentityResolver, ViewerResolver, TeamsResolver],
     orphanedTypes: [CommunicationUser],
-    authChecker,
     // Arguments are checked by the token service (one place for the rules, shared with scripts).
     validate: false,
   });
@@ -56,7 +48,7 @@ export async function buildGatewaySchema(): Promise<GraphQLSchema> {
     ...resolvers.CommunicationUser,
     __resolveReference: resolveCommunicationUser,
   };
-  return buildSubgraphSchema({
+  const subgraph = buildSubgraphSchema({
     typeDefs: parse(`${FEDERATION_LINK}\n${printSchemaWithDirectives(schema)}`),
     // type-graphql's resolver map and Apollo's differ only in their context typing.
     resolvers: resolvers as Parameters<typeof buildSubgraphSchema>[0] extends {
@@ -65,4 +57,5 @@ export async function buildGatewaySchema(): Promise<GraphQLSchema> {
       ? R
       : never,
   });
+  return applyRights(subgraph);
 }

@@ -19,7 +19,13 @@ export interface AcsIdentityProviderOptions {
   logger?: Logger;
 }
 
-type Operation = "createUser" | "createUserAndToken" | "issueToken" | "revokeTokens" | "deleteUser";
+type Operation =
+  | "createUser"
+  | "createUserAndToken"
+  | "issueToken"
+  | "revokeTokens"
+  | "deleteUser"
+  | "exchangeTeamsToken";
 
 interface RestErrorLike {
   name?: string;
@@ -48,6 +54,9 @@ export function toUpstreamError(error: unknown): UpstreamError {
     failure = "not_found";
   } else if (status === 401 && acsCode === "IdentityNotOwned") {
     failure = "not_owned";
+  } else if (status === 401 && acsCode === "InvalidAccessToken") {
+    // Only the Teams exchange answers this: the Entra token it was given, not ours, was refused.
+    failure = "invalid_teams_token";
   } else if (status === 401 || status === 403) {
     failure = "unauthorized";
   } else if (status === 429) {
@@ -127,7 +136,7 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
         status =
           operation === "createUser" || operation === "createUserAndToken"
             ? 201
-            : operation === "issueToken"
+            : operation === "issueToken" || operation === "exchangeTeamsToken"
               ? 200
               : 204;
         return result;
@@ -135,7 +144,14 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
         const upstream = toUpstreamError(error);
         status = upstream.options.status ?? 0;
         if (upstream.failure !== "unavailable" || attempt >= retries) {
-          if (upstream.failure === "unavailable" || upstream.failure === "unauthorized") {
+          if (upstream.failure === "unauthorized") {
+            // Not an outage: the access key (or Entra identity) is wrong or lacks the role. Every
+            // call will fail the same way until an operator fixes the configuration.
+            logger?.error(
+              { operation, status, acsCode: upstream.options.acsCode },
+              "ACS refused the gateway's credentials: check COMMUNICATION_SERVICES_CONNECTION_STRING (or the Entra ID role)",
+            );
+          } else if (upstream.failure === "unavailable") {
             logger?.warn(
               { operation, status, acsCode: upstream.options.acsCode },
               "ACS call failed",
@@ -191,5 +207,15 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
       call("deleteUser", (abortSignal) =>
         client.deleteUser({ communicationUserId: userId }, { abortSignal }),
       ),
+    exchangeTeamsToken: ({ teamsToken, appId, userObjectId }) =>
+      call("exchangeTeamsToken", async (abortSignal) => {
+        const result = await client.getTokenForTeamsUser({
+          teamsUserAadToken: teamsToken,
+          clientId: appId,
+          userObjectId,
+          abortSignal,
+        });
+        return { token: result.token, expiresOn: result.expiresOn.getTime() };
+      }),
   };
 }

@@ -24,4 +24,10 @@ export interface IdentityProvider {
   ): Promise<IssuedToken>;
   revokeTokens(userId: string): Promise<void>;
   deleteUser(userId: string): Promise<void>;
+  /** A Teams user's ACS token for their Entra ID token (ACS `POST /teamsUser/:exchangeAccessToken`). */
+  exchangeTeamsToken(input: {
+    teamsToken: string;
+    appId: string;
+    userObjectId: string;
+  }): Promise<IssuedToken>;
 }

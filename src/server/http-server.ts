@@ -11,18 +11,16 @@ import { createFormatError } from "../graphql/errors.js";
 import { createQueryLimitRules } from "../graphql/query-limits.js";
 import { quieter, type Logger } from "../logger.js";
 import type { Metrics } from "./metrics.js";
-
-export interface ReadinessReport {
-  ready: boolean;
-  checks: Record<string, boolean>;
-}
+import type { RequestHeaders } from "./plugins/authentication.js";
+import { operationsEndpoints } from "./plugins/operations-endpoints.js";
+import type { Readiness } from "./readiness.js";
 
 export interface HttpServerDeps {
   config: Readonly<Config>;
   schema: GraphQLSchema;
   /** Builds the per-request context from the request headers; throws a GraphQLError to refuse. */
-  createContext(headers: IncomingHttpHeaders): Promise<GatewayContext>;
-  readiness(): Promise<ReadinessReport>;
+  createContext(request: RequestHeaders): Promise<GatewayContext>;
+  readiness: Readiness;
   metrics: Metrics;
   logger: Logger;
 }
@@ -78,32 +76,23 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     url: "/graphql",
     method: ["GET", "POST", "OPTIONS"],
     handler: fastifyApolloHandler(apollo, {
-      context: async (request) => deps.createContext(request.headers),
+      context: async (request) => deps.createContext(request.raw),
     }),
   });
 
-  fastify.get("/healthz", async (_request, reply) => {
-    reply.header("cache-control", "no-store");
-    return { status: "ok" };
-  });
-
-  fastify.get("/readyz", async (_request, reply) => {
-    const report = await deps.readiness();
-    reply.header("cache-control", "no-store");
-    reply.code(report.ready ? 200 : 503);
-    return { status: report.ready ? "ready" : "unavailable", checks: report.checks };
-  });
-
-  fastify.get("/metrics", async (_request, reply) => {
-    reply.header("content-type", deps.metrics.registry.contentType);
-    return deps.metrics.registry.metrics();
+  await fastify.register(operationsEndpoints, {
+    readiness: deps.readiness,
+    metrics: deps.metrics,
   });
 
   return {
     fastify,
     apollo,
     async execute(request, headers = {}) {
-      const contextValue = await deps.createContext(headers);
+      const rawHeaders = Object.entries(headers).flatMap(([name, value]) =>
+        (Array.isArray(value) ? value : [value]).map((v) => [name, String(v)]).flat(),
+      );
+      const contextValue = await deps.createContext({ headers, rawHeaders });
       return apollo.executeOperation(request, { contextValue });
     },
   };

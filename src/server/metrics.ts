@@ -10,6 +10,7 @@ export interface Metrics {
   upstreamRequests: Counter<"operation" | "status">;
   upstreamDuration: Histogram<"operation">;
   rateLimited: Counter;
+  authRefusals: Counter<"reason">;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -40,7 +41,13 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     rateLimited: new Counter({
       name: "acsgw_rate_limited_total",
-      help: "Token-minting mutations refused by the per-caller rate limit.",
+      help: "ACS calls refused by the per-caller budget (RATE_LIMITED answers).",
+      registers: [registry],
+    }),
+    authRefusals: new Counter({
+      name: "acsgw_auth_refusals_total",
+      help: "Requests refused before GraphQL by reason (missing, malformed, invalid, expired, unavailable, router).",
+      labelNames: ["reason"],
       registers: [registry],
     }),
   };

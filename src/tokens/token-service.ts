@@ -1,9 +1,10 @@
 import { UserDeletedError, type TokenCache } from "../cache/token-cache.js";
-import { badInput, GatewayError, notFound } from "../errors.js";
-import type { IdentityProvider } from "../identity/identity-provider.js";
+import { DomainError, invalidInput, notFound } from "../errors.js";
+import type { IdentityProvider, IssuedToken } from "../identity/identity-provider.js";
 import type { UserMappingStore } from "../identity/user-mapping-store.js";
 import { UpstreamError } from "../identity/upstream-error.js";
 import type { Logger } from "../logger.js";
+import { meterUpstream, type Actor, type UpstreamBudget } from "./upstream-budget.js";
 import {
   isAcsScope,
   isAcsUserId,
@@ -13,6 +14,8 @@ import {
   normalizeScopes,
   type AcsScope,
 } from "./scopes.js";
+
+export type { Actor } from "./upstream-budget.js";
 
 export interface IssueTokenInput {
   /** Absent: a new user and its token, in one upstream call (never cached). */
@@ -30,37 +33,68 @@ export interface TokenGrant {
   scopes: readonly AcsScope[];
 }
 
+export interface TeamsExchangeInput {
+  /** The Teams user's Entra ID access token (audience: ACS's Teams.ManageCalls/Chats scopes). */
+  teamsToken: string;
+  /** The Entra ID application (client) id the token was issued to. */
+  appId: string;
+  /** The Teams user's Entra ID object id (`oid`). */
+  userObjectId: string;
+}
+
+export interface TeamsGrant extends IssuedToken {
+  userObjectId: string;
+}
+
+/**
+ * The token rules (scopes, lifetimes, cache, revocation, self-service identities). Knows nothing
+ * of GraphQL; throws `DomainError`s. Every ACS call goes through the metered upstream, so each one
+ * is charged to the acting caller's budget (a cache hit reaches no upstream and costs nothing).
+ */
 export interface TokenService {
-  createUser(): Promise<string>;
-  issueToken(input: IssueTokenInput): Promise<TokenGrant>;
+  createUser(actor: Actor): Promise<string>;
+  issueToken(actor: Actor, input: IssueTokenInput): Promise<TokenGrant>;
   /** @returns when the revocation took effect (epoch ms) */
-  revokeTokens(userId: string): Promise<number>;
+  revokeTokens(actor: Actor, userId: string): Promise<number>;
   /** @returns when the user was deleted (epoch ms) */
-  deleteUser(userId: string): Promise<number>;
+  deleteUser(actor: Actor, userId: string): Promise<number>;
   /** The ACS identity mapped to a signed-in caller (`Caller.key`), if any. */
   userIdOf(subjectKey: string): Promise<string | undefined>;
+  /** Is `userId` the identity of the caller with `subjectKey`? (the rights table's `owner` rule) */
+  isOwnedBy(subjectKey: string, userId: string): Promise<boolean>;
   /** The caller's own token; its identity is created and mapped on first use. */
   issueMyToken(
-    subjectKey: string,
+    actor: Actor,
     scopes: readonly AcsScope[],
     expiresInMinutes?: number,
   ): Promise<TokenGrant>;
-  /** For federation `_entities`: is this id well formed and not known to be deleted? */
+  /** Revokes every token of the caller's own identity; `not-found` when the caller has none. */
+  revokeMyTokens(actor: Actor): Promise<{ userId: string; revokedAt: number }>;
+  /**
+   * Deletes the caller's own identity at ACS, its cached tokens and its mapping (erasure); the next
+   * `issueMyToken` makes a new identity. `not-found` when the caller has none.
+   */
+  deleteMe(actor: Actor): Promise<{ userId: string; deletedAt: number }>;
+  /** A Teams user's ACS token. Never cached: see docs/security.md ("Teams users"). */
+  exchangeTeamsToken(actor: Actor, input: TeamsExchangeInput): Promise<TeamsGrant>;
+  /** For federation `_entities`: is the user known to be deleted (tombstone)? */
   isKnownDeleted(userId: string): Promise<boolean>;
 }
 
 export interface TokenServiceDeps {
   identity: IdentityProvider;
+  /** Charged once per ACS call on behalf of a caller; throws `rate-limited` when spent. */
+  budget: UpstreamBudget;
   cache: TokenCache;
   mappings: UserMappingStore;
   logger: Logger;
   now?: () => number;
 }
 
-/** Throws BAD_USER_INPUT for anything ACS would refuse, so no upstream call is spent on it. */
+/** Throws `invalid-input` for anything ACS would refuse, so no upstream call is spent on it. */
 export function assertUserId(userId: string): void {
   if (!isAcsUserId(userId)) {
-    throw badInput(
+    throw invalidInput(
       "userId is not an ACS communication user id (8:acs:<resource>_<user>).",
       "userId",
     );
@@ -69,22 +103,48 @@ export function assertUserId(userId: string): void {
 
 function checkScopes(scopes: readonly AcsScope[]): AcsScope[] {
   if (scopes.length === 0) {
-    throw badInput("scopes must name at least one scope.", "scopes");
+    throw invalidInput("scopes must name at least one scope.", "scopes");
   }
   if (scopes.length > 16) {
-    throw badInput("scopes may list at most 16 entries.", "scopes");
+    throw invalidInput("scopes may list at most 16 entries.", "scopes");
   }
   if (!scopes.every(isAcsScope)) {
-    throw badInput("scopes holds an unknown scope.", "scopes");
+    throw invalidInput("scopes holds an unknown scope.", "scopes");
   }
   return normalizeScopes(scopes);
 }
 
 function checkLifetime(minutes: number | undefined): void {
   if (minutes !== undefined && !isValidLifetime(minutes)) {
-    throw badInput(
+    throw invalidInput(
       `expiresInMinutes must be a whole number from ${MIN_TOKEN_LIFETIME_MINUTES} to ${MAX_TOKEN_LIFETIME_MINUTES}.`,
       "expiresInMinutes",
+    );
+  }
+}
+
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Entra ID access tokens are JWTs of a few KB; anything far larger is not one. */
+const MAX_TEAMS_TOKEN_LENGTH = 16 * 1024;
+
+function checkTeamsInput(input: TeamsExchangeInput): void {
+  if (
+    input.teamsToken.length === 0 ||
+    input.teamsToken.length > MAX_TEAMS_TOKEN_LENGTH ||
+    !/^[\w-]+\.[\w-]+\.[\w-]*$/.test(input.teamsToken)
+  ) {
+    throw invalidInput(
+      "teamsToken must be the Teams user's Entra ID access token (a JWT).",
+      "teamsToken",
+    );
+  }
+  if (!GUID.test(input.appId)) {
+    throw invalidInput("appId must be the Entra ID application (client) id, a GUID.", "appId");
+  }
+  if (!GUID.test(input.userObjectId)) {
+    throw invalidInput(
+      "userObjectId must be the Teams user's Entra ID object id, a GUID.",
+      "userObjectId",
     );
   }
 }
@@ -101,8 +161,8 @@ function guardedMappings(store: UserMappingStore, logger: Logger): UserMappingSt
         return await run(...args);
       } catch (error) {
         logger.warn({ operation, err: describe(error) }, "identity mapping store failed");
-        throw new GatewayError(
-          "UPSTREAM_UNAVAILABLE",
+        throw new DomainError(
+          "upstream-unavailable",
           "The identity mapping store is unavailable. Try again.",
         );
       }
@@ -116,21 +176,33 @@ function guardedMappings(store: UserMappingStore, logger: Logger): UserMappingSt
   };
 }
 
+/** ACS says the identity is gone (deleted, or another resource's): its mapping may be forgotten. */
+function isGone(error: unknown): boolean {
+  return (
+    (error instanceof UpstreamError &&
+      (error.failure === "not_found" || error.failure === "not_owned")) ||
+    (error instanceof DomainError && error.kind === "not-found")
+  );
+}
+
 export function createTokenService(deps: TokenServiceDeps): TokenService {
-  const { identity, cache, logger } = deps;
+  const { cache, logger } = deps;
+  // The only handle on ACS below: every call is charged to the caller it is made for.
+  const acs = meterUpstream(deps.identity, deps.budget);
   const mappings = guardedMappings(deps.mappings, logger);
   const now = deps.now ?? Date.now;
   /** One identity creation per subject at a time in this process (the store arbitrates across instances). */
   const provisioning = new Map<string, Promise<string>>();
 
   async function issueForUser(
+    actor: Actor,
     userId: string,
     scopes: AcsScope[],
     expiresInMinutes: number | undefined,
   ): Promise<TokenGrant> {
     try {
       const { token } = await cache.getOrMint({ userId, scopes, expiresInMinutes }, () =>
-        identity.issueToken(userId, scopes, expiresInMinutes),
+        acs.issueToken(actor, userId, scopes, expiresInMinutes),
       );
       return { userId, token: token.token, expiresOn: token.expiresOn, scopes };
     } catch (error) {
@@ -141,13 +213,30 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     }
   }
 
-  async function provision(subjectKey: string): Promise<string> {
-    const created = await identity.createUser();
-    const claim = await mappings.claim(subjectKey, created);
+  /**
+   * The revoke/delete bracket of the cache around the upstream call (ARCHITECTURE.md): the one
+   * place the service asks the cache to invalidate a user.
+   */
+  async function invalidate(
+    userId: string,
+    upstream: () => Promise<void>,
+    tombstone: boolean,
+  ): Promise<number> {
+    if (await cache.isDeleted(userId)) {
+      throw notFound();
+    }
+    await cache.invalidateUser(userId, upstream, { tombstone });
+    return now();
+  }
+
+  async function provision(actor: Actor): Promise<string> {
+    const created = await acs.createUser(actor);
+    const claim = await mappings.claim(actor.key, created);
     if (!claim.won) {
       // Another instance mapped this subject first: the identity made here is an orphan at ACS.
-      // Delete it in the background; a failure only leaves an unused identity, so it is logged.
-      identity.deleteUser(created).catch((error: unknown) => {
+      // Delete it in the background (not charged: the caller did not ask for it); a failure only
+      // leaves an unused identity, so it is logged.
+      acs.uncharged.deleteUser(created).catch((error: unknown) => {
         logger.warn(
           { err: describe(error) },
           "could not delete an identity that lost a mapping race",
@@ -157,74 +246,108 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     return claim.userId;
   }
 
-  async function ensureIdentity(subjectKey: string): Promise<string> {
-    const mapped = await mappings.get(subjectKey);
+  async function ensureIdentity(actor: Actor): Promise<string> {
+    const mapped = await mappings.get(actor.key);
     if (mapped !== undefined) {
       return mapped;
     }
-    let flight = provisioning.get(subjectKey);
+    let flight = provisioning.get(actor.key);
     if (!flight) {
-      flight = provision(subjectKey).finally(() => provisioning.delete(subjectKey));
-      provisioning.set(subjectKey, flight);
+      flight = provision(actor).finally(() => provisioning.delete(actor.key));
+      provisioning.set(actor.key, flight);
     }
     return flight;
   }
 
-  return {
-    createUser: () => identity.createUser(),
+  async function ownIdentity(actor: Actor): Promise<string> {
+    const userId = await mappings.get(actor.key);
+    if (userId === undefined) {
+      throw new DomainError("not-found", "You have no communication identity yet.");
+    }
+    return userId;
+  }
 
-    async issueToken(input) {
+  async function deleteIdentity(actor: Actor, userId: string): Promise<number> {
+    const deletedAt = await invalidate(userId, () => acs.deleteUser(actor, userId), true);
+    await mappings.removeByUserId(userId);
+    return deletedAt;
+  }
+
+  return {
+    createUser: (actor) => acs.createUser(actor),
+
+    async issueToken(actor, input) {
       const scopes = checkScopes(input.scopes);
       checkLifetime(input.expiresInMinutes);
       if (input.userId === undefined) {
-        const created = await identity.createUserAndToken(scopes, input.expiresInMinutes);
+        const created = await acs.createUserAndToken(actor, scopes, input.expiresInMinutes);
         return { userId: created.userId, ...created.token, scopes };
       }
       assertUserId(input.userId);
-      return issueForUser(input.userId, scopes, input.expiresInMinutes);
+      return issueForUser(actor, input.userId, scopes, input.expiresInMinutes);
     },
 
-    async revokeTokens(userId) {
+    async revokeTokens(actor, userId) {
       assertUserId(userId);
-      if (await cache.isDeleted(userId)) {
-        throw notFound();
-      }
-      await cache.invalidateUser(userId, () => identity.revokeTokens(userId));
-      return now();
+      return invalidate(userId, () => acs.revokeTokens(actor, userId), false);
     },
 
-    async deleteUser(userId) {
+    async deleteUser(actor, userId) {
       assertUserId(userId);
-      if (await cache.isDeleted(userId)) {
-        throw notFound();
-      }
-      await cache.invalidateUser(userId, () => identity.deleteUser(userId), { tombstone: true });
-      await mappings.removeByUserId(userId);
-      return now();
+      return deleteIdentity(actor, userId);
     },
 
     userIdOf: (subjectKey) => mappings.get(subjectKey),
 
-    async issueMyToken(subjectKey, scopesIn, expiresInMinutes) {
+    async isOwnedBy(subjectKey, userId) {
+      return (await mappings.get(subjectKey)) === userId;
+    },
+
+    async issueMyToken(actor, scopesIn, expiresInMinutes) {
       const scopes = checkScopes(scopesIn);
       checkLifetime(expiresInMinutes);
-      const userId = await ensureIdentity(subjectKey);
+      const userId = await ensureIdentity(actor);
       try {
-        return await issueForUser(userId, scopes, expiresInMinutes);
+        return await issueForUser(actor, userId, scopes, expiresInMinutes);
       } catch (error) {
-        const gone =
-          (error instanceof UpstreamError &&
-            (error.failure === "not_found" || error.failure === "not_owned")) ||
-          (error instanceof GatewayError && error.code === "NOT_FOUND");
-        if (!gone) {
+        if (!isGone(error)) {
           throw error;
         }
         // The mapped identity was deleted (by an admin, or outside the gateway), or belongs to
         // another ACS resource, and the mapping outlived it: forget it and give the caller a
         // fresh identity, once.
         await mappings.removeByUserId(userId);
-        return issueForUser(await ensureIdentity(subjectKey), scopes, expiresInMinutes);
+        return issueForUser(actor, await ensureIdentity(actor), scopes, expiresInMinutes);
       }
+    },
+
+    async revokeMyTokens(actor) {
+      const userId = await ownIdentity(actor);
+      return {
+        userId,
+        revokedAt: await invalidate(userId, () => acs.revokeTokens(actor, userId), false),
+      };
+    },
+
+    async deleteMe(actor) {
+      const userId = await ownIdentity(actor);
+      try {
+        return { userId, deletedAt: await deleteIdentity(actor, userId) };
+      } catch (error) {
+        if (!isGone(error)) {
+          throw error;
+        }
+        // Already gone at ACS (an earlier deleteMe that lost its answer, or an admin): the
+        // caller's erasure is complete once the mapping goes too.
+        await mappings.removeByUserId(userId);
+        return { userId, deletedAt: now() };
+      }
+    },
+
+    async exchangeTeamsToken(actor, input) {
+      checkTeamsInput(input);
+      const token = await acs.exchangeTeamsToken(actor, input);
+      return { ...token, userObjectId: input.userObjectId };
     },
 
     isKnownDeleted: (userId) => cache.isDeleted(userId),

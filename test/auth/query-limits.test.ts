@@ -27,7 +27,8 @@ const DEFAULTS = {
   maxAliases: 10,
   maxRootFields: 5,
   bodyLimitBytes: 32768,
-  rateLimitPerWindow: 60,
+  acsCallsPerWindow: 30,
+  adminAcsCallsPerWindow: 0,
   rateLimitWindowSeconds: 60,
 };
 

@@ -9,7 +9,7 @@ export async function startGateway(
   deps: AppDeps = {},
 ): Promise<App> {
   return createApp(
-    loadConfig({ LOG_LEVEL: "silent", RATE_LIMIT_TOKENS_PER_MINUTE: "100000", ...env }),
+    loadConfig({ LOG_LEVEL: "silent", RATE_LIMIT_ACS_CALLS_PER_MINUTE: "100000", ...env }),
     deps,
   );
 }

@@ -298,30 +298,104 @@ describe("limits", () => {
     expect(await upstreamAttempts(app)).toBe(before);
   });
 
-  it("rate-limits token minting per caller with RATE_LIMITED and retryAfterSeconds", async () => {
-    const limited = await startGateway(
+  /** A gateway on the shared emulator and Redis with the limits' DEFAULTS unless `extra` says. */
+  async function gatewayWithLimits(extra: Record<string, string> = {}) {
+    const gateway = await startGateway(
       jwtEnv({
-        RATE_LIMIT_TOKENS_PER_MINUTE: "3",
-        REDIS_KEY_PREFIX: "rl-test:",
+        RATE_LIMIT_ACS_CALLS_PER_MINUTE: undefined as unknown as string,
+        REDIS_KEY_PREFIX: `rl-${Math.random().toString(36).slice(2)}:`,
         COMMUNICATION_SERVICES_CONNECTION_STRING: `endpoint=${app.acs.endpoint};accesskey=${app.acs.accessKey}`,
+        ...extra,
       }),
     );
+    return { gateway, url: await gateway.listen(0) };
+  }
+
+  it("charges an end user's ACS calls, not requests: cache hits and invalid calls are free", async () => {
+    const { gateway, url: limitedUrl } = await gatewayWithLimits({
+      RATE_LIMIT_ACS_CALLS_PER_MINUTE: "3",
+    });
     try {
-      const limitedUrl = await limited.listen(0);
       const dave = bearer(await issuer.sign({}, { subject: "dave" }));
       const erin = bearer(await issuer.sign({}, { subject: "erin" }));
-      const mint = "mutation { issueMyToken(scopes: [CHAT]) { expiresOn } }";
-      for (let i = 0; i < 3; i++) {
-        expect((await gql(limitedUrl, mint, {}, dave)).errors).toBeUndefined();
+      const invalid =
+        "mutation { issueMyToken(scopes: [CHAT], expiresInMinutes: 5) { expiresOn } }";
+      for (let i = 0; i < 5; i++) {
+        expect(codeOf(await gql(limitedUrl, invalid, {}, dave))).toBe("BAD_USER_INPUT");
       }
-      const refused = await gql(limitedUrl, mint, {}, dave);
+      // First call: the identity's creation and the mint are two ACS calls.
+      const mint = "mutation { issueMyToken(scopes: [CHAT]) { token } }";
+      const first = await gql(limitedUrl, mint, {}, dave);
+      expect(first.errors).toBeUndefined();
+      for (let i = 0; i < 20; i++) {
+        const hit = await gql(limitedUrl, mint, {}, dave);
+        expect(hit.data?.issueMyToken.token).toBe(first.data.issueMyToken.token);
+      }
+      const revoke = "mutation { revokeMyTokens { revokedAt } }";
+      expect((await gql(limitedUrl, revoke, {}, dave)).errors).toBeUndefined();
+      const refused = await gql(limitedUrl, revoke, {}, dave);
       expect(codeOf(refused)).toBe("RATE_LIMITED");
       expect(refused.errors?.[0]?.extensions?.retryAfterSeconds).toBeGreaterThan(0);
       expect(refused.errors?.[0]?.extensions?.retryAfterSeconds).toBeLessThanOrEqual(60);
       // Another caller has a budget of its own.
       expect((await gql(limitedUrl, mint, {}, erin)).errors).toBeUndefined();
     } finally {
-      await limited.close();
+      await gateway.close();
+    }
+  });
+
+  it("stops one end user's revoke flood at their budget while an admin's revoke still reaches ACS", async () => {
+    const { gateway, url: limitedUrl } = await gatewayWithLimits();
+    try {
+      const mallory = bearer(await issuer.sign({}, { subject: "mallory" }));
+      const ops = bearer(await issuer.sign({ roles: ["acs.admin"] }, { subject: "ops" }));
+      const mine = await gql(
+        limitedUrl,
+        "mutation { issueMyToken(scopes: [VOIP]) { user { id } } }",
+        {},
+        mallory,
+      );
+      const userId = mine.data.issueMyToken.user.id as string;
+      const codes: unknown[] = [];
+      for (let i = 0; i < 40; i++) {
+        codes.push(
+          codeOf(await gql(limitedUrl, "mutation { revokeMyTokens { revokedAt } }", {}, mallory)),
+        );
+      }
+      // 30 ACS calls a minute by default, two of them spent on creating and minting above.
+      expect(codes.filter((code) => code === undefined)).toHaveLength(28);
+      expect(codes.slice(28).every((code) => code === "RATE_LIMITED")).toBe(true);
+      const before = await upstreamAttempts(gateway);
+      const adminRevoke = await gql(limitedUrl, REVOKE, { userId }, ops);
+      expect(adminRevoke.errors).toBeUndefined();
+      expect(await upstreamAttempts(gateway)).toBe(before + 1);
+    } finally {
+      await gateway.close();
+    }
+  });
+
+  it("with the defaults, never limits an admin minting for 300 users nor 100 concurrent cache hits", async () => {
+    const { gateway, url: limitedUrl } = await gatewayWithLimits();
+    try {
+      const backend = bearer(await issuer.sign({ roles: ["acs.admin"] }, { subject: "backend" }));
+      const minted = [];
+      for (let batch = 0; batch < 300; batch += 50) {
+        minted.push(
+          ...(await Promise.all(
+            Array.from({ length: 50 }, () => gql(limitedUrl, ISSUE, { scopes: ["VOIP"] }, backend)),
+          )),
+        );
+      }
+      expect(minted.map(codeOf).filter((code) => code !== undefined)).toEqual([]);
+      const frank = bearer(await issuer.sign({}, { subject: "frank" }));
+      const mint = "mutation { issueMyToken(scopes: [CHAT, VOIP]) { token } }";
+      await gql(limitedUrl, mint, {}, frank);
+      const hits = await Promise.all(
+        Array.from({ length: 100 }, () => gql(limitedUrl, mint, {}, frank)),
+      );
+      expect(hits.map(codeOf).filter((code) => code !== undefined)).toEqual([]);
+    } finally {
+      await gateway.close();
     }
   });
 });

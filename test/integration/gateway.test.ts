@@ -9,9 +9,11 @@ import {
   ISSUE,
   ok,
   REVOKE,
+  run,
   startGateway,
   upstreamAttempts,
 } from "../helpers/gateway.js";
+import { MAX_ENTITY_REPRESENTATIONS } from "../../src/graphql/rights.js";
 
 /**
  * The four mutations and `me` end to end, in process (executeOperation), against the embedded
@@ -157,22 +159,43 @@ describe("the federation subgraph", () => {
     expect(data._service.sdl).toContain("specs.apollo.dev/federation/v2");
   });
 
-  it("resolves CommunicationUser entities, and null for deleted or malformed ids", async () => {
+  const ENTITIES =
+    "query ($r: [_Any!]!) { _entities(representations: $r) { ... on CommunicationUser { id } } }";
+
+  it("resolves CommunicationUser entities: null for a deleted id, BAD_USER_INPUT for a malformed one", async () => {
     const alive = await newUser();
     const gone = await newUser();
     await ok(app, DELETE, { userId: gone });
-    const data = await ok(
-      app,
-      "query ($r: [_Any!]!) { _entities(representations: $r) { ... on CommunicationUser { id } } }",
-      {
-        r: [
-          { __typename: "CommunicationUser", id: alive },
-          { __typename: "CommunicationUser", id: gone },
-          { __typename: "CommunicationUser", id: "garbage" },
-        ],
-      },
-    );
-    expect(data._entities).toEqual([{ id: alive }, null, null]);
+    const result = await run(app, ENTITIES, {
+      r: [
+        { __typename: "CommunicationUser", id: alive },
+        { __typename: "CommunicationUser", id: gone },
+        { __typename: "CommunicationUser", id: "garbage" },
+      ],
+    });
+    expect(result.data?._entities).toEqual([{ id: alive }, null, null]);
+    expect(result.errors).toHaveLength(1);
+    expect(result.errors?.[0]).toMatchObject({
+      path: ["_entities", 2],
+      extensions: { code: "BAD_USER_INPUT" },
+    });
+  });
+
+  it("refuses foreign entity types and oversized batches with one quiet BAD_USER_INPUT", async () => {
+    const viewers = Array.from({ length: 990 }, () => ({ __typename: "Viewer" }));
+    const foreign = await run(app, ENTITIES, { r: viewers });
+    expect(foreign.errors).toHaveLength(1);
+    expect(foreign.errors?.[0]?.extensions?.code).toBe("BAD_USER_INPUT");
+    const id = await newUser();
+    const many = Array.from({ length: MAX_ENTITY_REPRESENTATIONS + 1 }, () => ({
+      __typename: "CommunicationUser",
+      id,
+    }));
+    const oversized = await run(app, ENTITIES, { r: many });
+    expect(oversized.errors).toHaveLength(1);
+    expect(oversized.errors?.[0]?.extensions?.code).toBe("BAD_USER_INPUT");
+    const fine = await ok(app, ENTITIES, { r: many.slice(1) });
+    expect(fine._entities).toHaveLength(MAX_ENTITY_REPRESENTATIONS);
   });
 });
 

@@ -72,8 +72,8 @@ describe("the gateway over HTTP", () => {
     const ready = await fetch(`${base}/readyz`);
     expect(ready.status).toBe(200);
     expect(await ready.json()).toEqual({
-      status: "ready",
-      checks: { upstream: true, cache: true },
+      status: "ok",
+      checks: { upstream: "ok", cache: "ok" },
     });
     await post({ query: "mutation { createUser { id } }" });
     const metrics = await (await fetch(`${base}/metrics`)).text();

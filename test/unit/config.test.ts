@@ -120,7 +120,10 @@ describe("configuration", () => {
   it("says what range a number must be in", () => {
     expect(problems({ PORT: "70000" })).toEqual(["PORT: must be from 0 to 65535"]);
     expect(problems({ PORT: "4000.5" })).toEqual(["PORT: must be a whole number"]);
-    expect(problems({ RATE_LIMIT_TOKENS_PER_MINUTE: "0" })[0]).toContain("must be from 1 to");
+    expect(problems({ RATE_LIMIT_ACS_CALLS_PER_MINUTE: "0" })[0]).toContain("must be from 1 to");
+    expect(problems({ RATE_LIMIT_TOKENS_PER_MINUTE: "60" })[0]).toMatch(
+      /^RATE_LIMIT_TOKENS_PER_MINUTE: renamed: .*RATE_LIMIT_ACS_CALLS_PER_MINUTE/,
+    );
   });
 
   it("requires the minimum remaining validity to be above the SDKs' 10-minute refresh margin", () => {

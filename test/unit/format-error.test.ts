@@ -1,7 +1,7 @@
 import { GraphQLError } from "graphql";
 import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
-import { GatewayError } from "../../src/errors.js";
+import { DomainError, rateLimited, type ErrorKind } from "../../src/errors.js";
 import { createFormatError } from "../../src/graphql/errors.js";
 import { UpstreamError } from "../../src/identity/upstream-error.js";
 import { createLogger } from "../../src/logger.js";
@@ -70,14 +70,33 @@ describe("error formatting", () => {
     );
     expect(unavailable.extensions).toEqual({ code: "UPSTREAM_UNAVAILABLE" });
     expect(unavailable.message).not.toContain("401");
-    const limited = format(
-      { message: "x" },
-      wrapped(new GatewayError("RATE_LIMITED", "slow down", { retryAfterSeconds: 3 })),
-    );
+    const limited = format({ message: "x" }, wrapped(rateLimited("slow down", 3)));
     expect(limited).toMatchObject({
       message: "slow down",
       extensions: { code: "RATE_LIMITED", retryAfterSeconds: 3 },
     });
+  });
+
+  it("maps every kind of the domain's one error model to a contract code", () => {
+    const { logger, lines } = capture();
+    const format = createFormatError({ production: true, logger });
+    const expected: Record<ErrorKind, string> = {
+      "invalid-input": "BAD_USER_INPUT",
+      "not-found": "NOT_FOUND",
+      unauthenticated: "UNAUTHENTICATED",
+      forbidden: "FORBIDDEN",
+      "rate-limited": "RATE_LIMITED",
+      "upstream-throttled": "UPSTREAM_THROTTLED",
+      "upstream-unavailable": "UPSTREAM_UNAVAILABLE",
+      "upstream-misconfigured": "UPSTREAM_UNAVAILABLE",
+      "revocation-unconfirmed": "REVOCATION_UNCONFIRMED",
+    };
+    for (const [kind, code] of Object.entries(expected)) {
+      const result = format({ message: "x" }, wrapped(new DomainError(kind as ErrorKind, "why")));
+      expect(result, kind).toMatchObject({ message: "why", extensions: { code } });
+    }
+    // Expected failures are answers, not incidents: nothing is logged for them.
+    expect(lines()).toBe("");
   });
 
   it("passes Apollo's own codes through", () => {

@@ -41,6 +41,9 @@ describe("mapping ACS failures", () => {
 
   it("keeps the ACS message out of what it reports", () => {
     const mapped = toUpstreamError(restError(400, "ValidationError"));
-    expect(mapped.message).toBe("ACS answered 400 ValidationError");
+    // For logs: status and code only. For clients: a fixed sentence of the failure's kind.
+    expect(mapped.diagnostic).toBe("ACS answered 400 ValidationError");
+    expect(mapped.message).toBe("Azure Communication Services refused the request's input.");
+    expect(mapped.kind).toBe("invalid-input");
   });
 });

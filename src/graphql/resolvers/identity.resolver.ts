@@ -1,13 +1,11 @@
-import { Arg, Args, Authorized, Ctx, ID, Mutation, Resolver } from "type-graphql";
-import { forbidden } from "../../errors.js";
+import { Arg, Args, Ctx, ID, Mutation, Resolver } from "type-graphql";
 import type { TokenGrant } from "../../tokens/token-service.js";
-import { ADMIN, assertMayActOn } from "../auth-checker.js";
-import type { GatewayContext } from "../context.js";
+import { IssueTokenArgs } from "../args/issue-token.args.js";
+import type { SignedInContext } from "../context.js";
 import { AccessToken } from "../types/access-token.type.js";
 import { CommunicationUser } from "../types/communication-user.type.js";
 import { DeleteUserPayload, RevokeTokensPayload } from "../types/payloads.type.js";
 import type { TokenScope } from "../types/token-scope.enum.js";
-import { IssueTokenArgs } from "../args/issue-token.args.js";
 
 export function toAccessToken(grant: TokenGrant): AccessToken {
   const result = new AccessToken();
@@ -19,13 +17,29 @@ export function toAccessToken(grant: TokenGrant): AccessToken {
   return result;
 }
 
-/** Thin: parse arguments, check rights, call the token service. Errors are mapped in errors.ts. */
+export function revokePayload(userId: string, revokedAt: number): RevokeTokensPayload {
+  const payload = new RevokeTokensPayload();
+  payload.user = CommunicationUser.of(userId);
+  payload.revokedAt = revokedAt;
+  return payload;
+}
+
+export function deletePayload(userId: string, deletedAt: number): DeleteUserPayload {
+  const payload = new DeleteUserPayload();
+  payload.userId = userId;
+  payload.deletedAt = deletedAt;
+  return payload;
+}
+
+/**
+ * Thin: parse arguments and call the token service. Who may call what is the rights table's
+ * (auth/rights.ts), applied before these run; errors are mapped in errors.ts.
+ */
 @Resolver()
 export class IdentityResolver {
-  @Authorized(ADMIN)
   @Mutation(() => CommunicationUser, { description: "Creates a new ACS identity. Admins only." })
-  async createUser(@Ctx() context: GatewayContext): Promise<CommunicationUser> {
-    return CommunicationUser.of(await context.tokens.createUser());
+  async createUser(@Ctx() context: SignedInContext): Promise<CommunicationUser> {
+    return CommunicationUser.of(await context.tokens.createUser(context.caller));
   }
 
   @Mutation(() => AccessToken, {
@@ -33,18 +47,10 @@ export class IdentityResolver {
       "An access token for a user, served from the cache while it has enough validity left. Without `userId`: a new user and its token in one ACS call (admins only).",
   })
   async issueToken(
-    @Ctx() context: GatewayContext,
+    @Ctx() context: SignedInContext,
     @Args(() => IssueTokenArgs) { userId, scopes, expiresInMinutes }: IssueTokenArgs,
   ): Promise<AccessToken> {
-    if (userId === undefined || userId === null) {
-      if (!context.caller.isAdmin) {
-        throw forbidden("Only an admin may create users; use issueMyToken for your own token.");
-      }
-    } else {
-      await assertMayActOn(context, userId);
-    }
-    await context.consumeMintBudget();
-    const grant = await context.tokens.issueToken({
+    const grant = await context.tokens.issueToken(context.caller, {
       userId: userId ?? undefined,
       scopes,
       expiresInMinutes: expiresInMinutes ?? undefined,
@@ -56,28 +62,20 @@ export class IdentityResolver {
     description: "Revokes every token of the user at ACS and drops the gateway's cached tokens.",
   })
   async revokeTokens(
-    @Ctx() context: GatewayContext,
+    @Ctx() context: SignedInContext,
     @Arg("userId", () => ID) userId: string,
   ): Promise<RevokeTokensPayload> {
-    await assertMayActOn(context, userId);
-    const payload = new RevokeTokensPayload();
-    payload.revokedAt = await context.tokens.revokeTokens(userId);
-    payload.user = CommunicationUser.of(userId);
-    return payload;
+    return revokePayload(userId, await context.tokens.revokeTokens(context.caller, userId));
   }
 
-  @Authorized(ADMIN)
   @Mutation(() => DeleteUserPayload, {
     description:
       "Deletes the identity at ACS (revoking its tokens) and its self-service mapping. Admins only.",
   })
   async deleteUser(
-    @Ctx() context: GatewayContext,
+    @Ctx() context: SignedInContext,
     @Arg("userId", () => ID) userId: string,
   ): Promise<DeleteUserPayload> {
-    const payload = new DeleteUserPayload();
-    payload.deletedAt = await context.tokens.deleteUser(userId);
-    payload.userId = userId;
-    return payload;
+    return deletePayload(userId, await context.tokens.deleteUser(context.caller, userId));
   }
 }

@@ -1,36 +1,61 @@
 import { Args, Ctx, Mutation, Query, Resolver } from "type-graphql";
 import { IssueMyTokenArgs } from "../args/issue-token.args.js";
-import type { GatewayContext } from "../context.js";
+import type { SignedInContext } from "../context.js";
 import { AccessToken } from "../types/access-token.type.js";
 import { CommunicationUser } from "../types/communication-user.type.js";
-import { Viewer } from "../types/payloads.type.js";
-import { toAccessToken } from "./identity.resolver.js";
+import { DeleteUserPayload, RevokeTokensPayload, Viewer } from "../types/payloads.type.js";
+import { deletePayload, revokePayload, toAccessToken } from "./identity.resolver.js";
 
 /** Self-service for signed-in end users: their own identity, created on first use. */
 @Resolver()
 export class ViewerResolver {
   @Query(() => Viewer, { description: "Who is calling, and their ACS identity if they have one." })
-  async me(@Ctx() context: GatewayContext): Promise<Viewer> {
+  async me(@Ctx() context: SignedInContext): Promise<Viewer> {
     const viewer = new Viewer();
     viewer.subject = context.caller.subject;
-    const userId = await context.tokens.userIdOf(context.caller.key);
+    const userId = await context.ownUserId();
     viewer.communicationUser = userId === undefined ? null : CommunicationUser.of(userId);
     return viewer;
+  }
+
+  @Query(() => String, {
+    description:
+      "The ACS resource's endpoint URL, which a client's ChatClient needs beside its token. Never a key.",
+  })
+  acsEndpoint(@Ctx() context: SignedInContext): string {
+    return context.acsEndpoint;
   }
 
   @Mutation(() => AccessToken, {
     description: "A token for the caller's own ACS identity, which is created on the first call.",
   })
   async issueMyToken(
-    @Ctx() context: GatewayContext,
+    @Ctx() context: SignedInContext,
     @Args(() => IssueMyTokenArgs) { scopes, expiresInMinutes }: IssueMyTokenArgs,
   ): Promise<AccessToken> {
-    await context.consumeMintBudget();
     const grant = await context.tokens.issueMyToken(
-      context.caller.key,
+      context.caller,
       scopes,
       expiresInMinutes ?? undefined,
     );
     return toAccessToken(grant);
+  }
+
+  @Mutation(() => RevokeTokensPayload, {
+    description:
+      "Signs the caller out everywhere: revokes every token of their own ACS identity. Repeating it is harmless; NOT_FOUND when they have no identity.",
+  })
+  async revokeMyTokens(@Ctx() context: SignedInContext): Promise<RevokeTokensPayload> {
+    const { userId, revokedAt } = await context.tokens.revokeMyTokens(context.caller);
+    return revokePayload(userId, revokedAt);
+  }
+
+  @Mutation(() => DeleteUserPayload, {
+    description:
+      "Erases the caller's own ACS identity, its tokens and its mapping; the next issueMyToken creates a new identity. NOT_FOUND when they have none (so repeating it changes nothing).",
+  })
+  async deleteMe(@Ctx() context: SignedInContext): Promise<DeleteUserPayload> {
+    const { userId, deletedAt } = await context.tokens.deleteMe(context.caller);
+    return deletePayload(userId, deletedAt);
   }
 }

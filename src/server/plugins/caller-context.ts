@@ -1,0 +1,44 @@
+import { AuthError } from "../../auth/caller.js";
+import type { GatewayContext } from "../../graphql/context.js";
+import { contextError } from "../../graphql/errors.js";
+import type { Logger } from "../../logger.js";
+import type { TokenService } from "../../tokens/token-service.js";
+import type { Metrics } from "../metrics.js";
+import type { createAuthentication, RequestHeaders } from "./authentication.js";
+
+/**
+ * The per-request GraphQL context: the principal from the authentication step, and a memoised
+ * read of the caller's own identity (so the rights table, `me` and every `_entities`
+ * representation share one mapping lookup). A refused credential is answered 401 before parsing.
+ */
+export function createCallerContext(deps: {
+  authenticate: ReturnType<typeof createAuthentication>;
+  tokens: TokenService;
+  acsEndpoint: string;
+  logger: Logger;
+  metrics: Metrics;
+}): (request: RequestHeaders) => Promise<GatewayContext> {
+  const { tokens, acsEndpoint, logger } = deps;
+  return async (request) => {
+    let principal;
+    try {
+      principal = await deps.authenticate(request);
+    } catch (error) {
+      if (error instanceof AuthError) {
+        deps.metrics.authRefusals.inc({ reason: error.reason });
+        throw contextError(error, 401);
+      }
+      throw error;
+    }
+    const { caller } = principal;
+    let own: Promise<string | undefined> | undefined;
+    return {
+      caller,
+      schemaReadable: principal.schemaReadable,
+      tokens,
+      acsEndpoint,
+      logger,
+      ownUserId: () => (own ??= caller ? tokens.userIdOf(caller.key) : Promise.resolve(undefined)),
+    };
+  };
+}

@@ -1,0 +1,139 @@
+import type { IdentityProvider } from "../identity/identity-provider.js";
+import { UpstreamError } from "../identity/upstream-error.js";
+
+/**
+ * What /readyz reports. `ready` is whether THIS instance can serve: ACS reachable and accepting the
+ * gateway's credentials. The cache is reported but never makes an instance unready: every instance
+ * shares one Redis, so failing them all at once would turn a degraded service (tokens still come
+ * straight from ACS) into an outage.
+ */
+export interface ReadinessReport {
+  ready: boolean;
+  /** `ok`; `degraded` (serving, cache down); `unavailable` (ACS unreachable); `misconfigured`. */
+  status: "ok" | "degraded" | "unavailable" | "misconfigured";
+  checks: {
+    upstream: "ok" | "unreachable" | "credentials-rejected";
+    cache: "ok" | "unavailable";
+  };
+}
+
+export interface Readiness {
+  report(): Promise<ReadinessReport>;
+  /** Wraps the ACS client so that a refused credential (and its recovery) is noticed. */
+  track(identity: IdentityProvider): IdentityProvider;
+}
+
+export function createReadiness(options: {
+  /** Any HTTP answer from here means ACS is reachable (ACS has no ping call). */
+  acsEndpoint: string;
+  cacheReady(): Promise<boolean>;
+  /** @default 2000 */
+  probeTimeoutMs?: number;
+}): Readiness {
+  let credentialsRejected = false;
+
+  async function reachable(): Promise<boolean> {
+    try {
+      const response = await fetch(new URL("/", options.acsEndpoint), {
+        method: "HEAD",
+        signal: AbortSignal.timeout(options.probeTimeoutMs ?? 2000),
+      });
+      await response.body?.cancel();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  function observe<T>(call: Promise<T>): Promise<T> {
+    return call.then(
+      (value) => {
+        credentialsRejected = false;
+        return value;
+      },
+      (error: unknown) => {
+        if (error instanceof UpstreamError) {
+          // Any answer but 401/403 Denied proves the credentials work.
+          credentialsRejected = error.failure === "unauthorized";
+        }
+        throw error;
+      },
+    );
+  }
+
+  return {
+    async report() {
+      const [upstreamUp, cacheUp] = await Promise.all([
+        reachable(),
+        options.cacheReady().catch(() => false),
+      ]);
+      const upstream = !upstreamUp
+        ? "unreachable"
+        : credentialsRejected
+          ? "credentials-rejected"
+          : "ok";
+      const status =
+        upstream === "credentials-rejected"
+          ? "misconfigured"
+          : upstream === "unreachable"
+            ? "unavailable"
+            : cacheUp
+              ? "ok"
+              : "degraded";
+      return {
+        ready: upstream === "ok",
+        status,
+        checks: { upstream, cache: cacheUp ? "ok" : "unavailable" },
+      };
+    },
+
+    track(identity) {
+      return {
+        createUser: () => observe(identity.createUser()),
+        createUserAndToken: (scopes, minutes) =>
+          observe(identity.createUserAndToken(scopes, minutes)),
+        issueToken: (userId, scopes, minutes) =>
+          observe(identity.issueToken(userId, scopes, minutes)),
+        revokeTokens: (userId) => observe(identity.revokeTokens(userId)),
+        deleteUser: (userId) => observe(identity.deleteUser(userId)),
+        // A Teams exchange's 401 is about the Teams token (invalid_teams_token), never ours.
+        exchangeTeamsToken: (input) => observe(identity.exchangeTeamsToken(input)),
+      };
+    },
+  };
+}
+
+/**
+ * An identity of no resource (all-zero GUIDs): revoking its tokens changes nothing anywhere, and
+ * ACS answers it only after checking the request's signature. So the answer tells a wrong access
+ * key (401 Denied) apart from a working one (401 IdentityNotOwned, or 404).
+ */
+export const PROBE_USER_ID =
+  "8:acs:00000000-0000-0000-0000-000000000000_00000000-0000-0000-0000-000000000000";
+
+/**
+ * Checks at start that ACS accepts the gateway's credentials, so a wrong key stops the process
+ * with a clear message before any user is served. Unreachable ACS is not a start-up error (it may
+ * come back); readiness reports it.
+ */
+export async function checkAcsCredentials(
+  identity: IdentityProvider,
+): Promise<"ok" | "rejected" | "unreachable"> {
+  try {
+    await identity.revokeTokens(PROBE_USER_ID);
+    return "ok";
+  } catch (error) {
+    if (!(error instanceof UpstreamError)) {
+      throw error;
+    }
+    switch (error.failure) {
+      case "unauthorized":
+        return "rejected";
+      case "unavailable":
+      case "throttled":
+        return "unreachable";
+      default:
+        return "ok";
+    }
+  }
+}

@@ -1,0 +1,111 @@
+import { rateLimited } from "../errors.js";
+import type { IdentityProvider, IssuedToken } from "../identity/identity-provider.js";
+import type { AcsScope } from "./scopes.js";
+
+/** Who an ACS call is made for: enough of a `Caller` to charge it. */
+export interface Actor {
+  /** `Caller.key`: issuer and subject, hashed. */
+  key: string;
+  isAdmin: boolean;
+}
+
+/** What ACS calls a caller may still make; the rate limiters implement it (auth/upstream-budget). */
+export interface UpstreamBudget {
+  /** Counts one ACS call for `actor`; throws `rate-limited` (with `retryAfterSeconds`) when spent. */
+  charge(actor: Actor): Promise<void>;
+}
+
+/** Counts nothing: for scripts and tests that want no limit. */
+export const UNLIMITED: UpstreamBudget = { charge: async () => {} };
+
+/** The `RateLimiter` shape the budget needs (auth/rate-limiter.ts). */
+interface Limiter {
+  consume(key: string): Promise<{ allowed: boolean; retryAfterSeconds: number }>;
+}
+
+/**
+ * End users and admins are counted apart: an end user's budget protects the resource-wide ACS
+ * limits from one user (ACS allows, per 30 s and resource, 500 revokes and 1,000 issues), while a
+ * backend minting for all its users acts as an admin and is unlimited unless configured.
+ */
+export function createUpstreamBudget(options: {
+  endUser: Limiter;
+  /** Undefined: admins are not limited. */
+  admin?: Limiter | undefined;
+  onRefused?: () => void;
+}): UpstreamBudget {
+  return {
+    async charge(actor) {
+      const limiter = actor.isAdmin ? options.admin : options.endUser;
+      if (!limiter) {
+        return;
+      }
+      const verdict = await limiter.consume(actor.key);
+      if (!verdict.allowed) {
+        options.onRefused?.();
+        throw rateLimited(
+          "Too many Azure Communication Services calls for this caller. Try again later.",
+          verdict.retryAfterSeconds,
+        );
+      }
+    },
+  };
+}
+
+/**
+ * `IdentityProvider` with the acting caller as first argument, charging its budget before each
+ * call. The token service holds only this, so a new operation cannot reach ACS uncharged by
+ * forgetting a call; the one deliberate exception, `uncharged`, is named as such.
+ */
+export interface MeteredUpstream {
+  createUser(actor: Actor): Promise<string>;
+  createUserAndToken(
+    actor: Actor,
+    scopes: readonly AcsScope[],
+    expiresInMinutes?: number,
+  ): Promise<{ userId: string; token: IssuedToken }>;
+  issueToken(
+    actor: Actor,
+    userId: string,
+    scopes: readonly AcsScope[],
+    expiresInMinutes?: number,
+  ): Promise<IssuedToken>;
+  revokeTokens(actor: Actor, userId: string): Promise<void>;
+  deleteUser(actor: Actor, userId: string): Promise<void>;
+  exchangeTeamsToken(
+    actor: Actor,
+    input: { teamsToken: string; appId: string; userObjectId: string },
+  ): Promise<IssuedToken>;
+  /** Clean-up the gateway does on its own account (deleting an identity that lost a mapping race). */
+  uncharged: Pick<IdentityProvider, "deleteUser">;
+}
+
+export function meterUpstream(identity: IdentityProvider, budget: UpstreamBudget): MeteredUpstream {
+  return {
+    async createUser(actor) {
+      await budget.charge(actor);
+      return identity.createUser();
+    },
+    async createUserAndToken(actor, scopes, expiresInMinutes) {
+      await budget.charge(actor);
+      return identity.createUserAndToken(scopes, expiresInMinutes);
+    },
+    async issueToken(actor, userId, scopes, expiresInMinutes) {
+      await budget.charge(actor);
+      return identity.issueToken(userId, scopes, expiresInMinutes);
+    },
+    async revokeTokens(actor, userId) {
+      await budget.charge(actor);
+      return identity.revokeTokens(userId);
+    },
+    async deleteUser(actor, userId) {
+      await budget.charge(actor);
+      return identity.deleteUser(userId);
+    },
+    async exchangeTeamsToken(actor, input) {
+      await budget.charge(actor);
+      return identity.exchangeTeamsToken(input);
+    },
+    uncharged: { deleteUser: (userId) => identity.deleteUser(userId) },
+  };
+}
