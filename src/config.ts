@@ -33,6 +33,16 @@ export interface Config {
   auth: { mode: "none" } | { mode: "jwt"; jwksUrl: string; issuer: string; audience: string };
   adminRole: string;
   routerSecret: string | undefined;
+  /** Socket-level bounds: a slow or idle client cannot hold a connection for long. */
+  http: {
+    /** Whole request (headers and body) must arrive within this. */
+    requestTimeoutMs: number;
+    headersTimeoutMs: number;
+    /** An idle keep-alive connection is closed after this. */
+    keepAliveTimeoutMs: number;
+    /** Open connections at most; more are refused at accept. */
+    maxConnections: number;
+  };
   limits: {
     maxDepth: number;
     maxAliases: number;
@@ -123,6 +133,10 @@ const schema = z.object({
   MAX_ALIASES: int(10, 0, 1000),
   MAX_ROOT_FIELDS: int(5, 1, 1000),
   MAX_BODY_BYTES: int(32 * 1024, 1024, 10 * 1024 * 1024),
+  HTTP_REQUEST_TIMEOUT_MS: int(10_000, 100, 600_000),
+  HTTP_HEADERS_TIMEOUT_MS: int(5_000, 100, 600_000),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: int(5_000, 100, 600_000),
+  HTTP_MAX_CONNECTIONS: int(1024, 1, 1_000_000),
   RATE_LIMIT_ACS_CALLS_PER_MINUTE: int(30, 1, 1_000_000),
   RATE_LIMIT_ADMIN_ACS_CALLS_PER_MINUTE: int(0, 0, 1_000_000),
   RATE_LIMIT_TOKENS_PER_MINUTE: z.preprocess(
@@ -294,6 +308,13 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       "AUTH_MODE: none makes every caller an admin; it is refused when NODE_ENV=production (use jwt)",
     );
   }
+  if (
+    e.HTTP_HEADERS_TIMEOUT_MS !== undefined &&
+    e.HTTP_REQUEST_TIMEOUT_MS !== undefined &&
+    e.HTTP_HEADERS_TIMEOUT_MS > e.HTTP_REQUEST_TIMEOUT_MS
+  ) {
+    problems.push("HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS");
+  }
   if (e.ROUTER_SECRET !== undefined && e.ROUTER_SECRET.length < 16) {
     problems.push("ROUTER_SECRET: must be at least 16 characters");
   }
@@ -326,6 +347,12 @@ function freezeConfig(
     auth,
     adminRole: e.AUTH_ADMIN_ROLE,
     routerSecret: e.ROUTER_SECRET,
+    http: {
+      requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
+      headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
+      keepAliveTimeoutMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      maxConnections: e.HTTP_MAX_CONNECTIONS,
+    },
     limits: {
       maxDepth: e.MAX_QUERY_DEPTH,
       maxAliases: e.MAX_ALIASES,

@@ -1,7 +1,6 @@
 import { unwrapResolverError } from "@apollo/server/errors";
 import { GraphQLError, type GraphQLFormattedError } from "graphql";
 import { DomainError, type ErrorKind } from "../errors.js";
-import type { Logger } from "../logger.js";
 
 /** The codes of CONTRACT.md ("Error codes") that the gateway itself assigns. */
 export type ErrorCode =
@@ -54,16 +53,29 @@ export function contextError(error: DomainError, status: number): GraphQLError {
   });
 }
 
+/** graphql-js appends suggestions (`Did you mean the enum value "VOIP"?`): schema hints. */
+const SUGGESTION = / Did you mean [^]*$/;
+
+/** Is this an error the gateway did not expect (a bug), rather than an answer to a bad request? */
+export function isUnexpected(formatted: GraphQLFormattedError, error: unknown): boolean {
+  if (classify(unwrapResolverError(error))) {
+    return false;
+  }
+  const code = formatted.extensions?.code;
+  return typeof code !== "string" || code === "INTERNAL_SERVER_ERROR";
+}
+
 /**
  * Apollo's `formatError`. Known failures get their contract code and a safe message (never the
  * original message of an unknown error, which may quote an upstream body). Unknown errors are
- * logged once, here, and masked in production. Apollo's own codes (parse, validation, variable
- * coercion) pass through.
+ * masked in production (they are logged once per request by the error-logging plugin). Apollo's
+ * own codes (parse, validation, variable coercion) pass through, without graphql-js's "Did you
+ * mean" suggestions in production, which would describe the schema to a caller who may not
+ * introspect it.
  */
-export function createFormatError(options: { production: boolean; logger: Logger }) {
+export function createFormatError(options: { production: boolean }) {
   return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
-    const original = unwrapResolverError(error);
-    const mapped = classify(original);
+    const mapped = classify(unwrapResolverError(error));
     if (mapped) {
       return {
         message: mapped.message,
@@ -72,20 +84,12 @@ export function createFormatError(options: { production: boolean; logger: Logger
         extensions: { code: mapped.code, ...mapped.extensions },
       };
     }
-    const code = formatted.extensions?.code;
-    if (typeof code === "string" && code !== "INTERNAL_SERVER_ERROR") {
-      return formatted; // GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED, BAD_USER_INPUT, ...
+    if (!isUnexpected(formatted, error)) {
+      // GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED, BAD_USER_INPUT (coercion), ...
+      return options.production && SUGGESTION.test(formatted.message)
+        ? { ...formatted, message: formatted.message.replace(SUGGESTION, "") }
+        : formatted;
     }
-    options.logger.error(
-      {
-        err:
-          original instanceof Error
-            ? { name: original.name, message: original.message, stack: original.stack }
-            : String(original),
-        path: formatted.path,
-      },
-      "unexpected error while resolving",
-    );
     if (options.production) {
       return {
         message: "Internal server error",

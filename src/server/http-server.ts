@@ -7,11 +7,14 @@ import type { IncomingHttpHeaders } from "node:http";
 import type { GraphQLSchema } from "graphql";
 import type { Config } from "../config.js";
 import type { GatewayContext } from "../graphql/context.js";
-import { createFormatError } from "../graphql/errors.js";
+import { createFormatError, isUnexpected } from "../graphql/errors.js";
+import { MAX_DOCUMENT_TOKENS } from "../graphql/document-bounds.js";
 import { createQueryLimitRules } from "../graphql/query-limits.js";
 import { quieter, type Logger } from "../logger.js";
 import type { Metrics } from "./metrics.js";
 import type { RequestHeaders } from "./plugins/authentication.js";
+import { documentBoundsPlugin, documentBoundsRule } from "./plugins/document-bounds.js";
+import { errorLoggingPlugin } from "./plugins/error-logging.js";
 import { operationsEndpoints } from "./plugins/operations-endpoints.js";
 import type { Readiness } from "./readiness.js";
 
@@ -36,6 +39,16 @@ function createFastify(config: Readonly<Config>, logger: Logger) {
     trustProxy: false,
     return503OnClosing: true,
     requestIdHeader: "x-request-id",
+    // Node's defaults let a client that sends part of a request and then nothing hold the
+    // connection for minutes (Fastify's request and connection timeouts default to none).
+    requestTimeout: config.http.requestTimeoutMs,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
+    http: {
+      headersTimeout: config.http.headersTimeoutMs,
+      // How often Node looks for requests past their timeouts (30 s by default): the timeouts
+      // are only as precise as this.
+      connectionsCheckingInterval: Math.min(1000, config.http.headersTimeoutMs),
+    },
   });
 }
 
@@ -52,6 +65,7 @@ export interface HttpServer {
 export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer> {
   const { config, logger } = deps;
   const fastify = createFastify(config, logger);
+  fastify.server.maxConnections = config.http.maxConnections;
 
   const apollo = new ApolloServer<GatewayContext>({
     schema: deps.schema,
@@ -59,12 +73,16 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     csrfPrevention: true,
     includeStacktraceInErrorResponses: !config.production,
     hideSchemaDetailsFromClientErrors: config.production,
-    validationRules: createQueryLimitRules(config.limits),
-    formatError: createFormatError({ production: config.production, logger }),
+    validationRules: [documentBoundsRule, ...createQueryLimitRules(config.limits)],
+    // Bounds parsing itself: a 32 KB body can hold about 16,000 tokens; no operation needs 2,000.
+    parseOptions: { maxTokens: MAX_DOCUMENT_TOKENS },
+    formatError: createFormatError({ production: config.production }),
     // Apollo's info lines (e.g. "Enabling inline tracing") are start-up noise for operators.
     logger: logger.child({ component: "apollo" }, { level: quieter(logger.level, "warn") }),
     plugins: [
       fastifyApolloDrainPlugin(fastify),
+      documentBoundsPlugin(),
+      errorLoggingPlugin(logger, (error) => isUnexpected(error.toJSON(), error)),
       config.production
         ? ApolloServerPluginLandingPageDisabled()
         : ApolloServerPluginLandingPageLocalDefault({ embed: true, includeCookies: false }),
