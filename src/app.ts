@@ -5,10 +5,12 @@ import { createRateLimiter, type RateLimiter } from "./auth/rate-limiter.js";
 import { createRedisClient, type RedisClient } from "./cache/redis-client.js";
 import { createTokenCache } from "./cache/index.js";
 import type { TokenCache } from "./cache/token-cache.js";
-import type { AcsConnection, Config } from "./config.js";
+import type { Config } from "./config.js";
 import { startEmulator, type Emulator, type EmulatorOptions } from "./emulator/index.js";
 import { buildGatewaySchema } from "./graphql/schema.js";
+import type { TokenCredential } from "@azure/identity";
 import { createAcsIdentityProvider } from "./identity/acs-identity-provider.js";
+import { createEntraCredential } from "./identity/entra-credential.js";
 import type { IdentityProvider } from "./identity/identity-provider.js";
 import {
   createMemoryUserMappingStore,
@@ -41,8 +43,8 @@ export interface App {
   metrics: Metrics;
   /** The embedded emulator, when the gateway started one. */
   emulator: Emulator | undefined;
-  /** The ACS endpoint in use (the emulator's when embedded). */
-  acs: AcsConnection;
+  /** The ACS endpoint in use (the emulator's when embedded); no access key with Entra ID. */
+  acs: { endpoint: string; accessKey: string | undefined };
   /** Listens on `config.host:config.port` (or the given port); resolves to the GraphQL URL. */
   listen(port?: number): Promise<string>;
   readiness(): Promise<ReadinessReport>;
@@ -95,8 +97,12 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
   const resources: Resources = { limiters: [] };
 
   try {
-    let acs = config.acs;
-    if (!acs) {
+    let acs: App["acs"] | undefined = config.acs;
+    let credential: TokenCredential | undefined;
+    if (config.acsEntraEndpoint) {
+      credential = await createEntraCredential();
+      acs = { endpoint: config.acsEntraEndpoint, accessKey: undefined };
+    } else if (!acs) {
       resources.emulator = await startEmulator({
         host: "127.0.0.1",
         port: 0,
@@ -121,7 +127,13 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
 
     const cache = (resources.cache = createTokenCache(config, {
       logger: logger.child({ component: "cache" }),
-      acs,
+      // With Entra ID there is no access key: the cache key is TOKEN_CACHE_ENCRYPTION_KEY (config
+      // requires it with Redis), and it also keys the namespace, which follows the endpoint.
+      acs: {
+        endpoint: acs.endpoint,
+        accessKey:
+          acs.accessKey ?? config.tokenCacheEncryptionKey?.toString("base64") ?? acs.endpoint,
+      },
       redisClient: redis,
       onLookup: (result) => metrics.cacheRequests.inc({ result }),
     }));
@@ -164,6 +176,7 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       createAcsIdentityProvider({
         endpoint: acs.endpoint,
         accessKey: acs.accessKey,
+        credential,
         allowInsecureConnection: acsUrl.protocol === "http:",
         metrics,
         logger: logger.child({ component: "acs" }),

@@ -17,8 +17,13 @@ export interface Config {
   host: string;
   port: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
-  /** `undefined`: start the bundled emulator in-process and use it. */
+  /** `undefined`: start the bundled emulator in-process and use it (unless `acsEntraEndpoint`). */
   acs: AcsConnection | undefined;
+  /**
+   * ACS_ENDPOINT: authenticate to ACS with Entra ID (`DefaultAzureCredential`: managed identity,
+   * workload identity, or `AZURE_*` service principal settings) instead of an access key.
+   */
+  acsEntraEndpoint: string | undefined;
   acsAllowInsecure: boolean;
   redis:
     | { mode: "memory" }
@@ -102,6 +107,7 @@ const schema = z.object({
     z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   ),
   COMMUNICATION_SERVICES_CONNECTION_STRING: optionalString,
+  ACS_ENDPOINT: optionalString,
   ACS_ALLOW_INSECURE: bool(false),
   REDIS_URL: optionalString,
   REDIS_CLUSTER_NODES: optionalString,
@@ -231,10 +237,38 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       }
       acs = result;
     }
-  } else if (production) {
+  } else if (production && e.ACS_ENDPOINT === undefined) {
     problems.push(
-      "COMMUNICATION_SERVICES_CONNECTION_STRING: required when NODE_ENV=production (the bundled emulator is for development)",
+      "COMMUNICATION_SERVICES_CONNECTION_STRING: required when NODE_ENV=production, or ACS_ENDPOINT for Entra ID (the bundled emulator is for development)",
     );
+  }
+
+  let acsEntraEndpoint: string | undefined;
+  if (e.ACS_ENDPOINT !== undefined) {
+    if (e.COMMUNICATION_SERVICES_CONNECTION_STRING !== undefined) {
+      problems.push(
+        "ACS_ENDPOINT: set it (Entra ID) or COMMUNICATION_SERVICES_CONNECTION_STRING (access key), not both",
+      );
+    }
+    let url: URL | undefined;
+    try {
+      url = new URL(e.ACS_ENDPOINT);
+    } catch {
+      problems.push("ACS_ENDPOINT: not a URL");
+    }
+    if (url && url.protocol !== "https:") {
+      // The Azure SDK sends bearer tokens only over TLS, as ACS requires.
+      problems.push("ACS_ENDPOINT: must be https:// (Entra ID tokens are sent only over TLS)");
+    } else if (url) {
+      acsEntraEndpoint = url.toString();
+    }
+    if (e.REDIS_URL !== undefined || e.REDIS_CLUSTER_NODES !== undefined) {
+      if (e.TOKEN_CACHE_ENCRYPTION_KEY === undefined) {
+        problems.push(
+          "TOKEN_CACHE_ENCRYPTION_KEY: required with ACS_ENDPOINT and Redis (without an access key there is nothing to derive it from)",
+        );
+      }
+    }
   }
 
   let redis: Config["redis"] = { mode: "memory" };
@@ -322,14 +356,20 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   if (problems.length > 0) {
     throw new ConfigError(problems);
   }
-  return freezeConfig(e as Settings, { acs, redis, tokenCacheEncryptionKey, auth });
+  return freezeConfig(e as Settings, {
+    acs,
+    acsEntraEndpoint,
+    redis,
+    tokenCacheEncryptionKey,
+    auth,
+  });
 }
 
 function freezeConfig(
   e: Settings,
-  derived: Pick<Config, "acs" | "redis" | "tokenCacheEncryptionKey" | "auth">,
+  derived: Pick<Config, "acs" | "acsEntraEndpoint" | "redis" | "tokenCacheEncryptionKey" | "auth">,
 ): Readonly<Config> {
-  const { acs, redis, tokenCacheEncryptionKey, auth } = derived;
+  const { acs, acsEntraEndpoint, redis, tokenCacheEncryptionKey, auth } = derived;
   const production = e.NODE_ENV === "production";
   return Object.freeze({
     nodeEnv: e.NODE_ENV,
@@ -338,6 +378,7 @@ function freezeConfig(
     port: e.PORT,
     logLevel: e.LOG_LEVEL,
     acs,
+    acsEntraEndpoint,
     acsAllowInsecure: e.ACS_ALLOW_INSECURE,
     redis,
     redisKeyPrefix: e.REDIS_KEY_PREFIX,

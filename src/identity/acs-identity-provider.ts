@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
+import type { TokenCredential } from "@azure/identity";
 import { CommunicationIdentityClient } from "@azure/communication-identity";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../server/metrics.js";
@@ -8,7 +9,10 @@ import { UpstreamError, type UpstreamFailure } from "./upstream-error.js";
 
 export interface AcsIdentityProviderOptions {
   endpoint: string;
-  accessKey: string;
+  /** HMAC authentication with the resource's access key, or ... */
+  accessKey?: string | undefined;
+  /** ... Entra ID (e.g. `DefaultAzureCredential`); one of the two. */
+  credential?: TokenCredential | undefined;
   /** Needed for an http:// endpoint (the emulator, or ACS_ALLOW_INSECURE). */
   allowInsecureConnection?: boolean;
   /** Per attempt. @default 10000 */
@@ -112,14 +116,17 @@ export function parseRetryAfter(
  * errors and 5xx get one quick retry here.
  */
 export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): IdentityProvider {
-  const client = new CommunicationIdentityClient(
-    `endpoint=${options.endpoint};accesskey=${options.accessKey}`,
-    {
-      allowInsecureConnection: options.allowInsecureConnection ?? false,
-      retryOptions: { maxRetries: 0 },
-      userAgentOptions: { userAgentPrefix: "acs-identity-gateway" },
-    },
-  );
+  const clientOptions = {
+    allowInsecureConnection: options.allowInsecureConnection ?? false,
+    retryOptions: { maxRetries: 0 },
+    userAgentOptions: { userAgentPrefix: "acs-identity-gateway" },
+  };
+  const client = options.credential
+    ? new CommunicationIdentityClient(options.endpoint, options.credential, clientOptions)
+    : new CommunicationIdentityClient(
+        `endpoint=${options.endpoint};accesskey=${options.accessKey}`,
+        clientOptions,
+      );
   const timeoutMs = options.timeoutMs ?? 10_000;
   const retries = options.retries ?? 1;
   const { metrics, logger } = options;

@@ -11,9 +11,12 @@ export interface Introspection {
  * signer of the emulator suite): is this token still good, and if not, why.
  */
 export async function introspect(
-  acs: { endpoint: string; accessKey: string },
+  acs: { endpoint: string; accessKey: string | undefined },
   token: string,
 ): Promise<Introspection> {
+  if (acs.accessKey === undefined) {
+    throw new Error("introspection is signed with the emulator's access key");
+  }
   const response = await rawRequest(acs.endpoint, acs.accessKey, {
     method: "POST",
     path: "/emulator/introspect",
