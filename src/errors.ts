@@ -10,6 +10,7 @@ export type ErrorCode =
   | "RATE_LIMITED"
   | "UPSTREAM_THROTTLED"
   | "UPSTREAM_UNAVAILABLE"
+  | "REVOCATION_UNCONFIRMED"
   | "INTERNAL_SERVER_ERROR";
 
 export class GatewayError extends Error {

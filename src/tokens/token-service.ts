@@ -189,8 +189,8 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
       if (await cache.isDeleted(userId)) {
         throw notFound();
       }
-      await cache.invalidateUser(userId, () => identity.revokeTokens(userId));
-      return now();
+      const { confirmed } = await cache.invalidateUser(userId, () => identity.revokeTokens(userId));
+      return confirmedAt(confirmed, now());
     },
 
     async deleteUser(userId) {
@@ -198,9 +198,11 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
       if (await cache.isDeleted(userId)) {
         throw notFound();
       }
-      await cache.invalidateUser(userId, () => identity.deleteUser(userId), { tombstone: true });
+      const { confirmed } = await cache.invalidateUser(userId, () => identity.deleteUser(userId), {
+        tombstone: true,
+      });
       await mappings.removeByUserId(userId);
-      return now();
+      return confirmedAt(confirmed, now());
     },
 
     userIdOf: (subjectKey) => mappings.get(subjectKey),
@@ -229,6 +231,22 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
 
     isKnownDeleted: (userId) => cache.isDeleted(userId),
   };
+}
+
+/**
+ * ACS took the revoke/delete, but the cache could not record it where every instance reads (Redis
+ * unreachable): another instance may still serve an older token until the replay. Say so instead
+ * of OK; the caller may retry (a retry that reaches Redis confirms).
+ */
+function confirmedAt(confirmed: boolean, at: number): number {
+  if (!confirmed) {
+    throw new GatewayError(
+      "REVOCATION_UNCONFIRMED",
+      "ACS took the change, but the token cache could not confirm that no gateway instance still serves a token issued before it. A retry confirms it once the cache is reachable.",
+      { revokedAt: new Date(at).toISOString() },
+    );
+  }
+  return at;
 }
 
 function describe(error: unknown): string {
