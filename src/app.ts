@@ -5,7 +5,12 @@ import { ANONYMOUS_ADMIN, type Caller } from "./auth/caller.js";
 import { createJwtVerifier } from "./auth/jwt-verifier.js";
 import { createRateLimiter } from "./auth/rate-limiter.js";
 import { routerSecretMatches } from "./auth/router-secret.js";
-import { createRedisClient, type RedisClient } from "./cache/redis-client.js";
+import {
+  createRedisClient,
+  mappingKeyPrefix,
+  rateLimitKeyPrefix,
+  type RedisClient,
+} from "./redis/index.js";
 import { createTokenCache } from "./cache/index.js";
 import type { TokenCache } from "./cache/token-cache.js";
 import type { AcsConnection, Config } from "./config.js";
@@ -114,7 +119,10 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
           redis,
           // Per ACS resource (its endpoint, not its key: a key rotation keeps the identities), so
           // repointing a deployment at another resource never maps a caller to a foreign identity.
-          keyPrefix: `${config.redisKeyPrefix}map:${createHash("sha256").update(acsUrl.host).digest("hex").slice(0, 12)}:`,
+          keyPrefix: mappingKeyPrefix(
+            config.redisKeyPrefix,
+            createHash("sha256").update(acsUrl.host).digest("hex").slice(0, 12),
+          ),
         })
       : createMemoryUserMappingStore();
     closers.unshift(() => mappings.close());
@@ -123,7 +131,7 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       limit: config.limits.rateLimitPerWindow,
       windowSeconds: config.limits.rateLimitWindowSeconds,
       redis,
-      keyPrefix: `${config.redisKeyPrefix}rl:`,
+      keyPrefix: rateLimitKeyPrefix(config.redisKeyPrefix),
       logger: logger.child({ component: "rate-limit" }),
     });
     closers.unshift(() => rateLimiter.close());
