@@ -27,7 +27,7 @@ export interface RedisTokenCacheOptions {
   minRemainingMs: number;
   /** `close()` also closes the client. @default false */
   closeClient?: boolean;
-  /** Clock for expiry decisions (tests). @default Date.now */
+  /** Clock for expiry decisions and the breaker (tests). @default Date.now */
   now?: () => number;
   logger: Logger;
   onLookup?: (result: LookupResult) => void;
@@ -42,7 +42,11 @@ export function createRedisTokenCache(options: RedisTokenCacheOptions): TokenCac
     encryptionKey: options.encryptionKey,
     lockTtlMs: LOCK_TTL_MS,
   });
-  const guarded = guardAgainstOutages(store, { client, logger: options.logger });
+  const guarded = guardAgainstOutages(store, {
+    client,
+    logger: options.logger,
+    now: options.now,
+  });
   const cache = createCoordinatedTokenCache(guarded, options);
   return {
     ...cache,
