@@ -7,6 +7,5 @@ export {
   isClientReady,
   redactRedisUrl,
   type RedisClient,
-  type RedisClientOptions,
   type RedisConnectionConfig,
 } from "../redis/client.js";

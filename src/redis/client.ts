@@ -7,20 +7,16 @@ export type RedisClient = Redis | Cluster;
 
 export type RedisConnectionConfig = Exclude<Config["redis"], { mode: "memory" }>;
 
-export interface RedisClientOptions {
-  /**
-   * Every command fails after this long: a slow Redis must cost a request at most this, then the
-   * request carries on without the cache.
-   * @default 250
-   */
-  commandTimeoutMs?: number;
-  /** @default 1000 */
-  connectTimeoutMs?: number;
-  /** Longest pause between reconnection attempts. @default 1000 */
-  maxReconnectDelayMs?: number;
-  /** Shown in logs and as the Redis CLIENT name. @default "acsgw" */
-  connectionName?: string;
-}
+/**
+ * Every command fails after this long: a slow Redis must cost a request at most this, then the
+ * request carries on without the cache (and a revoke answers unconfirmed).
+ */
+export const COMMAND_TIMEOUT_MS = 250;
+const CONNECT_TIMEOUT_MS = 1000;
+/** Longest pause between reconnection attempts. */
+const MAX_RECONNECT_DELAY_MS = 1000;
+/** Shown in logs and as the Redis CLIENT name. */
+const CONNECTION_NAME = "acsgw";
 
 /** `redis://user:secret@host:6379/0` -> `redis://user:***@host:6379/0`: never log a password. */
 export function redactRedisUrl(url: string): string {
@@ -40,23 +36,17 @@ export function redactRedisUrl(url: string): string {
  * per-request retries (the caller falls back to ACS instead), a short command timeout, and
  * reconnection forever with a capped backoff so caching resumes by itself when Redis returns.
  */
-export function createRedisClient(
-  config: RedisConnectionConfig,
-  logger: Logger,
-  options: RedisClientOptions = {},
-): RedisClient {
-  const commandTimeout = options.commandTimeoutMs ?? 250;
-  const maxDelay = options.maxReconnectDelayMs ?? 1000;
-  const connectionName = options.connectionName ?? "acsgw";
-  const backoff = (times: number) => Math.min(50 * 2 ** Math.min(times, 10), maxDelay);
+export function createRedisClient(config: RedisConnectionConfig, logger: Logger): RedisClient {
+  const backoff = (times: number) =>
+    Math.min(50 * 2 ** Math.min(times, 10), MAX_RECONNECT_DELAY_MS);
 
   const common: RedisOptions = {
-    commandTimeout,
-    connectTimeout: options.connectTimeoutMs ?? 1000,
+    commandTimeout: COMMAND_TIMEOUT_MS,
+    connectTimeout: CONNECT_TIMEOUT_MS,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     enableReadyCheck: true,
-    connectionName,
+    connectionName: CONNECTION_NAME,
     retryStrategy: backoff,
     // A READONLY error after a failover: reconnect to find the new primary.
     reconnectOnError: (error) => error.message.startsWith("READONLY"),

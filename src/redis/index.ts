@@ -1,9 +1,9 @@
 export {
+  COMMAND_TIMEOUT_MS,
   createRedisClient,
   isClientReady,
   redactRedisUrl,
   type RedisClient,
-  type RedisClientOptions,
   type RedisConnectionConfig,
 } from "./client.js";
 export { redisScript, runScript, type RedisScript } from "./scripts.js";
