@@ -40,6 +40,8 @@ export interface CacheBackend {
   dump?(): Promise<{ key: string; bytes: Buffer }[]>;
   /** Redis: Lua script calls (EVAL, EVALSHA) every primary has run so far. */
   scriptCalls?(): Promise<number>;
+  /** Redis: MGET calls (cache lookups and lock polls) every primary has run so far. */
+  lookups?(): Promise<number>;
   /** Redis: the client an instance made by `instance()` uses. */
   clientOf?(cache: TokenCache): RedisClient;
   stop(): Promise<void>;
@@ -101,6 +103,29 @@ async function primaries(clients: Redis[]): Promise<Redis[]> {
     }
   }
   return out;
+}
+
+async function commandCalls(clients: Redis[], pattern: RegExp): Promise<number> {
+  let calls = 0;
+  for (const client of await primaries(clients)) {
+    const stats = String(await client.info("commandstats"));
+    for (const match of stats.matchAll(pattern)) {
+      calls += Number(match[1]);
+    }
+  }
+  return calls;
+}
+
+/**
+ * Resolves once `n` more lookups than `before` have reached the store: Redis counts its MGETs; the
+ * memory store answers within microtasks, so one macrotask turn is enough.
+ */
+async function lookedUp(backend: CacheBackend, before: number, n: number): Promise<void> {
+  if (!backend.lookups) {
+    await new Promise((resolve) => setImmediate(resolve));
+    return;
+  }
+  await eventually(async () => (await backend.lookups!()) >= before + n, `${n} lookups`);
 }
 
 /** Single Redis or Cluster, through the same factories the gateway uses. */
@@ -182,16 +207,8 @@ export function redisBackend(
       }
       return out;
     },
-    async scriptCalls() {
-      let calls = 0;
-      for (const client of await primaries(nodeClients())) {
-        const stats = String(await client.info("commandstats"));
-        for (const match of stats.matchAll(/cmdstat_eval(?:sha)?:calls=(\d+)/g)) {
-          calls += Number(match[1]);
-        }
-      }
-      return calls;
-    },
+    scriptCalls: () => commandCalls(nodeClients(), /cmdstat_eval(?:sha)?:calls=(\d+)/g),
+    lookups: () => commandCalls(nodeClients(), /cmdstat_mget:calls=(\d+)/g),
     clientOf(cache) {
       const found = opened.find((o) => o.cache === cache);
       if (!found) {
@@ -295,9 +312,17 @@ export function describeTokenCacheBehaviour(
       const user = await upstream.createUser();
       const key = upstream.key(user, ["chat"], 90);
       const before = upstream.issued();
-      const results = await Promise.all(
-        Array.from({ length: 100 }, () => a.getOrMint(key, upstream.mint(key, { delayMs: 30 }))),
+      // ACS answers only once every request has looked the entry up: all 100 are concurrent.
+      const gate = signal();
+      const lookupsBefore = (await backend.lookups?.()) ?? 0;
+      const pending = Promise.all(
+        Array.from({ length: 100 }, () =>
+          a.getOrMint(key, upstream.mint(key, { gate: gate.promise })),
+        ),
       );
+      await lookedUp(backend, lookupsBefore, 100);
+      gate.fire();
+      const results = await pending;
       expect(upstream.issued() - before).toBe(1);
       expect(new Set(results.map((r) => r.token.token)).size).toBe(1);
     });
@@ -417,11 +442,16 @@ export function describeTokenCacheBehaviour(
         const user = await upstream.createUser();
         const key = upstream.key(user, ["voip"], 75);
         const before = upstream.issued();
-        const results = await Promise.all(
+        const gate = signal();
+        const lookupsBefore = await backend.lookups!();
+        const pending = Promise.all(
           Array.from({ length: 100 }, (_, i) =>
-            (i % 2 ? a : b).getOrMint(key, upstream.mint(key, { delayMs: 50 })),
+            (i % 2 ? a : b).getOrMint(key, upstream.mint(key, { gate: gate.promise })),
           ),
         );
+        await lookedUp(backend, lookupsBefore, 100);
+        gate.fire();
+        const results = await pending;
         expect(upstream.issued() - before).toBe(1);
         expect(new Set(results.map((r) => r.token.token)).size).toBe(1);
       });

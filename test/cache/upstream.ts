@@ -9,9 +9,6 @@ import { identityClient, startTestEmulator } from "../helpers/emulator.js";
 
 export const silentLogger = createLogger({ level: "silent" });
 
-/** A slow upstream (ACS answering in `ms`): a scenario parameter, never used to order a test's steps. */
-const latency = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
 /**
  * The upstream side of the cache tests: the real SDK against the emulator. Upstream calls are
  * counted by the emulator itself (`issued()`), and every token text handed out is remembered so a
@@ -26,13 +23,10 @@ export interface Upstream {
   tokens: Set<string>;
   createUser(): Promise<string>;
   key(userId: string, scopes: AcsScope[], expiresInMinutes?: number): TokenCacheKey;
-  /**
-   * A `mint` for `key`; `delayMs` (a slow ACS) and then `gate` before the call, `fail` to reject
-   * instead (after both).
-   */
+  /** A `mint` for `key`; it waits for `gate` before the call, and with `fail` rejects instead. */
   mint(
     key: TokenCacheKey,
-    options?: { delayMs?: number; gate?: Promise<unknown>; fail?: boolean },
+    options?: { gate?: Promise<unknown>; fail?: boolean },
   ): () => Promise<IssuedToken>;
   revoke(userId: string): Promise<void>;
   deleteUser(userId: string): Promise<void>;
@@ -59,9 +53,6 @@ export async function startUpstream(options: EmulatorOptions = {}): Promise<Upst
     }),
     mint(key, options = {}) {
       return async () => {
-        if (options.delayMs) {
-          await latency(options.delayMs);
-        }
         if (options.gate) {
           await options.gate;
         }
