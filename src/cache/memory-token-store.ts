@@ -83,8 +83,6 @@ export function createMemoryTokenStore(options: MemoryTokenStoreOptions): TokenS
   }
 
   return {
-    shared: false,
-
     async read(userId, suffix) {
       const epoch = epochs.get(userId) ?? "";
       const k = entryKey(userId, suffix);

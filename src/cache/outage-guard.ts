@@ -186,8 +186,6 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
   }
 
   return {
-    shared: store.shared,
-
     async read(userId, suffix, withLock) {
       const pending = journal.get(userId);
       if (pending?.tombstone) {

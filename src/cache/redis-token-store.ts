@@ -131,7 +131,6 @@ export function createRedisTokenStore(options: RedisTokenStoreOptions): TokenSto
   }
 
   return {
-    shared: true,
     keys,
 
     async read(userId, suffix, withLock = false) {

@@ -36,8 +36,6 @@ export interface Begun {
 }
 
 export interface TokenStore {
-  /** Shared between instances: waiting for another instance's lock holder is worth it. */
-  readonly shared: boolean;
   /** Epoch, tombstone and the entry (a hit costs this one call; Redis: one MGET). */
   read(userId: string, suffix: string, withLock?: boolean): Promise<EntryRead>;
   /** Read (or create) the epoch and take the entry's lock as `owner` unless a flight of this epoch holds it. */

@@ -22,7 +22,6 @@ function switchableStore() {
       return (inner[name] as any)(...args);
     };
   const store: TokenStore = {
-    shared: false,
     read: wrap("read"),
     begin: wrap("begin"),
     write: wrap("write"),
