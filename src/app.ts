@@ -2,7 +2,12 @@ import "reflect-metadata";
 import { createHash } from "node:crypto";
 import { createJwtVerifier } from "./auth/jwt-verifier.js";
 import { createRateLimiter, type RateLimiter } from "./auth/rate-limiter.js";
-import { createRedisClient, type RedisClient } from "./cache/redis-client.js";
+import {
+  createRedisClient,
+  mappingKeyPrefix,
+  rateLimitKeyPrefix,
+  type RedisClient,
+} from "./redis/index.js";
 import { createTokenCache } from "./cache/index.js";
 import type { TokenCache } from "./cache/token-cache.js";
 import type { Config } from "./config.js";
@@ -143,7 +148,10 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
           redis,
           // Per ACS resource (its endpoint, not its key: a key rotation keeps the identities), so
           // repointing a deployment at another resource never maps a caller to a foreign identity.
-          keyPrefix: `${config.redisKeyPrefix}map:${createHash("sha256").update(acsUrl.host).digest("hex").slice(0, 12)}:`,
+          keyPrefix: mappingKeyPrefix(
+            config.redisKeyPrefix,
+            createHash("sha256").update(acsUrl.host).digest("hex").slice(0, 12),
+          ),
         })
       : createMemoryUserMappingStore());
 
@@ -152,7 +160,7 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
         limit,
         windowSeconds: config.limits.rateLimitWindowSeconds,
         redis,
-        keyPrefix: `${config.redisKeyPrefix}rl:${name}:`,
+        keyPrefix: `${rateLimitKeyPrefix(config.redisKeyPrefix)}${name}:`,
         logger: logger.child({ component: "rate-limit" }),
       });
       resources.limiters.push(created);

@@ -1,5 +1,4 @@
-import type { RedisClient } from "../cache/redis-client.js";
-import { redisScript, runScript } from "../cache/redis-scripts.js";
+import { hashTag, redisScript, runScript, type RedisClient } from "../redis/index.js";
 import type { Logger } from "../logger.js";
 
 export interface RateLimitVerdict {
@@ -22,7 +21,7 @@ export interface RateLimiterOptions {
   windowSeconds: number;
   /** Shared budget across instances; without it (or while it fails) each instance counts alone. */
   redis?: RedisClient | undefined;
-  /** Prefix of every Redis key (e.g. `acsgw:rl:`). */
+  /** Prefix of every Redis key (`rateLimitKeyPrefix(REDIS_KEY_PREFIX)`, e.g. `acsgw:rl:`). */
   keyPrefix: string;
   logger?: Logger | undefined;
   /** Clock in ms, for tests. @default Date.now */
@@ -99,7 +98,12 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
         );
       });
       const count = await Promise.race([
-        runScript(client, CONSUME, [`${keyPrefix}{${callerKey}}:${window}`], [windowMs + 1000]),
+        runScript(
+          client,
+          CONSUME,
+          [`${keyPrefix}${hashTag(callerKey)}:${window}`],
+          [windowMs + 1000],
+        ),
         deadline,
       ]);
       if (typeof count !== "number") {

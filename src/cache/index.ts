@@ -1,23 +1,27 @@
 import type { AcsConnection, Config } from "../config.js";
 import type { Logger } from "../logger.js";
 import { assertCacheKey, deriveCacheKey, namespaceFingerprint } from "./crypto.js";
-import { cacheKeyPrefix } from "./keys.js";
 import { createMemoryTokenCache } from "./memory-token-cache.js";
-import { createRedisClient, type RedisClient } from "./redis-client.js";
-import { createRedisTokenCache, type LookupResult } from "./redis-token-cache.js";
+import { createRedisClient, type RedisClient } from "../redis/client.js";
+import { tokenCacheKeyPrefix } from "../redis/keys.js";
+import { createRedisTokenCache } from "./redis-token-cache.js";
+import type { LookupResult } from "./token-cache-coordinator.js";
 import type { TokenCache } from "./token-cache.js";
 
-export { createRedisClient, redactRedisUrl, type RedisClient } from "./redis-client.js";
+export { createRedisTokenCache, type RedisTokenCacheOptions } from "./redis-token-cache.js";
 export {
-  createRedisTokenCache,
-  type RedisTokenCacheOptions,
+  createCoordinatedTokenCache,
+  type CoordinatorOptions,
   type LookupResult,
-} from "./redis-token-cache.js";
+} from "./token-cache-coordinator.js";
+export { createSingleflight, type Singleflight } from "./singleflight.js";
+export type { TokenStore, EntryRead, Begun, StoredEntry } from "./token-store.js";
 export { createMemoryTokenCache, type MemoryTokenCacheOptions } from "./memory-token-cache.js";
 export { cacheKeyPrefix, createKeyScheme, entrySuffix, type KeyScheme } from "./keys.js";
 export { deriveCacheKey, namespaceFingerprint } from "./crypto.js";
 export {
   UserDeletedError,
+  type InvalidationResult,
   type TokenCache,
   type TokenCacheKey,
   type TokenCacheResult,
@@ -57,7 +61,7 @@ export function createTokenCache(config: Readonly<Config>, deps: TokenCacheDeps)
   return createRedisTokenCache({
     client,
     closeClient: deps.redisClient === undefined,
-    keyPrefix: cacheKeyPrefix(config.redisKeyPrefix, fingerprint),
+    keyPrefix: tokenCacheKeyPrefix(config.redisKeyPrefix, fingerprint),
     encryptionKey,
     minRemainingMs,
     now: deps.now,

@@ -1,3 +1,4 @@
+import { assertKeyPrefix, hashTag, tokenCacheKeyPrefix } from "../redis/keys.js";
 import type { TokenCacheKey } from "./token-cache.js";
 
 /**
@@ -29,19 +30,9 @@ export interface KeyScheme {
   lock(userId: string, suffix: string): string;
 }
 
-/**
- * A Redis hash tag ends at the first "}", so braces inside a user id are percent-encoded (and "%"
- * with them, to stay one-to-one). ACS ids never contain them; this only guards foreign input.
- */
-function tag(userId: string): string {
-  const safe = /[{}%]/.test(userId)
-    ? userId.replace(/[{}%]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
-    : userId;
-  return `{${safe}}`;
-}
-
+/** Kept for callers of the old name; the rule lives in src/redis/keys.ts. */
 export function cacheKeyPrefix(redisKeyPrefix: string, fingerprint: string): string {
-  return `${redisKeyPrefix}tc1:${fingerprint}:`;
+  return tokenCacheKeyPrefix(redisKeyPrefix, fingerprint);
 }
 
 export function entrySuffix(key: TokenCacheKey): string {
@@ -50,10 +41,8 @@ export function entrySuffix(key: TokenCacheKey): string {
 }
 
 export function createKeyScheme(prefix: string): KeyScheme {
-  if (/[{}]/.test(prefix)) {
-    // A brace in the prefix would become the hash tag and put every user in one slot.
-    throw new Error("the cache key prefix must not contain { or }");
-  }
+  assertKeyPrefix(prefix);
+  const tag = hashTag;
   return {
     prefix,
     suffix: entrySuffix,

@@ -15,6 +15,12 @@ export interface TokenCacheResult {
   cached: boolean;
 }
 
+export interface InvalidationResult<T> {
+  value: T;
+  /** Both sides of the bracket were recorded where every instance reads. */
+  confirmed: boolean;
+}
+
 /** Thrown by `getOrMint` when the user carries a deletion tombstone: answer NOT_FOUND, no upstream call. */
 export class UserDeletedError extends Error {
   override readonly name = "UserDeletedError";
@@ -43,12 +49,17 @@ export interface TokenCache {
    * one before (no reader gets an old token from then on) and one after (anything minted while the
    * upstream call was in flight is orphaned). With `tombstone`, the user is remembered as deleted
    * (after `upstream` succeeded) so `getOrMint` answers `UserDeletedError` without an upstream call.
+   *
+   * Resolves with `upstream`'s value and `confirmed`: both sides of the bracket were recorded in
+   * the shared store, so no instance can serve an entry cached before the call (memory: always
+   * true). When false, the invalidation is kept for replay and the caller must not claim
+   * completion. Rejects only with `upstream`'s error (the bracket's second side still ran).
    */
   invalidateUser<T>(
     userId: string,
     upstream: () => Promise<T>,
     options?: { tombstone?: boolean },
-  ): Promise<T>;
+  ): Promise<InvalidationResult<T>>;
 
   /** Is the user known to be deleted? (tombstone; false when unknown or the cache is unavailable) */
   isDeleted(userId: string): Promise<boolean>;

@@ -221,12 +221,12 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     userId: string,
     upstream: () => Promise<void>,
     tombstone: boolean,
-  ): Promise<number> {
+  ): Promise<{ at: number; confirmed: boolean }> {
     if (await cache.isDeleted(userId)) {
       throw notFound();
     }
-    await cache.invalidateUser(userId, upstream, { tombstone });
-    return now();
+    const { confirmed } = await cache.invalidateUser(userId, upstream, { tombstone });
+    return { at: now(), confirmed };
   }
 
   async function provision(actor: Actor): Promise<string> {
@@ -267,10 +267,20 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     return userId;
   }
 
+  async function revokeIdentity(actor: Actor, userId: string): Promise<number> {
+    const { at, confirmed } = await invalidate(
+      userId,
+      () => acs.revokeTokens(actor, userId),
+      false,
+    );
+    return confirmedAt(confirmed, at);
+  }
+
   async function deleteIdentity(actor: Actor, userId: string): Promise<number> {
-    const deletedAt = await invalidate(userId, () => acs.deleteUser(actor, userId), true);
+    const { at, confirmed } = await invalidate(userId, () => acs.deleteUser(actor, userId), true);
+    // The identity is gone at ACS whatever the cache could record: its mapping goes too.
     await mappings.removeByUserId(userId);
-    return deletedAt;
+    return confirmedAt(confirmed, at);
   }
 
   return {
@@ -289,7 +299,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
 
     async revokeTokens(actor, userId) {
       assertUserId(userId);
-      return invalidate(userId, () => acs.revokeTokens(actor, userId), false);
+      return revokeIdentity(actor, userId);
     },
 
     async deleteUser(actor, userId) {
@@ -323,10 +333,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
 
     async revokeMyTokens(actor) {
       const userId = await ownIdentity(actor);
-      return {
-        userId,
-        revokedAt: await invalidate(userId, () => acs.revokeTokens(actor, userId), false),
-      };
+      return { userId, revokedAt: await revokeIdentity(actor, userId) };
     },
 
     async deleteMe(actor) {
@@ -352,6 +359,22 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
 
     isKnownDeleted: (userId) => cache.isDeleted(userId),
   };
+}
+
+/**
+ * The upstream change succeeded, but the shared cache could not record the invalidation (Redis
+ * unreachable): another instance may still serve an older token until this one replays it. Say so
+ * instead of OK; a retry that reaches Redis confirms (docs/caching.md).
+ */
+function confirmedAt(confirmed: boolean, at: number): number {
+  if (!confirmed) {
+    throw new DomainError(
+      "revocation-unconfirmed",
+      "ACS took the change, but the token cache could not confirm that no gateway instance still serves a token issued before it. A retry confirms it once the cache is reachable.",
+      { revokedAt: new Date(at).toISOString() },
+    );
+  }
+  return at;
 }
 
 function describe(error: unknown): string {

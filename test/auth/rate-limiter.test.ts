@@ -1,7 +1,7 @@
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRateLimiter, type RateLimitVerdict } from "../../src/auth/rate-limiter.js";
-import { createRedisClient, type RedisClient } from "../../src/cache/redis-client.js";
+import { createRedisClient, type RedisClient } from "../../src/redis/index.js";
 import { createLogger } from "../../src/logger.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
 

@@ -2,18 +2,20 @@ import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTokenCache } from "../../src/cache/index.js";
-import { cacheKeyPrefix, createKeyScheme, type KeyScheme } from "../../src/cache/keys.js";
+import { createKeyScheme, type KeyScheme } from "../../src/cache/keys.js";
 import { namespaceFingerprint } from "../../src/cache/crypto.js";
-import {
-  createRedisClient,
-  type RedisClient,
-  type RedisConnectionConfig,
-} from "../../src/cache/redis-client.js";
 import { UserDeletedError, type TokenCache } from "../../src/cache/token-cache.js";
 import type { Config } from "../../src/config.js";
-import { silentLogger, sleep, startUpstream, type Upstream } from "./upstream.js";
+import {
+  createRedisClient,
+  tokenCacheKeyPrefix,
+  type RedisClient,
+  type RedisConnectionConfig,
+} from "../../src/redis/index.js";
+import { eventually, signal, silentLogger, startUpstream, type Upstream } from "./upstream.js";
 
-export const TEST_PREFIX = "acsgwtest:";
+/** Per test process, so files sharing one Redis (REDIS_URL) never see each other's keys. */
+export const TEST_PREFIX = `acsgwtest:${randomBytes(4).toString("hex")}:`;
 
 export interface InstanceOptions {
   /** TOKEN_MIN_REMAINING_MINUTES @default 15 */
@@ -34,8 +36,14 @@ export interface CacheBackend {
   keys?(upstream: Upstream): KeyScheme;
   /** Redis: a plain client on the node holding `key`'s slot. */
   rawFor?(key: string): Promise<Redis>;
-  /** Redis: every key and all of its values' bytes, across every primary. */
+  /** Redis: every key under TEST_PREFIX and all of its values' bytes, across every primary. */
   dump?(): Promise<{ key: string; bytes: Buffer }[]>;
+  /** Redis: Lua script calls (EVAL, EVALSHA) every primary has run so far. */
+  scriptCalls?(): Promise<number>;
+  /** Redis: MGET calls (cache lookups and lock polls) every primary has run so far. */
+  lookups?(): Promise<number>;
+  /** Redis: the client an instance made by `instance()` uses. */
+  clientOf?(cache: TokenCache): RedisClient;
   stop(): Promise<void>;
 }
 
@@ -78,14 +86,46 @@ export function memoryBackend(): CacheBackend {
   };
 }
 
-export async function waitReady(client: RedisClient, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (client.status !== "ready") {
-    if (Date.now() > deadline) {
-      throw new Error(`redis client not ready (${client.status})`);
-    }
-    await sleep(20);
+/** Resolves on the client's "ready" event (at once if it is ready already). */
+export function waitReady(client: RedisClient): Promise<void> {
+  if (client.status === "ready") {
+    return Promise.resolve();
   }
+  return new Promise((resolve) => client.once("ready", () => resolve()));
+}
+
+async function primaries(clients: Redis[]): Promise<Redis[]> {
+  const out: Redis[] = [];
+  for (const client of clients) {
+    const role = (await client.call("ROLE")) as unknown[];
+    if (role[0] === "master") {
+      out.push(client);
+    }
+  }
+  return out;
+}
+
+async function commandCalls(clients: Redis[], pattern: RegExp): Promise<number> {
+  let calls = 0;
+  for (const client of await primaries(clients)) {
+    const stats = String(await client.info("commandstats"));
+    for (const match of stats.matchAll(pattern)) {
+      calls += Number(match[1]);
+    }
+  }
+  return calls;
+}
+
+/**
+ * Resolves once `n` more lookups than `before` have reached the store: Redis counts its MGETs; the
+ * memory store answers within microtasks, so one macrotask turn is enough.
+ */
+async function lookedUp(backend: CacheBackend, before: number, n: number): Promise<void> {
+  if (!backend.lookups) {
+    await new Promise((resolve) => setImmediate(resolve));
+    return;
+  }
+  await eventually(async () => (await backend.lookups!()) >= before + n, `${n} lookups`);
 }
 
 /** Single Redis or Cluster, through the same factories the gateway uses. */
@@ -116,7 +156,7 @@ export function redisBackend(
     },
     keys: (upstream) =>
       createKeyScheme(
-        cacheKeyPrefix(
+        tokenCacheKeyPrefix(
           TEST_PREFIX,
           namespaceFingerprint(upstream.emulator.endpoint, upstream.emulator.accessKey),
         ),
@@ -134,14 +174,16 @@ export function redisBackend(
     },
     async dump() {
       const out: { key: string; bytes: Buffer }[] = [];
-      for (const client of nodeClients()) {
-        const role = (await client.call("ROLE")) as unknown[];
-        if (role[0] !== "master") {
-          continue;
-        }
+      for (const client of await primaries(nodeClients())) {
         let cursor = "0";
         do {
-          const [next, batch] = await client.scanBuffer(cursor, "COUNT", 500);
+          const [next, batch] = await client.scanBuffer(
+            cursor,
+            "MATCH",
+            `${TEST_PREFIX}*`,
+            "COUNT",
+            500,
+          );
           cursor = next.toString();
           for (const keyBytes of batch) {
             const key = keyBytes.toString("latin1");
@@ -164,6 +206,15 @@ export function redisBackend(
         } while (cursor !== "0");
       }
       return out;
+    },
+    scriptCalls: () => commandCalls(nodeClients(), /cmdstat_eval(?:sha)?:calls=(\d+)/g),
+    lookups: () => commandCalls(nodeClients(), /cmdstat_mget:calls=(\d+)/g),
+    clientOf(cache) {
+      const found = opened.find((o) => o.cache === cache);
+      if (!found) {
+        throw new Error("not an instance of this backend");
+      }
+      return found.client;
     },
     async stop() {
       for (const { cache, client } of opened) {
@@ -261,9 +312,17 @@ export function describeTokenCacheBehaviour(
       const user = await upstream.createUser();
       const key = upstream.key(user, ["chat"], 90);
       const before = upstream.issued();
-      const results = await Promise.all(
-        Array.from({ length: 100 }, () => a.getOrMint(key, upstream.mint(key, { delayMs: 30 }))),
+      // ACS answers only once every request has looked the entry up: all 100 are concurrent.
+      const gate = signal();
+      const lookupsBefore = (await backend.lookups?.()) ?? 0;
+      const pending = Promise.all(
+        Array.from({ length: 100 }, () =>
+          a.getOrMint(key, upstream.mint(key, { gate: gate.promise })),
+        ),
       );
+      await lookedUp(backend, lookupsBefore, 100);
+      gate.fire();
+      const results = await pending;
       expect(upstream.issued() - before).toBe(1);
       expect(new Set(results.map((r) => r.token.token)).size).toBe(1);
     });
@@ -298,10 +357,8 @@ export function describeTokenCacheBehaviour(
     it("never serves a token whose upstream answer arrived after a concurrent revoke", async () => {
       const user = await upstream.createUser();
       const key = upstream.key(user, ["chat", "voip"], 120);
-      let release!: () => void;
-      const gate = new Promise<void>((resolve) => (release = resolve));
-      let held!: () => void;
-      const answered = new Promise<void>((resolve) => (held = resolve));
+      const { promise: gate, fire: release } = signal();
+      const { promise: answered, fire: held } = signal();
       upstream.emulator.hooks.beforeRespond = async (operation, info) => {
         if (operation === "issueAccessToken" && info.identityId === user) {
           upstream.emulator.hooks.beforeRespond = undefined;
@@ -312,11 +369,26 @@ export function describeTokenCacheBehaviour(
       const late = a.getOrMint(key, upstream.mint(key));
       await answered;
       await b.invalidateUser(user, () => upstream.revoke(user));
-      // A request after the revoke returned must not join the flight still waiting for ACS.
-      // (and must not wait for that flight's lock: it was taken under the pre-revoke epoch).
-      const startedAfter = Date.now();
-      const afterRevoke = await a.getOrMint(key, upstream.mint(key));
-      expect(Date.now() - startedAfter).toBeLessThan(2000);
+      // A request after the revoke returned must not join the flight still waiting for ACS, and
+      // must not wait for that flight's lock (taken under the pre-revoke epoch): when it calls
+      // ACS, it holds the lock itself, under the current epoch, while the late answer is held.
+      const mintAfter = upstream.mint(key);
+      let lockAtMint: { lock: string | null; epoch: string | null } | undefined;
+      const afterRevoke = await a.getOrMint(key, async () => {
+        if (backend.keys) {
+          const keys = backend.keys(upstream);
+          const raw = await backend.rawFor!(keys.epoch(user));
+          lockAtMint = {
+            lock: await raw.get(keys.lock(user, "chat,voip:120")),
+            epoch: await raw.get(keys.epoch(user)),
+          };
+        }
+        return mintAfter();
+      });
+      if (backend.keys) {
+        expect(lockAtMint?.epoch).toBeTruthy();
+        expect(lockAtMint?.lock?.endsWith(`|${lockAtMint.epoch}`)).toBe(true);
+      }
       release();
       const lateResult = await late;
       expect(afterRevoke.token.token).not.toBe(lateResult.token.token);
@@ -370,11 +442,16 @@ export function describeTokenCacheBehaviour(
         const user = await upstream.createUser();
         const key = upstream.key(user, ["voip"], 75);
         const before = upstream.issued();
-        const results = await Promise.all(
+        const gate = signal();
+        const lookupsBefore = await backend.lookups!();
+        const pending = Promise.all(
           Array.from({ length: 100 }, (_, i) =>
-            (i % 2 ? a : b).getOrMint(key, upstream.mint(key, { delayMs: 50 })),
+            (i % 2 ? a : b).getOrMint(key, upstream.mint(key, { gate: gate.promise })),
           ),
         );
+        await lookedUp(backend, lookupsBefore, 100);
+        gate.fire();
+        const results = await pending;
         expect(upstream.issued() - before).toBe(1);
         expect(new Set(results.map((r) => r.token.token)).size).toBe(1);
       });
@@ -390,20 +467,40 @@ export function describeTokenCacheBehaviour(
         // A lock as a live instance leaves it: "<owner>|<epoch>"; the instance then dies.
         await raw.set(keys.lock(user, "chat:60"), `a-dead-instance|${epoch}`, "PX", 300);
         const before = upstream.issued();
-        const started = Date.now();
-        const result = await a.getOrMint(key, upstream.mint(key));
+        const mint = upstream.mint(key);
+        let lockAtMint: string | null = null;
+        const result = await a.getOrMint(key, async () => {
+          lockAtMint = await raw.get(keys.lock(user, "chat:60"));
+          return mint();
+        });
         expect(result.cached).toBe(false);
         expect(upstream.issued() - before).toBe(1);
-        expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+        // It called ACS only once the dead instance's lock was gone, holding a lock of its own.
+        expect(lockAtMint).not.toBeNull();
+        expect(lockAtMint).not.toBe(`a-dead-instance|${epoch}`);
+        expect(lockAtMint!.endsWith(`|${epoch}`)).toBe(true);
         expect((await b.getOrMint(key, upstream.mint(key))).cached).toBe(true);
       });
 
       it("a waiter takes over when the lock holder's upstream call fails", async () => {
         const user = await upstream.createUser();
         const key = upstream.key(user, ["chat"], 60);
-        const failing = a.getOrMint(key, upstream.mint(key, { delayMs: 100, fail: true }));
-        await sleep(20);
+        const { promise: holding, fire: holderCalled } = signal();
+        const { promise: gate, fire: failNow } = signal();
+        const failing = a.getOrMint(key, async () => {
+          holderCalled();
+          await gate;
+          throw new Error("upstream failed (test)");
+        });
+        await holding; // a holds the lock and is "calling ACS"
+        const scriptsBefore = await backend.scriptCalls!();
         const waiter = b.getOrMint(key, upstream.mint(key));
+        // b's BEGIN ran (and found a's lock): b is now waiting for the holder.
+        await eventually(
+          async () => (await backend.scriptCalls!()) > scriptsBefore,
+          "the waiter to find the lock",
+        );
+        failNow();
         await expect(failing).rejects.toThrow("upstream failed");
         const result = await waiter;
         expect(result.cached).toBe(false);

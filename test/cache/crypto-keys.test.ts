@@ -10,7 +10,7 @@ import {
   sealToken,
 } from "../../src/cache/crypto.js";
 import { cacheKeyPrefix, createKeyScheme, entrySuffix } from "../../src/cache/keys.js";
-import { redactRedisUrl } from "../../src/cache/redis-client.js";
+import { redactRedisUrl } from "../../src/redis/index.js";
 import { normalizeScopes } from "../../src/tokens/scopes.js";
 
 const ACCESS_KEY = randomBytes(64).toString("base64");

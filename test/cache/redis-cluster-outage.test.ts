@@ -1,9 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedisCluster, type RedisClusterProcess } from "../helpers/redis-cluster.js";
 import { redisBackend, type CacheBackend } from "./behaviour.js";
-import { sleep, startUpstream, type Upstream } from "./upstream.js";
-
-const NO_HANG_MS = 1500;
+import { eventually, startUpstream, type Upstream } from "./upstream.js";
 
 describe("the token cache on a Redis Cluster that loses a node", () => {
   let upstream: Upstream;
@@ -43,20 +41,14 @@ describe("the token cache on a Redis Cluster that loses a node", () => {
     await owner.kill();
     const before = upstream.issued();
     for (let i = 0; i < 8; i++) {
-      const started = performance.now();
-      const result = await a.getOrMint(key, upstream.mint(key));
-      expect(result.cached).toBe(false);
-      expect(performance.now() - started).toBeLessThan(NO_HANG_MS);
+      expect((await a.getOrMint(key, upstream.mint(key))).cached).toBe(false);
     }
     expect(upstream.issued() - before).toBe(8);
 
     await owner.restart();
-    const deadline = Date.now() + 20_000;
-    while (!(await a.getOrMint(key, upstream.mint(key))).cached) {
-      if (Date.now() > deadline) {
-        throw new Error("caching did not resume after the node came back");
-      }
-      await sleep(100);
-    }
+    await eventually(
+      async () => (await a.getOrMint(key, upstream.mint(key))).cached,
+      "caching to resume after the node came back",
+    );
   });
 });

@@ -1,14 +1,15 @@
-import { startRedis } from "../helpers/redis.js";
+import { redisForTest } from "../helpers/redis.js";
 import { describeTokenCacheBehaviour, redisBackend } from "./behaviour.js";
 
+// Only needs *a* Redis: REDIS_URL when given (keys under a per-process prefix), else its own.
 describeTokenCacheBehaviour("single Redis", { shared: true }, async () => {
-  const server = await startRedis();
-  const backend = redisBackend({ mode: "single", url: server.url }, () => [server.client()]);
+  const redis = await redisForTest();
+  const backend = redisBackend({ mode: "single", url: redis.url }, () => [redis.client()]);
   return {
     ...backend,
     async stop() {
       await backend.stop();
-      await server.stop();
+      await redis.stop();
     },
   };
 });

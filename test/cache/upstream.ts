@@ -1,6 +1,6 @@
 import type { CommunicationIdentityClient, TokenScope } from "@azure/communication-identity";
 import type { TokenCacheKey } from "../../src/cache/token-cache.js";
-import type { Emulator } from "../../src/emulator/index.js";
+import type { Emulator, EmulatorOptions } from "../../src/emulator/index.js";
 import type { IssuedToken } from "../../src/identity/identity-provider.js";
 import { createLogger } from "../../src/logger.js";
 import { normalizeScopes, type AcsScope } from "../../src/tokens/scopes.js";
@@ -8,8 +8,6 @@ import { introspect } from "../helpers/introspect.js";
 import { identityClient, startTestEmulator } from "../helpers/emulator.js";
 
 export const silentLogger = createLogger({ level: "silent" });
-
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
  * The upstream side of the cache tests: the real SDK against the emulator. Upstream calls are
@@ -25,10 +23,10 @@ export interface Upstream {
   tokens: Set<string>;
   createUser(): Promise<string>;
   key(userId: string, scopes: AcsScope[], expiresInMinutes?: number): TokenCacheKey;
-  /** A `mint` for `key`; `delayMs` before the call, `fail` to reject instead (after the delay). */
+  /** A `mint` for `key`; it waits for `gate` before the call, and with `fail` rejects instead. */
   mint(
     key: TokenCacheKey,
-    options?: { delayMs?: number; fail?: boolean },
+    options?: { gate?: Promise<unknown>; fail?: boolean },
   ): () => Promise<IssuedToken>;
   revoke(userId: string): Promise<void>;
   deleteUser(userId: string): Promise<void>;
@@ -36,8 +34,8 @@ export interface Upstream {
   close(): Promise<void>;
 }
 
-export async function startUpstream(): Promise<Upstream> {
-  const emulator = await startTestEmulator();
+export async function startUpstream(options: EmulatorOptions = {}): Promise<Upstream> {
+  const emulator = await startTestEmulator(options);
   const sdk = identityClient(emulator);
   const tokens = new Set<string>();
   return {
@@ -55,8 +53,8 @@ export async function startUpstream(): Promise<Upstream> {
     }),
     mint(key, options = {}) {
       return async () => {
-        if (options.delayMs) {
-          await sleep(options.delayMs);
+        if (options.gate) {
+          await options.gate;
         }
         if (options.fail) {
           throw new Error("upstream failed (test)");
@@ -77,4 +75,29 @@ export async function startUpstream(): Promise<Upstream> {
     },
     close: () => emulator.close(),
   };
+}
+
+/** A promise and the function that resolves it: a test step waits on it instead of on time. */
+export function signal<T = void>(): { promise: Promise<T>; fire: (value: T) => void } {
+  let fire!: (value: T) => void;
+  const promise = new Promise<T>((resolve) => (fire = resolve));
+  return { promise, fire };
+}
+
+/**
+ * Resolves once `check` holds, checking again after each macrotask turn. For conditions that only
+ * an external process can make true (a reconnect, a replay); bounded so a broken build fails.
+ */
+export async function eventually(
+  check: () => Promise<boolean> | boolean,
+  what: string,
+  ms = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }

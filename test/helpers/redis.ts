@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
@@ -8,7 +9,8 @@ import { freePort } from "./ports.js";
 /**
  * A real redis-server process on a free loopback port, owned by one test file. Never touches the
  * machine's shared Redis on 6379. `REDIS_URL` in the environment is NOT used here on purpose:
- * these tests kill and restart their server.
+ * these tests kill, pause and restart their server. A test that only needs *a* Redis uses
+ * `redisForTest()` below, which honours `REDIS_URL`.
  */
 export interface RedisProcess {
   port: number;
@@ -18,6 +20,13 @@ export interface RedisProcess {
   kill(): Promise<void>;
   /** Start again on the same port (and the same dir, so an AOF written before comes back). */
   restart(): Promise<void>;
+  /**
+   * SIGSTOP, resolved once the kernel reports the process stopped: connections stay open, every
+   * command waits (a GC pause, a VM freeze, a blocked disk).
+   */
+  pause(): Promise<void>;
+  /** SIGCONT, resolved once the process runs again; it then answers what was queued meanwhile. */
+  resume(): Promise<void>;
   /** A plain client for assertions (lazily connected, closed by stop). */
   client(): Redis;
   stop(): Promise<void>;
@@ -55,6 +64,23 @@ async function waitForPing(port: number, deadline: number): Promise<void> {
       throw new Error(`redis-server on port ${port} did not answer PING`);
     }
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Linux: the state letter of /proc/<pid>/stat, "T" while stopped by a signal. */
+async function untilProcessState(pid: number, stopped: boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    // The command name may hold spaces; the state follows the closing parenthesis.
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    if ((state === "T" || state === "t") === stopped) {
+      return;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`redis-server ${pid} did not ${stopped ? "stop" : "continue"}`);
+    }
+    await new Promise((r) => setImmediate(r));
   }
 }
 
@@ -98,6 +124,15 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     }
   };
 
+  const signal = async (name: "SIGSTOP" | "SIGCONT", stopped: boolean) => {
+    const pid = child?.pid;
+    if (pid === undefined) {
+      throw new Error("redis-server is not running");
+    }
+    process.kill(pid, name);
+    await untilProcessState(pid, stopped);
+  };
+
   await launch();
   return {
     port,
@@ -105,15 +140,63 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     dir,
     kill,
     restart: launch,
+    pause: () => signal("SIGSTOP", true),
+    resume: () => signal("SIGCONT", false),
     client() {
-      assertClient ??= new Redis({ port, host: "127.0.0.1", maxRetriesPerRequest: 1 });
-      assertClient.on("error", () => {});
+      if (!assertClient) {
+        assertClient = new Redis({ port, host: "127.0.0.1", maxRetriesPerRequest: 1 });
+        // Once per client: one listener per call piled up (MaxListenersExceededWarning).
+        assertClient.on("error", () => {});
+      }
       return assertClient;
     },
     async stop() {
       assertClient?.disconnect();
       await kill();
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A Redis a test may write to under its own key prefix, without killing or pausing it. */
+export interface TestRedis {
+  url: string;
+  /** true: started here (and stopped by `stop`); false: `REDIS_URL` from the environment. */
+  owned: boolean;
+  /** A plain client for assertions (closed by stop). */
+  client(): Redis;
+  stop(): Promise<void>;
+}
+
+/**
+ * `REDIS_URL` when the environment gives one (CONTRACT.md: tests use it where given), else a
+ * redis-server of this test file's own. With `REDIS_URL`, `stop` only closes the client: the
+ * server, and every key not written by the test, are left alone (tests use unique prefixes).
+ */
+export async function redisForTest(options: StartRedisOptions = {}): Promise<TestRedis> {
+  const url = process.env.REDIS_URL;
+  if (!url) {
+    const server = await startRedis(options);
+    return {
+      url: server.url,
+      owned: true,
+      client: () => server.client(),
+      stop: () => server.stop(),
+    };
+  }
+  let assertClient: Redis | undefined;
+  return {
+    url,
+    owned: false,
+    client() {
+      if (!assertClient) {
+        assertClient = new Redis(url, { maxRetriesPerRequest: 1 });
+        assertClient.on("error", () => {});
+      }
+      return assertClient;
+    },
+    async stop() {
+      assertClient?.disconnect();
     },
   };
 }

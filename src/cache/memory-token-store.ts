@@ -1,0 +1,157 @@
+import type { IssuedToken } from "../identity/identity-provider.js";
+import type { TokenStore } from "./token-store.js";
+
+/** How long a deleted user is answered NOT_FOUND without an upstream call. */
+export const TOMBSTONE_TTL_MS = 7 * 24 * 60 * 60 * 1000;
+
+export interface MemoryTokenStoreOptions {
+  /** Most entries held; the least recently used goes first (epochs: twice that, tombstones: that). */
+  maxEntries: number;
+  /** @default Date.now */
+  now?: () => number;
+}
+
+interface Entry {
+  token: IssuedToken;
+  epoch: string;
+  beganAtMs: number;
+  /** The in-memory "TTL": from then on the entry is dead. */
+  expiresAt: number;
+}
+
+/**
+ * The token store in process memory, for a single instance. A Map keeps insertion order, so
+ * "delete then set" on every hit makes its first key the least recently used: LRU with no extra
+ * structure. No timers: expiry is checked on read, and the bounds evict on write.
+ *
+ * Epochs come from one counter that only grows, and a user without a recorded epoch gets a NEW
+ * one, so an epoch record dropped by the bound can never make an old entry valid again. Not
+ * shared, so there is no lock: the coordinator's in-process singleflight is the only one needed.
+ */
+export function createMemoryTokenStore(options: MemoryTokenStoreOptions): TokenStore {
+  const maxEntries = options.maxEntries;
+  const now = options.now ?? Date.now;
+  const entries = new Map<string, Entry>();
+  /** userId -> suffixes of its entries, so an invalidation drops them at once. */
+  const byUser = new Map<string, Set<string>>();
+  const epochs = new Map<string, string>();
+  const tombstones = new Map<string, number>();
+  let counter = 0;
+
+  const entryKey = (userId: string, suffix: string) => `${userId}\u0000${suffix}`;
+
+  function trim<K, V>(map: Map<K, V>, max: number, onEvict?: (key: K) => void): void {
+    while (map.size > max) {
+      const oldest = map.keys().next().value as K;
+      map.delete(oldest);
+      onEvict?.(oldest);
+    }
+  }
+
+  function newEpoch(userId: string): string {
+    const epoch = String(++counter);
+    epochs.delete(userId);
+    epochs.set(userId, epoch);
+    trim(epochs, maxEntries * 2);
+    return epoch;
+  }
+
+  const epochOf = (userId: string) => epochs.get(userId) ?? newEpoch(userId);
+
+  function forgetEntry(k: string): void {
+    const at = k.indexOf("\u0000");
+    const userId = k.slice(0, at);
+    const set = byUser.get(userId);
+    if (set) {
+      set.delete(k.slice(at + 1));
+      if (set.size === 0) {
+        byUser.delete(userId);
+      }
+    }
+  }
+
+  function isTombstoned(userId: string): boolean {
+    const until = tombstones.get(userId);
+    if (until === undefined) {
+      return false;
+    }
+    if (now() >= until) {
+      tombstones.delete(userId);
+      return false;
+    }
+    return true;
+  }
+
+  return {
+    async read(userId, suffix) {
+      const epoch = epochs.get(userId) ?? "";
+      const k = entryKey(userId, suffix);
+      let entry = entries.get(k);
+      if (entry && (entry.epoch !== epoch || now() >= entry.expiresAt)) {
+        entries.delete(k);
+        forgetEntry(k);
+        entry = undefined;
+      } else if (entry) {
+        entries.delete(k);
+        entries.set(k, entry);
+      }
+      return {
+        epoch,
+        deleted: isTombstoned(userId),
+        entry: entry && { token: entry.token, beganAtMs: entry.beganAtMs },
+        lockedByOther: false,
+      };
+    },
+
+    async begin(userId) {
+      return { epoch: epochOf(userId), locked: true, beganAtMs: now() };
+    },
+
+    async write(userId, suffix, { epoch, beganAtMs, token, ttlMs }) {
+      if (epochs.get(userId) !== epoch || ttlMs <= 0) {
+        return false;
+      }
+      const k = entryKey(userId, suffix);
+      entries.delete(k);
+      entries.set(k, { token, epoch, beganAtMs, expiresAt: now() + ttlMs });
+      let set = byUser.get(userId);
+      if (!set) {
+        set = new Set();
+        byUser.set(userId, set);
+      }
+      set.add(suffix);
+      trim(entries, maxEntries, forgetEntry);
+      return true;
+    },
+
+    async release() {
+      // No locks in process: the coordinator's singleflight is the only one.
+    },
+
+    async invalidate(userId, tombstone) {
+      newEpoch(userId);
+      const suffixes = byUser.get(userId);
+      if (suffixes) {
+        for (const suffix of suffixes) {
+          entries.delete(entryKey(userId, suffix));
+        }
+        byUser.delete(userId);
+      }
+      if (tombstone) {
+        tombstones.delete(userId);
+        tombstones.set(userId, now() + TOMBSTONE_TTL_MS);
+        trim(tombstones, maxEntries);
+      }
+    },
+
+    isDeleted: async (userId) => isTombstoned(userId),
+    isReady: async () => true,
+
+    async close() {
+      entries.clear();
+      byUser.clear();
+      epochs.clear();
+      tombstones.clear();
+    },
+  };
+}

@@ -1,0 +1,257 @@
+import type { Logger } from "../logger.js";
+import type { RedisClient } from "../redis/client.js";
+import { createBreaker } from "./breaker.js";
+import type { EntryRead, TokenStore } from "./token-store.js";
+
+/** After this many Redis failures in a row, reads and writes skip Redis for BREAKER_OPEN_MS. */
+export const BREAKER_FAILURES = 5;
+export const BREAKER_OPEN_MS = 1000;
+/** Users whose invalidation could not be recorded, remembered for replay (oldest dropped beyond). */
+export const MAX_PENDING_INVALIDATIONS = 100_000;
+/** Pause between replay attempts while invalidations are pending. */
+export const REPLAY_EVERY_MS = 500;
+
+export interface OutageGuardOptions {
+  /** The client the store uses: its status and events tell when the connection was lost. */
+  client: RedisClient;
+  logger: Logger;
+  /** Clock for the breaker. @default Date.now */
+  now?: () => number;
+}
+
+/** Thrown instead of sending a command when Redis is known to be unusable right now. */
+export class StoreUnavailableError extends Error {
+  override readonly name = "StoreUnavailableError";
+}
+
+/**
+ * Wraps the Redis token store with what keeps the cache correct and cheap through Redis trouble
+ * (docs/caching.md, "When Redis is unavailable"):
+ *
+ * - Breaker: after repeated failures, reads and writes skip Redis for a moment (a miss costs no
+ *   command timeout). Invalidations are NEVER skipped: each one tries Redis (bounded by the
+ *   client's command timeout), because a revoke may only be confirmed once Redis recorded it.
+ * - Journal: an invalidation Redis did not record is remembered and replayed (on reconnect, on a
+ *   timer, before the next read) until Redis takes it; the store's `invalidate` still throws, so
+ *   the revoke is reported unconfirmed. While a user is journaled, this instance neither reads nor
+ *   writes that user's entries, and answers a journaled delete itself.
+ * - Fence: after this instance lost an established connection or its breaker opened, it serves
+ *   only entries begun after it regained Redis (Redis TIME), so a revoke another instance could not
+ *   record cannot leak a pre-revoke entry through it.
+ */
+export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptions): TokenStore {
+  const { client, logger } = options;
+  const breaker = createBreaker({
+    failureThreshold: BREAKER_FAILURES,
+    openMs: BREAKER_OPEN_MS,
+    now: options.now,
+  });
+  /** userId -> invalidation not yet recorded in Redis (insertion order = age). */
+  const journal = new Map<string, { tombstone: boolean }>();
+  let needsFence = false;
+  /** Entries begun before this Redis time (ms) are not served by this instance. */
+  let fenceMs = 0;
+  let wasReady = client.status === "ready";
+  let recovering: Promise<boolean> | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
+  let closed = false;
+
+  const onReady = () => {
+    wasReady = true;
+    if (journal.size > 0 || needsFence) {
+      void recover();
+    }
+  };
+  const onClose = () => {
+    if (wasReady) {
+      // The connection we had is gone: whatever happened meanwhile (another instance's revoke
+      // that could not be recorded) must not be papered over by entries from before.
+      needsFence = true;
+      wasReady = false;
+    }
+  };
+  client.on("ready", onReady);
+  client.on("close", onClose);
+  client.on("end", onClose);
+
+  function failure(error: unknown, what: string): void {
+    logger.debug(
+      { err: { message: (error as Error)?.message }, op: what },
+      "token cache: redis call failed",
+    );
+    if (breaker.failure()) {
+      needsFence = true;
+      logger.warn(
+        { openMs: BREAKER_OPEN_MS },
+        "token cache: redis keeps failing; serving straight from ACS for now",
+      );
+    }
+  }
+
+  function remember(userId: string, tombstone: boolean): void {
+    const pending = journal.get(userId);
+    if (pending) {
+      pending.tombstone ||= tombstone;
+    } else {
+      if (journal.size >= MAX_PENDING_INVALIDATIONS) {
+        journal.delete(journal.keys().next().value as string);
+        logger.error(
+          { maxPendingInvalidations: MAX_PENDING_INVALIDATIONS },
+          "token cache: too many invalidations waiting for redis; the oldest is forgotten (its entries expire by TTL)",
+        );
+      }
+      journal.set(userId, { tombstone });
+    }
+    scheduleRetry();
+  }
+
+  function scheduleRetry(): void {
+    if (retryTimer || closed || journal.size === 0) {
+      return;
+    }
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      if (client.status === "ready" && breaker.canTry()) {
+        void recover().then((ok) => (ok ? undefined : scheduleRetry()));
+      } else {
+        scheduleRetry();
+      }
+    }, REPLAY_EVERY_MS);
+    retryTimer.unref();
+  }
+
+  /** Record `userId`'s invalidation (merged with a journaled one); forget the journal entry if it was replayed. */
+  async function record(userId: string, tombstone: boolean): Promise<void> {
+    const pending = journal.get(userId);
+    await store.invalidate(userId, tombstone || pending?.tombstone === true);
+    if (pending && journal.get(userId) === pending) {
+      journal.delete(userId);
+    }
+  }
+
+  /** Replay the journal, then set the fence; only then may reads go through. One at a time. */
+  function recover(): Promise<boolean> {
+    recovering ??= (async () => {
+      try {
+        const replayed = journal.size;
+        const batch: Promise<void>[] = [];
+        for (const userId of [...journal.keys()]) {
+          batch.push(record(userId, false));
+          if (batch.length >= 32) {
+            await Promise.all(batch.splice(0));
+          }
+        }
+        await Promise.all(batch);
+        if (needsFence) {
+          const [seconds, micros] = await client.time();
+          fenceMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+          needsFence = false;
+        }
+        breaker.success();
+        if (replayed > 0) {
+          logger.info({ replayed }, "token cache: redis back; pending invalidations recorded");
+        }
+        return journal.size === 0;
+      } catch (error) {
+        failure(error, "recover");
+        scheduleRetry();
+        return false;
+      } finally {
+        recovering = undefined;
+      }
+    })();
+    return recovering;
+  }
+
+  /** Throws rather than send a command when Redis is known to be unusable. */
+  async function assertUsable(): Promise<void> {
+    if (closed || client.status !== "ready" || !breaker.canTry()) {
+      throw new StoreUnavailableError("redis is not usable right now");
+    }
+    if ((needsFence || journal.size > 0) && !(await recover())) {
+      throw new StoreUnavailableError("redis is back but this instance has not caught up yet");
+    }
+  }
+
+  async function guarded<T>(what: string, call: () => Promise<T>): Promise<T> {
+    await assertUsable();
+    try {
+      const result = await call();
+      breaker.success();
+      return result;
+    } catch (error) {
+      failure(error, what);
+      throw error;
+    }
+  }
+
+  return {
+    async read(userId, suffix, withLock) {
+      const pending = journal.get(userId);
+      if (pending?.tombstone) {
+        return { epoch: "", deleted: true, entry: undefined, lockedByOther: false };
+      }
+      if (pending) {
+        throw new StoreUnavailableError("this user's invalidation is not recorded yet");
+      }
+      const read: EntryRead = await guarded("read", () => store.read(userId, suffix, withLock));
+      if (read.entry && fenceMs > 0 && !(read.entry.beganAtMs >= fenceMs)) {
+        return { ...read, entry: undefined };
+      }
+      return read;
+    },
+
+    begin: (userId, suffix, owner) => guarded("begin", () => store.begin(userId, suffix, owner)),
+    write: (userId, suffix, write) => guarded("write", () => store.write(userId, suffix, write)),
+    release: (userId, suffix, owner, epoch) =>
+      guarded("release", () => store.release(userId, suffix, owner, epoch)),
+
+    async invalidate(userId, tombstone) {
+      // Never skipped for an open breaker or a pending replay: only what Redis recorded counts,
+      // and the client's command timeout bounds the attempt.
+      try {
+        if (closed) {
+          throw new StoreUnavailableError("the token cache is closed");
+        }
+        await record(userId, tombstone);
+        breaker.success();
+      } catch (error) {
+        failure(error, "invalidate");
+        remember(userId, tombstone);
+        throw error;
+      }
+    },
+
+    async isDeleted(userId) {
+      const pending = journal.get(userId);
+      if (pending) {
+        return pending.tombstone;
+      }
+      return guarded("isDeleted", () => store.isDeleted(userId));
+    },
+
+    async isReady() {
+      if (closed || client.status !== "ready" || !breaker.canTry()) {
+        return false;
+      }
+      try {
+        return await store.isReady();
+      } catch (error) {
+        failure(error, "ping");
+        return false;
+      }
+    },
+
+    async close() {
+      closed = true;
+      if (retryTimer) {
+        clearTimeout(retryTimer);
+        retryTimer = undefined;
+      }
+      client.off("ready", onReady);
+      client.off("close", onClose);
+      client.off("end", onClose);
+      await store.close();
+    },
+  };
+}

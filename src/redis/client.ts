@@ -1,0 +1,110 @@
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from "ioredis";
+import type { Config } from "../config.js";
+import type { Logger } from "../logger.js";
+
+/** One connection (or cluster client) shared by the token cache, the mapping store and the rate limiter. */
+export type RedisClient = Redis | Cluster;
+
+export type RedisConnectionConfig = Exclude<Config["redis"], { mode: "memory" }>;
+
+/**
+ * Every command fails after this long: a slow Redis must cost a request at most this, then the
+ * request carries on without the cache (and a revoke answers unconfirmed).
+ */
+export const COMMAND_TIMEOUT_MS = 250;
+const CONNECT_TIMEOUT_MS = 1000;
+/** Longest pause between reconnection attempts. */
+const MAX_RECONNECT_DELAY_MS = 1000;
+/** Shown in logs and as the Redis CLIENT name. */
+const CONNECTION_NAME = "acsgw";
+
+/** `redis://user:secret@host:6379/0` -> `redis://user:***@host:6379/0`: never log a password. */
+export function redactRedisUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) {
+      parsed.password = "***";
+    }
+    return parsed.toString();
+  } catch {
+    return "(unparseable url)";
+  }
+}
+
+/**
+ * Fail fast rather than queue: no offline queue (a command while disconnected fails at once), no
+ * per-request retries (the caller falls back to ACS instead), a short command timeout, and
+ * reconnection forever with a capped backoff so caching resumes by itself when Redis returns.
+ */
+export function createRedisClient(config: RedisConnectionConfig, logger: Logger): RedisClient {
+  const backoff = (times: number) =>
+    Math.min(50 * 2 ** Math.min(times, 10), MAX_RECONNECT_DELAY_MS);
+
+  const common: RedisOptions = {
+    commandTimeout: COMMAND_TIMEOUT_MS,
+    connectTimeout: CONNECT_TIMEOUT_MS,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    enableReadyCheck: true,
+    connectionName: CONNECTION_NAME,
+    retryStrategy: backoff,
+    // A READONLY error after a failover: reconnect to find the new primary.
+    reconnectOnError: (error) => error.message.startsWith("READONLY"),
+  };
+
+  let client: RedisClient;
+  let target: string;
+  if (config.mode === "single") {
+    client = new Redis(config.url, common);
+    target = redactRedisUrl(config.url);
+  } else {
+    const clusterOptions: ClusterOptions = {
+      redisOptions: common,
+      enableOfflineQueue: false,
+      enableReadyCheck: true,
+      clusterRetryStrategy: backoff,
+      // Redirections and cluster-down retries add latency; keep them short (bounded latency).
+      maxRedirections: 6,
+      retryDelayOnFailover: 50,
+      retryDelayOnClusterDown: 50,
+      retryDelayOnTryAgain: 50,
+      slotsRefreshTimeout: 1000,
+      scaleReads: "master",
+    };
+    client = new Cluster(config.nodes, clusterOptions);
+    target = config.nodes.map((n) => `${n.host}:${n.port}`).join(",");
+  }
+
+  // One warning per outage, not one per reconnection attempt.
+  let quietErrors = false;
+  client.on("ready", () => {
+    quietErrors = false;
+    logger.info({ redis: target, mode: config.mode }, "redis connection ready");
+  });
+  client.on("error", (error: Error) => {
+    const detail = {
+      redis: target,
+      err: { message: error.message, code: (error as { code?: string }).code },
+    };
+    if (quietErrors) {
+      logger.debug(detail, "redis error");
+    } else {
+      quietErrors = true;
+      logger.warn(
+        detail,
+        "redis error: the gateway carries on without the cache until it recovers",
+      );
+    }
+  });
+  client.on("close", () => logger.debug({ redis: target }, "redis connection closed"));
+  client.on("reconnecting", (delay: unknown) =>
+    logger.debug({ redis: target, delayMs: delay }, "redis reconnecting"),
+  );
+  client.on("end", () => logger.info({ redis: target }, "redis connection ended"));
+  return client;
+}
+
+/** Is the client connected and ready for commands (no command sent)? */
+export function isClientReady(client: RedisClient): boolean {
+  return client.status === "ready";
+}

@@ -1,0 +1,33 @@
+import { createHash } from "node:crypto";
+import type { RedisClient } from "./client.js";
+
+/** A Lua script and its SHA-1, so hot paths send EVALSHA (40 bytes) instead of the whole script. */
+export interface RedisScript {
+  lua: string;
+  sha: string;
+}
+
+export function redisScript(lua: string): RedisScript {
+  return { lua, sha: createHash("sha1").update(lua).digest("hex") };
+}
+
+/**
+ * EVALSHA, falling back to EVAL when the server does not know the script yet (a new or restarted
+ * node, or a Cluster node seeing the script for the first time); EVAL also loads it for next time.
+ * Every key the script touches must be in `keys` (Cluster routes by them).
+ */
+export async function runScript(
+  redis: RedisClient,
+  script: RedisScript,
+  keys: readonly string[],
+  args: readonly (string | Buffer | number)[],
+): Promise<unknown> {
+  try {
+    return await redis.evalsha(script.sha, keys.length, ...keys, ...args);
+  } catch (error) {
+    if (error instanceof Error && error.message.startsWith("NOSCRIPT")) {
+      return redis.eval(script.lua, keys.length, ...keys, ...args);
+    }
+    throw error;
+  }
+}
