@@ -357,14 +357,17 @@ describe("limits", () => {
       );
       const userId = mine.data.issueMyToken.user.id as string;
       const codes: unknown[] = [];
-      for (let i = 0; i < 40; i++) {
+      for (let i = 0; i < 70; i++) {
         codes.push(
           codeOf(await gql(limitedUrl, "mutation { revokeMyTokens { revokedAt } }", {}, mallory)),
         );
       }
-      // 30 ACS calls a minute by default, two of them spent on creating and minting above.
-      expect(codes.filter((code) => code === undefined)).toHaveLength(28);
-      expect(codes.slice(28).every((code) => code === "RATE_LIMITED")).toBe(true);
+      // 30 ACS calls a minute by default, two of them spent on creating and minting above. The
+      // windows are fixed minutes, so the flood may straddle two: at most 28 + 30 get through.
+      expect(codes.slice(0, 28)).toEqual(Array.from({ length: 28 }, () => undefined));
+      expect(codes.filter((code) => code === undefined).length).toBeLessThanOrEqual(58);
+      expect(codes).toContain("RATE_LIMITED");
+      expect(codes.every((code) => code === undefined || code === "RATE_LIMITED")).toBe(true);
       const before = await upstreamAttempts(gateway);
       const adminRevoke = await gql(limitedUrl, REVOKE, { userId }, ops);
       expect(adminRevoke.errors).toBeUndefined();
