@@ -201,6 +201,7 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       readiness,
       metrics,
       logger,
+      redis,
     });
     closers.unshift(() => server.fastify.close());
 

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseCorsOrigins, type CorsPolicy } from "./server/cors-policy.js";
 
 /**
  * Environment -> one frozen, validated Config. Every problem is collected and reported at once, so a
@@ -42,6 +43,10 @@ export interface Config {
     rateLimitPerWindow: number;
     rateLimitWindowSeconds: number;
   };
+  /** Browser origins allowed to call `/graphql` (`CORS_ORIGINS`). */
+  cors: CorsPolicy;
+  /** `PERSISTED_DOCUMENTS_ONLY`: execute only the trusted-documents manifest's operations. */
+  persistedDocumentsOnly: boolean;
 }
 
 export class ConfigError extends Error {
@@ -113,6 +118,8 @@ const schema = z.object({
   MAX_ROOT_FIELDS: int(5, 1, 1000),
   MAX_BODY_BYTES: int(32 * 1024, 1024, 10 * 1024 * 1024),
   RATE_LIMIT_TOKENS_PER_MINUTE: int(60, 1, 1_000_000),
+  CORS_ORIGINS: optionalString,
+  PERSISTED_DOCUMENTS_ONLY: bool(false),
 });
 
 type Env = Record<string, string | undefined>;
@@ -263,6 +270,11 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     problems.push("ROUTER_SECRET: must be at least 16 characters");
   }
 
+  const cors = parseCorsOrigins(e.CORS_ORIGINS, production);
+  if (typeof cors === "string") {
+    problems.push(`CORS_ORIGINS: ${cors}`);
+  }
+
   if (problems.length > 0) {
     throw new ConfigError(problems);
   }
@@ -291,5 +303,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       rateLimitPerWindow: e.RATE_LIMIT_TOKENS_PER_MINUTE,
       rateLimitWindowSeconds: 60,
     },
+    cors: cors as CorsPolicy,
+    persistedDocumentsOnly: e.PERSISTED_DOCUMENTS_ONLY,
   });
 }
