@@ -22,8 +22,19 @@ export interface GatewayClientOptions {
   send?: "text" | "id";
 }
 
+/**
+ * What the ACS SDKs pass to a `tokenRefresher` (`@azure/abort-controller`'s AbortSignalLike): a
+ * DOM AbortSignal fits, and so does the SDK's own lighter object.
+ */
+export interface AbortSignalLike {
+  readonly aborted: boolean;
+  readonly reason?: unknown;
+  addEventListener(type: "abort", listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: "abort", listener: () => void): void;
+}
+
 export interface RequestOptions {
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
 }
 
 export interface GatewayClient {
@@ -41,8 +52,22 @@ interface GraphQLResponse {
 }
 
 /** The abort reason as thrown by fetch and the ACS SDKs (an `AbortError` when none was given). */
-export function abortReason(signal: AbortSignal): unknown {
+export function abortReason(signal: AbortSignalLike): unknown {
   return signal.reason ?? new DOMException("The operation was aborted.", "AbortError");
+}
+
+/** fetch takes only a real AbortSignal: bridge an AbortSignalLike to one. */
+function toAbortSignal(signal: AbortSignalLike | undefined): AbortSignal | undefined {
+  if (signal === undefined || signal instanceof AbortSignal) {
+    return signal;
+  }
+  const controller = new AbortController();
+  if (signal.aborted) {
+    controller.abort(abortReason(signal));
+  } else {
+    signal.addEventListener("abort", () => controller.abort(abortReason(signal)), { once: true });
+  }
+  return controller.signal;
 }
 
 /** A small fetch-only GraphQL client for the gateway's shipped operations. */
@@ -53,7 +78,8 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   }
   const send = options.send ?? "text";
 
-  async function post(body: unknown, signal: AbortSignal | undefined): Promise<GraphQLResponse> {
+  async function post(body: unknown, given: AbortSignalLike | undefined): Promise<GraphQLResponse> {
+    const signal = toAbortSignal(given);
     const doFetch = options.fetch ?? globalThis.fetch;
     const extra = options.getHeaders ? await options.getHeaders() : undefined;
     const headers = new Headers(extra);

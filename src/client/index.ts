@@ -5,6 +5,7 @@
 export { GatewayClientError, isGatewayClientError, type GatewayErrorCode } from "./errors.js";
 export {
   createGatewayClient,
+  type AbortSignalLike,
   type GatewayClient,
   type GatewayClientOptions,
   type OperationName,

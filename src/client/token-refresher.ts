@@ -1,4 +1,9 @@
-import { abortReason, createGatewayClient, type GatewayClientOptions } from "./gateway-client.js";
+import {
+  abortReason,
+  createGatewayClient,
+  type AbortSignalLike,
+  type GatewayClientOptions,
+} from "./gateway-client.js";
 import { GatewayClientError } from "./errors.js";
 import type { TokenScope } from "./generated/graphql.js";
 
@@ -29,12 +34,12 @@ export interface TokenRefresherOptions extends GatewayClientOptions {
 }
 
 /** What `AzureCommunicationTokenCredential`'s `tokenRefresher` option takes. */
-export type TokenRefresher = (abortSignal?: AbortSignal) => Promise<string>;
+export type TokenRefresher = (abortSignal?: AbortSignalLike) => Promise<string>;
 
 const RETRIED = new Set(["RATE_LIMITED", "UPSTREAM_THROTTLED"]);
 
 /** Waits `ms`, or rejects with the abort reason as soon as `signal` aborts. */
-function delay(ms: number, signal: AbortSignal | undefined): Promise<void> {
+function delay(ms: number, signal: AbortSignalLike | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) {
       reject(abortReason(signal));
@@ -97,7 +102,7 @@ export function createTokenRefresher(options: TokenRefresherOptions): TokenRefre
   const scopes = [...options.scopes];
 
   async function issue(
-    signal: AbortSignal | undefined,
+    signal: AbortSignalLike | undefined,
   ): Promise<{ token: string; expiresOn: string }> {
     if (userId !== undefined) {
       const data = await client.request(
@@ -111,7 +116,7 @@ export function createTokenRefresher(options: TokenRefresherOptions): TokenRefre
     return data.issueMyToken;
   }
 
-  return async function tokenRefresher(abortSignal?: AbortSignal): Promise<string> {
+  return async function tokenRefresher(abortSignal?: AbortSignalLike): Promise<string> {
     for (let attempt = 0; ; attempt++) {
       if (abortSignal?.aborted) {
         throw abortReason(abortSignal);

@@ -1,3 +1,4 @@
+import { AzureCommunicationTokenCredential } from "@azure/communication-common";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { App } from "../../src/app.js";
 import {
@@ -61,6 +62,19 @@ describe("createTokenRefresher against a running gateway", () => {
     expect(token.split(".")).toHaveLength(3);
     // A second call is served from the gateway's cache: the same token.
     expect(await refresher()).toBe(token);
+  });
+
+  it("feeds the ACS SDK's AzureCommunicationTokenCredential", async () => {
+    const credential = new AzureCommunicationTokenCredential({
+      tokenRefresher: createTokenRefresher({ url, scopes: ["VOIP"] }),
+    });
+    try {
+      const { token, expiresOnTimestamp } = await credential.getToken();
+      expect(token.split(".")).toHaveLength(3);
+      expect(expiresOnTimestamp).toBeGreaterThan(Date.now() + 60 * 60_000);
+    } finally {
+      credential.dispose();
+    }
   });
 
   it("issues for a given userId with issueToken", async () => {
@@ -196,6 +210,30 @@ describe("createTokenRefresher's rules", () => {
     const outcome = refresher(controller.signal).catch((e: unknown) => e);
     controller.abort(new DOMException("call ended", "AbortError"));
     expect(((await outcome) as Error).message).toBe("call ended");
+  });
+
+  it("bridges the SDK's AbortSignalLike (not a DOM AbortSignal) to fetch", async () => {
+    const listeners: (() => void)[] = [];
+    const like = {
+      aborted: false,
+      addEventListener: (_type: "abort", listener: () => void) => listeners.push(listener),
+      removeEventListener: () => {},
+    };
+    let seen: AbortSignal | undefined;
+    const refresher = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      fetch: (_input, init) =>
+        new Promise((_resolve, reject) => {
+          seen = init!.signal!;
+          seen.addEventListener("abort", () => reject(seen!.reason));
+        }),
+    });
+    const outcome = refresher(like).catch((e: unknown) => e);
+    await vi.waitFor(() => expect(seen).toBeInstanceOf(AbortSignal));
+    like.aborted = true;
+    listeners.forEach((listener) => listener());
+    expect(((await outcome) as Error).name).toBe("AbortError");
   });
 
   it("refuses a token that is already expired instead of handing it to the SDK", async () => {
