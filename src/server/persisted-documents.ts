@@ -4,6 +4,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import type { RedisClient } from "../cache/redis-client.js";
 import manifestFile from "../client/generated/persisted-documents.json" with { type: "json" };
 import type { Logger } from "../logger.js";
+import { isBrowserPageRequest } from "./landing-page.js";
 
 /**
  * Automatic persisted queries (APQ): a client sends a query's sha256 first and its text only when
@@ -148,6 +149,10 @@ export function createTrustedDocumentsHandler(documents: TrustedDocuments) {
     request: FastifyRequest,
     reply: FastifyReply,
   ): Promise<void> {
+    if (isBrowserPageRequest(request)) {
+      // Opening the endpoint in a browser: Sandbox (development) or a short note (production).
+      return;
+    }
     const params = (request.method === "GET" ? request.query : request.body) as unknown;
     if (typeof params !== "object" || params === null || Array.isArray(params)) {
       // Batches and bodies that are not one operation: nothing here may carry a trusted id.

@@ -110,6 +110,33 @@ describe("CORS for browser pages", () => {
   });
 });
 
+describe("Sandbox when JWT auth and a router secret are on", () => {
+  it("prefills the headers to add, with placeholders instead of the secret", async () => {
+    const secret = "router-secret-value-0123456789";
+    const app = await startGateway({
+      AUTH_MODE: "jwt",
+      AUTH_JWKS_URL: "http://127.0.0.1:1/keys",
+      AUTH_ISSUER: "https://issuer.test/",
+      AUTH_AUDIENCE: "api://acs-gateway",
+      ROUTER_SECRET: secret,
+    });
+    try {
+      const page = await app.server.fastify.inject({
+        method: "GET",
+        url: "/graphql",
+        headers: { accept: "text/html" },
+      });
+      expect(page.statusCode).toBe(200);
+      expect(page.body).toContain("Authorization");
+      expect(page.body).toContain("Bearer \\u003ca JWT from https://issuer.test/");
+      expect(page.body).toContain("router-authorization");
+      expect(page.body).not.toContain(secret);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
 describe("configuration of CORS_ORIGINS", () => {
   it("refuses wildcards and paths", async () => {
     await expect(startGateway({ CORS_ORIGINS: "*" })).rejects.toThrow(/CORS_ORIGINS: no wildcards/);
@@ -155,6 +182,16 @@ describe("trusted documents only", () => {
   });
   afterAll(async () => {
     await app?.close();
+  });
+
+  it("still opens Sandbox in a browser in development", async () => {
+    const page = await app.server.fastify.inject({
+      method: "GET",
+      url: "/graphql",
+      headers: { accept: "text/html" },
+    });
+    expect(page.statusCode).toBe(200);
+    expect(page.headers["content-type"]).toContain("text/html");
   });
 
   it("refuses ad-hoc query text before parsing it", async () => {
