@@ -10,28 +10,56 @@ import { isBrowserPageRequest } from "./landing-page.js";
  * Automatic persisted queries (APQ): a client sends a query's sha256 first and its text only when
  * the gateway answers `PERSISTED_QUERY_NOT_FOUND`. The hash -> text entries live in the same Redis
  * as the token cache, so a text registered on one instance is known to every instance; without
- * Redis they stay in a bounded in-process LRU.
+ * Redis they stay in a bounded in-process LRU. Apollo registers a text only after it parsed and
+ * validated.
  */
 export const APQ_TTL_SECONDS = 24 * 60 * 60;
-/** In-process bound: about 8 MiB of query text (each text is also capped by MAX_BODY_BYTES). */
+/** In-process bound: about 8 MiB of query text. */
 export const APQ_MEMORY_MAX_BYTES = 8 * 1024 * 1024;
+/** A longer text is executed but not registered (the shipped operations are under 1 KiB). */
+export const APQ_MAX_TEXT_BYTES = 8 * 1024;
+/**
+ * New registrations accepted in Redis per UTC day, across all instances. With the text cap and the
+ * 24-hour TTL this bounds what APQ can make Redis hold (at most about 40 MiB), whatever callers send.
+ */
+export const APQ_MAX_NEW_ENTRIES_PER_DAY = 5_000;
 
 export interface ApqCacheDeps {
   redis: RedisClient | undefined;
   /** e.g. `acsgw:apq:v1:`; Apollo adds its own `apq:` and the hash. */
   keyPrefix: string;
   logger: Logger;
+  /** @default APQ_MAX_TEXT_BYTES */
+  maxTextBytes?: number;
+  /** @default APQ_MAX_NEW_ENTRIES_PER_DAY */
+  maxNewEntriesPerDay?: number;
+  /** @default Date.now */
+  now?: () => number;
 }
 
 /**
  * The APQ store. Redis trouble never fails a request: a failed read is a miss (the client resends
- * the text) and a failed write is dropped. Entries expire after APQ_TTL_SECONDS, which together with
- * the body limit bounds what Redis holds; a query in use is re-registered by its client after that.
+ * the text) and a failed write is dropped. Entries expire after APQ_TTL_SECONDS; with the text cap
+ * and the daily registration budget that bounds what Redis holds. A query in use is re-registered
+ * by its client after expiry.
  */
 export function createApqCache(deps: ApqCacheDeps): KeyValueCache<string> {
   const { redis, keyPrefix, logger } = deps;
+  const now = deps.now ?? Date.now;
+  const maxTextBytes = deps.maxTextBytes ?? APQ_MAX_TEXT_BYTES;
+  const maxNewEntriesPerDay = deps.maxNewEntriesPerDay ?? APQ_MAX_NEW_ENTRIES_PER_DAY;
+  const tooLong = (value: string) => Buffer.byteLength(value) > maxTextBytes;
   if (!redis) {
-    return new InMemoryLRUCache<string>({ maxSize: APQ_MEMORY_MAX_BYTES });
+    const memory = new InMemoryLRUCache<string>({ maxSize: APQ_MEMORY_MAX_BYTES });
+    return {
+      get: (key) => memory.get(key),
+      set: async (key, value, options) => {
+        if (!tooLong(value)) {
+          await memory.set(key, value, options);
+        }
+      },
+      delete: (key) => memory.delete(key),
+    };
   }
   let warned = false;
   const warnOnce = (error: unknown) => {
@@ -59,8 +87,21 @@ export function createApqCache(deps: ApqCacheDeps): KeyValueCache<string> {
       if (redis.status !== "ready") {
         return;
       }
+      if (tooLong(value)) {
+        return;
+      }
       const ttl = Math.min(options?.ttl ?? APQ_TTL_SECONDS, APQ_TTL_SECONDS);
       try {
+        const day = Math.floor(now() / 86_400_000);
+        const counter = `${keyPrefix}count:${day}`;
+        const registered = await redis.incr(counter);
+        if (registered === 1) {
+          await redis.expire(counter, 2 * 86_400);
+        }
+        if (registered > maxNewEntriesPerDay) {
+          // Over budget: the query still runs; its client just keeps sending the text today.
+          return;
+        }
         await redis.set(keyPrefix + key, value, "EX", Math.max(1, Math.round(ttl)));
         warned = false;
       } catch (error) {
