@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { App } from "../../src/app.js";
 import { persistedOperations } from "../../src/client/generated/graphql.js";
 import { TRUSTED_DOCUMENTS_MANIFEST } from "../../src/server/persisted-documents.js";
@@ -169,6 +169,10 @@ describe("automatic persisted queries across instances", () => {
 
     const registered = await post(one, { query, extensions });
     expect(registered.json()).toEqual({ data: { me: { subject: "anonymous" } } });
+    // Apollo writes the registration after answering (it does not await the store): wait for it.
+    await vi.waitFor(async () => {
+      expect(await redis.client().exists(`acsgw:apq:v1:apq:${sha256(query)}`)).toBe(1);
+    });
 
     const byHashElsewhere = await post(two, { extensions });
     expect(byHashElsewhere.json()).toEqual({ data: { me: { subject: "anonymous" } } });
