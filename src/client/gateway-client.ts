@@ -135,31 +135,31 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     return json;
   }
 
-  return {
-    async request(operation, variables, requestOptions = {}) {
-      const document = persistedOperations[operation];
-      if (!document) {
-        throw new TypeError(`unknown operation ${String(operation)}`);
-      }
-      const { signal } = requestOptions;
-      const extensions = { persistedQuery: { version: 1, sha256Hash: document.id } };
-      const base = { operationName: operation, variables, extensions };
-      if (send === "id") {
-        try {
-          const answer = await post(base, signal);
-          return answer.data as never;
-        } catch (error) {
-          if (
-            !(error instanceof GatewayClientError) ||
-            error.code !== "PERSISTED_QUERY_NOT_FOUND"
-          ) {
-            throw error;
-          }
-          // Automatic persisted queries: this gateway has not seen the text yet; register it.
+  async function request<N extends OperationName>(
+    operation: N,
+    variables: OperationTypes[N]["variables"],
+    requestOptions: RequestOptions = {},
+  ): Promise<OperationTypes[N]["result"]> {
+    const document = persistedOperations[operation];
+    if (!document) {
+      throw new TypeError(`unknown operation ${String(operation)}`);
+    }
+    const { signal } = requestOptions;
+    const extensions = { persistedQuery: { version: 1, sha256Hash: document.id } };
+    const base = { operationName: operation, variables, extensions };
+    if (send === "id") {
+      try {
+        return (await post(base, signal)).data as OperationTypes[N]["result"];
+      } catch (error) {
+        if (!(error instanceof GatewayClientError) || error.code !== "PERSISTED_QUERY_NOT_FOUND") {
+          throw error;
         }
+        // Automatic persisted queries: this gateway has not seen the text yet; register it.
       }
-      const answer = await post({ ...base, query: document.body }, signal);
-      return answer.data as never;
-    },
-  };
+    }
+    return (await post({ ...base, query: document.body }, signal))
+      .data as OperationTypes[N]["result"];
+  }
+
+  return { request };
 }
