@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { App } from "../../src/app.js";
 import { persistedOperations } from "../../src/client/generated/graphql.js";
+import { loadConfig } from "../../src/config.js";
 import { TRUSTED_DOCUMENTS_MANIFEST } from "../../src/server/persisted-documents.js";
 import { startGateway } from "../helpers/gateway.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
@@ -137,7 +138,30 @@ describe("Sandbox when JWT auth and a router secret are on", () => {
   });
 });
 
-describe("configuration of CORS_ORIGINS", () => {
+describe("configuration of CORS_ORIGINS and PERSISTED_DOCUMENTS_ONLY", () => {
+  it("reads exact origins and the trusted-documents switch", () => {
+    const config = loadConfig({
+      CORS_ORIGINS: " https://app.example.com , http://localhost:5173",
+      PERSISTED_DOCUMENTS_ONLY: "true",
+    });
+    expect(config.cors).toEqual({
+      mode: "list",
+      origins: ["https://app.example.com", "http://localhost:5173"],
+    });
+    expect(config.persistedDocumentsOnly).toBe(true);
+    expect(loadConfig({}).cors).toEqual({ mode: "loopback" });
+    expect(loadConfig({}).persistedDocumentsOnly).toBe(false);
+  });
+
+  it("refuses a clear-text origin off loopback in production, and a switch that is not a boolean", () => {
+    expect(() =>
+      loadConfig({ NODE_ENV: "production", CORS_ORIGINS: "http://app.example.com" }),
+    ).toThrow(/CORS_ORIGINS: "http:\/\/app.example.com": an http:\/\/ page off loopback/);
+    expect(() => loadConfig({ PERSISTED_DOCUMENTS_ONLY: "yes" })).toThrow(
+      /PERSISTED_DOCUMENTS_ONLY: must be true or false/,
+    );
+  });
+
   it("refuses wildcards and paths", async () => {
     await expect(startGateway({ CORS_ORIGINS: "*" })).rejects.toThrow(/CORS_ORIGINS: no wildcards/);
     await expect(startGateway({ CORS_ORIGINS: "https://app.example.com/" })).rejects.toThrow(
