@@ -190,6 +190,10 @@ export function createTrustedDocumentsHandler(documents: TrustedDocuments) {
     request: FastifyRequest,
     reply: FastifyReply,
   ): Promise<void> {
+    if (request.method !== "GET" && request.method !== "POST") {
+      // CORS's catch-all OPTIONS route shares this context; it carries no operation.
+      return;
+    }
     if (isBrowserPageRequest(request)) {
       // Opening the endpoint in a browser: Sandbox (development) or a short note (production).
       return;
