@@ -227,6 +227,7 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       readiness,
       metrics,
       logger,
+      redis,
     }));
 
     let closed: Promise<void> | undefined;

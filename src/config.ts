@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseCorsOrigins, type CorsPolicy } from "./server/cors-policy.js";
 
 /**
  * Environment -> one frozen, validated Config. Every problem is collected and reported at once, so a
@@ -59,6 +60,10 @@ export interface Config {
     adminAcsCallsPerWindow: number;
     rateLimitWindowSeconds: number;
   };
+  /** Browser origins allowed to call `/graphql` (`CORS_ORIGINS`). */
+  cors: CorsPolicy;
+  /** `PERSISTED_DOCUMENTS_ONLY`: execute only the trusted-documents manifest's operations. */
+  persistedDocumentsOnly: boolean;
 }
 
 export class ConfigError extends Error {
@@ -154,6 +159,8 @@ const schema = z.object({
       })
       .optional(),
   ),
+  CORS_ORIGINS: optionalString,
+  PERSISTED_DOCUMENTS_ONLY: bool(false),
 });
 
 type Env = Record<string, string | undefined>;
@@ -353,10 +360,16 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     problems.push("ROUTER_SECRET: must be at least 16 characters");
   }
 
+  const cors = parseCorsOrigins(e.CORS_ORIGINS, production);
+  if (typeof cors === "string") {
+    problems.push(`CORS_ORIGINS: ${cors}`);
+  }
+
   if (problems.length > 0) {
     throw new ConfigError(problems);
   }
   return freezeConfig(e as Settings, {
+    cors: cors as CorsPolicy,
     acs,
     acsEntraEndpoint,
     redis,
@@ -367,9 +380,12 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
 
 function freezeConfig(
   e: Settings,
-  derived: Pick<Config, "acs" | "acsEntraEndpoint" | "redis" | "tokenCacheEncryptionKey" | "auth">,
+  derived: Pick<
+    Config,
+    "cors" | "acs" | "acsEntraEndpoint" | "redis" | "tokenCacheEncryptionKey" | "auth"
+  >,
 ): Readonly<Config> {
-  const { acs, acsEntraEndpoint, redis, tokenCacheEncryptionKey, auth } = derived;
+  const { cors, acs, acsEntraEndpoint, redis, tokenCacheEncryptionKey, auth } = derived;
   const production = e.NODE_ENV === "production";
   return Object.freeze({
     nodeEnv: e.NODE_ENV,
@@ -403,5 +419,7 @@ function freezeConfig(
       adminAcsCallsPerWindow: e.RATE_LIMIT_ADMIN_ACS_CALLS_PER_MINUTE,
       rateLimitWindowSeconds: 60,
     },
+    cors,
+    persistedDocumentsOnly: e.PERSISTED_DOCUMENTS_ONLY,
   });
 }

@@ -5,18 +5,28 @@ import { fastifyApolloDrainPlugin, fastifyApolloHandler } from "@as-integrations
 import Fastify, { LogController } from "fastify";
 import type { IncomingHttpHeaders } from "node:http";
 import type { GraphQLSchema } from "graphql";
+import type { RedisClient } from "../redis/index.js";
 import type { Config } from "../config.js";
 import type { GatewayContext } from "../graphql/context.js";
 import { createFormatError, isUnexpected } from "../graphql/errors.js";
 import { MAX_DOCUMENT_TOKENS } from "../graphql/document-bounds.js";
 import { createQueryLimitRules } from "../graphql/query-limits.js";
 import { quieter, type Logger } from "../logger.js";
+import { registerCors } from "./cors.js";
+import { createLandingPage, isBrowserPageRequest, PRODUCTION_GET_MESSAGE } from "./landing-page.js";
 import type { Metrics } from "./metrics.js";
 import type { RequestHeaders } from "./plugins/authentication.js";
 import { documentBoundsPlugin, documentBoundsRule } from "./plugins/document-bounds.js";
 import { errorLoggingPlugin } from "./plugins/error-logging.js";
 import { operationsEndpoints } from "./plugins/operations-endpoints.js";
 import type { Readiness } from "./readiness.js";
+import {
+  APQ_TTL_SECONDS,
+  createApqCache,
+  createTrustedDocumentsHandler,
+  loadTrustedDocuments,
+  type TrustedDocuments,
+} from "./persisted-documents.js";
 
 export interface HttpServerDeps {
   config: Readonly<Config>;
@@ -26,6 +36,10 @@ export interface HttpServerDeps {
   readiness: Readiness;
   metrics: Metrics;
   logger: Logger;
+  /** Shared store for automatic persisted queries; in-process (bounded) when undefined. */
+  redis?: RedisClient;
+  /** The operations PERSISTED_DOCUMENTS_ONLY allows. @default the manifest `npm run codegen` writes */
+  trustedDocuments?: TrustedDocuments;
 }
 
 function createFastify(config: Readonly<Config>, logger: Logger) {
@@ -79,24 +93,56 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     formatError: createFormatError({ production: config.production }),
     // Apollo's info lines (e.g. "Enabling inline tracing") are start-up noise for operators.
     logger: logger.child({ component: "apollo" }, { level: quieter(logger.level, "warn") }),
+    persistedQueries: {
+      cache: createApqCache({
+        redis: deps.redis,
+        keyPrefix: `${config.redisKeyPrefix}apq:v1:`,
+        logger: logger.child({ component: "apq" }),
+      }),
+      ttl: APQ_TTL_SECONDS,
+    },
     plugins: [
       fastifyApolloDrainPlugin(fastify),
       documentBoundsPlugin(),
       errorLoggingPlugin(logger, (error) => isUnexpected(error.toJSON(), error)),
       config.production
         ? ApolloServerPluginLandingPageDisabled()
-        : ApolloServerPluginLandingPageLocalDefault({ embed: true, includeCookies: false }),
+        : ApolloServerPluginLandingPageLocalDefault(createLandingPage(config)),
     ],
   });
   await apollo.start();
 
-  fastify.route({
-    url: "/graphql",
-    method: ["GET", "POST", "OPTIONS"],
-    handler: fastifyApolloHandler(apollo, {
-      context: async (request) => deps.createContext(request.raw),
-    }),
+  const trusted = config.persistedDocumentsOnly
+    ? createTrustedDocumentsHandler(deps.trustedDocuments ?? loadTrustedDocuments())
+    : undefined;
+  // CORS lives in its own encapsulated context, so its hooks touch /graphql only (not /metrics).
+  await fastify.register(async (graphql) => {
+    await registerCors(graphql, config.cors);
+    graphql.addHook("onRequest", async (request, reply) => {
+      if (config.production && isBrowserPageRequest(request)) {
+        await reply
+          .code(200)
+          .header("cache-control", "no-store")
+          .type("text/plain; charset=utf-8")
+          .send(PRODUCTION_GET_MESSAGE);
+      }
+    });
+    if (trusted) {
+      graphql.addHook("preHandler", trusted);
+    }
+    graphql.route({
+      url: "/graphql",
+      // No OPTIONS: preflights are answered by the CORS hook; Apollo would refuse them as CSRF.
+      method: ["GET", "POST"],
+      handler: fastifyApolloHandler(apollo, {
+        context: async (request) => deps.createContext(request.raw),
+      }),
+    });
   });
+
+  if (!config.production) {
+    fastify.get("/", async (_request, reply) => reply.redirect("/graphql", 302));
+  }
 
   await fastify.register(operationsEndpoints, {
     readiness: deps.readiness,

@@ -1,0 +1,49 @@
+/**
+ * The gateway's error codes (`errors[].extensions.code`) plus the client's own: `NETWORK_ERROR`
+ * (no HTTP answer), `BAD_RESPONSE` (an answer that is not a GraphQL result), `TOKEN_EXPIRED` (the
+ * gateway handed out a token that is already expired on this machine's clock).
+ */
+export type GatewayErrorCode =
+  | "BAD_USER_INPUT"
+  | "NOT_FOUND"
+  | "UNAUTHENTICATED"
+  | "FORBIDDEN"
+  | "RATE_LIMITED"
+  | "UPSTREAM_THROTTLED"
+  | "UPSTREAM_UNAVAILABLE"
+  | "PERSISTED_QUERY_NOT_FOUND"
+  | "PERSISTED_QUERY_ID_REQUIRED"
+  | "PERSISTED_QUERY_NOT_IN_LIST"
+  | "INTERNAL_SERVER_ERROR"
+  | "NETWORK_ERROR"
+  | "BAD_RESPONSE"
+  | "TOKEN_EXPIRED"
+  // A code a newer gateway may send that this client does not know yet.
+  | (string & {});
+
+export interface GatewayClientErrorDetails {
+  /** HTTP status of the answer, when there was one. */
+  status?: number;
+  /** From `extensions.retryAfterSeconds` (`RATE_LIMITED`, `UPSTREAM_THROTTLED`). */
+  retryAfterSeconds?: number;
+  cause?: unknown;
+}
+
+/** A failure of a gateway call, carrying the gateway's error code. Never holds a token. */
+export class GatewayClientError extends Error {
+  override readonly name = "GatewayClientError";
+  readonly code: GatewayErrorCode;
+  readonly status: number | undefined;
+  readonly retryAfterSeconds: number | undefined;
+
+  constructor(code: GatewayErrorCode, message: string, details: GatewayClientErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.code = code;
+    this.status = details.status;
+    this.retryAfterSeconds = details.retryAfterSeconds;
+  }
+}
+
+export function isGatewayClientError(error: unknown): error is GatewayClientError {
+  return error instanceof GatewayClientError;
+}

@@ -1,0 +1,152 @@
+import {
+  abortReason,
+  createGatewayClient,
+  type AbortSignalLike,
+  type GatewayClientOptions,
+} from "./gateway-client.js";
+import { GatewayClientError } from "./errors.js";
+import type { TokenScope } from "./generated/graphql.js";
+
+export interface TokenRefresherOptions extends GatewayClientOptions {
+  /** What the token is for, e.g. `["VOIP"]` for calling or `["CHAT"]` for chat. At least one. */
+  scopes: TokenScope[];
+  /** 60 to 1440; the gateway's (ACS's) default of 1440 when omitted. */
+  expiresInMinutes?: number;
+  /**
+   * A token for this ACS user (`issueToken`; an admin, or the user's own identity under JWT auth).
+   * Omitted: the caller's own identity (`issueMyToken`), created on first use.
+   */
+  userId?: string;
+  /**
+   * How often a `RATE_LIMITED` / `UPSTREAM_THROTTLED` answer is retried after its
+   * `retryAfterSeconds`.
+   * @default 3
+   */
+  maxRetries?: number;
+  /**
+   * A retry that would wait longer than this is not attempted: the error is thrown at once, so a
+   * caller is never stuck behind a long throttle window.
+   * @default 60
+   */
+  maxRetryAfterSeconds?: number;
+  /** @default Date.now (a page's fake clock is picked up through Date.now). */
+  now?: () => number;
+}
+
+/** What `AzureCommunicationTokenCredential`'s `tokenRefresher` option takes. */
+export type TokenRefresher = (abortSignal?: AbortSignalLike) => Promise<string>;
+
+const RETRIED = new Set(["RATE_LIMITED", "UPSTREAM_THROTTLED"]);
+
+/** Waits `ms`, or rejects with the abort reason as soon as `signal` aborts. */
+function delay(ms: number, signal: AbortSignalLike | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(abortReason(signal));
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(abortReason(signal!));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** The `exp` claim (ms since the epoch) of a JWT, or undefined when the token is not one. */
+function jwtExpiry(token: string): number | undefined {
+  const payload = token.split(".")[1];
+  if (!payload) {
+    return undefined;
+  }
+  try {
+    const base64 = payload.replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, "="))) as {
+      exp?: unknown;
+    };
+    return typeof claims.exp === "number" ? claims.exp * 1000 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The `tokenRefresher` for `new AzureCommunicationTokenCredential({ tokenRefresher,
+ * refreshProactively: true })` (calling and chat SDKs): asks the gateway for a token, honours the
+ * SDK's AbortSignal, waits out `RATE_LIMITED` / `UPSTREAM_THROTTLED` answers as the gateway says,
+ * and never hands the SDK a token that is already expired (the SDK would throw, and a proactive
+ * refresh loop would call again at once). Failures are GatewayClientErrors with the gateway's code.
+ */
+export function createTokenRefresher(options: TokenRefresherOptions): TokenRefresher {
+  if (!Array.isArray(options.scopes) || options.scopes.length === 0) {
+    throw new TypeError("scopes must hold at least one scope");
+  }
+  const { expiresInMinutes, userId } = options;
+  if (
+    expiresInMinutes !== undefined &&
+    (!Number.isInteger(expiresInMinutes) || expiresInMinutes < 60 || expiresInMinutes > 1440)
+  ) {
+    throw new TypeError("expiresInMinutes must be a whole number from 60 to 1440");
+  }
+  if (userId !== undefined && (typeof userId !== "string" || userId.length === 0)) {
+    throw new TypeError("userId must be a non-empty string");
+  }
+  const maxRetries = options.maxRetries ?? 3;
+  const maxRetryAfterSeconds = options.maxRetryAfterSeconds ?? 60;
+  const now = options.now ?? (() => Date.now());
+  const client = createGatewayClient(options);
+  const scopes = [...options.scopes];
+
+  async function issue(
+    signal: AbortSignalLike | undefined,
+  ): Promise<{ token: string; expiresOn: string }> {
+    if (userId !== undefined) {
+      const data = await client.request(
+        "IssueToken",
+        { userId, scopes, expiresInMinutes },
+        { signal },
+      );
+      return data.issueToken;
+    }
+    const data = await client.request("IssueMyToken", { scopes, expiresInMinutes }, { signal });
+    return data.issueMyToken;
+  }
+
+  return async function tokenRefresher(abortSignal?: AbortSignalLike): Promise<string> {
+    for (let attempt = 0; ; attempt++) {
+      if (abortSignal?.aborted) {
+        throw abortReason(abortSignal);
+      }
+      try {
+        const { token, expiresOn } = await issue(abortSignal);
+        const expiry = jwtExpiry(token) ?? Date.parse(expiresOn);
+        if (typeof token !== "string" || token.length === 0 || Number.isNaN(expiry)) {
+          throw new GatewayClientError("BAD_RESPONSE", "The gateway answered without a token.");
+        }
+        if (expiry <= now()) {
+          throw new GatewayClientError(
+            "TOKEN_EXPIRED",
+            "The gateway handed out a token that is already expired; check this machine's clock.",
+          );
+        }
+        return token;
+      } catch (error) {
+        const retryAfter =
+          error instanceof GatewayClientError ? error.retryAfterSeconds : undefined;
+        const retriable =
+          error instanceof GatewayClientError &&
+          RETRIED.has(error.code) &&
+          attempt < maxRetries &&
+          (retryAfter ?? 1) <= maxRetryAfterSeconds;
+        if (!retriable) {
+          throw error;
+        }
+        await delay((retryAfter ?? 1) * 1000, abortSignal);
+      }
+    }
+  };
+}

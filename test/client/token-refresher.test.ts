@@ -1,0 +1,266 @@
+import { AzureCommunicationTokenCredential } from "@azure/communication-common";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import type { App } from "../../src/app.js";
+import {
+  createTokenRefresher,
+  GatewayClientError,
+  persistedOperations,
+} from "../../src/client/index.js";
+import { startGateway } from "../helpers/gateway.js";
+
+/** A JWT-shaped token (unsigned: the refresher only reads `exp`) expiring at `expMs`. */
+function fakeJwt(expMs: number): string {
+  const part = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  return `${part({ alg: "RS256" })}.${part({ exp: Math.floor(expMs / 1000) })}.sig`;
+}
+
+function graphqlAnswer(body: unknown, status = 200): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+function tokenAnswer(expMs: number) {
+  return graphqlAnswer({
+    data: {
+      issueMyToken: {
+        token: fakeJwt(expMs),
+        expiresOn: new Date(expMs).toISOString(),
+        scopes: ["VOIP"],
+        user: { id: "8:acs:x_y" },
+      },
+    },
+  });
+}
+
+function throttled(code: string, retryAfterSeconds: number) {
+  return graphqlAnswer({
+    errors: [{ message: "slow down", extensions: { code, retryAfterSeconds } }],
+    data: null,
+  });
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("createTokenRefresher against a running gateway", () => {
+  let app: App;
+  let url: string;
+  beforeAll(async () => {
+    app = await startGateway();
+    url = await app.listen(0);
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it("returns a token for the caller's own identity", async () => {
+    const refresher = createTokenRefresher({ url, scopes: ["VOIP"], expiresInMinutes: 60 });
+    const token = await refresher();
+    expect(token.split(".")).toHaveLength(3);
+    // A second call is served from the gateway's cache: the same token.
+    expect(await refresher()).toBe(token);
+  });
+
+  it("feeds the ACS SDK's AzureCommunicationTokenCredential", async () => {
+    const credential = new AzureCommunicationTokenCredential({
+      tokenRefresher: createTokenRefresher({ url, scopes: ["VOIP"] }),
+    });
+    try {
+      const { token, expiresOnTimestamp } = await credential.getToken();
+      expect(token.split(".")).toHaveLength(3);
+      expect(expiresOnTimestamp).toBeGreaterThan(Date.now() + 60 * 60_000);
+    } finally {
+      credential.dispose();
+    }
+  });
+
+  it("issues for a given userId with issueToken", async () => {
+    const created = await app.server.execute({ query: "mutation { createUser { id } }" });
+    const userId = (created.body as any).singleResult.data.createUser.id as string;
+    const refresher = createTokenRefresher({ url, scopes: ["CHAT"], userId });
+    expect((await refresher()).length).toBeGreaterThan(20);
+  });
+
+  it("throws a typed error carrying the gateway's code", async () => {
+    const refresher = createTokenRefresher({ url, scopes: ["CHAT"], userId: "not-an-acs-id" });
+    const error = await refresher().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(GatewayClientError);
+    expect((error as GatewayClientError).code).toBe("BAD_USER_INPUT");
+  });
+
+  it("sends only the id first when told to, and registers the text when the gateway asks", async () => {
+    // A gateway of its own: the other tests here already registered the text on `app`.
+    const fresh = await startGateway();
+    const freshUrl = await fresh.listen(0);
+    const bodies: any[] = [];
+    const spy: typeof fetch = async (input, init) => {
+      bodies.push(JSON.parse(String(init?.body)));
+      return fetch(input, init);
+    };
+    const refresher = createTokenRefresher({
+      url: freshUrl,
+      scopes: ["VOIP"],
+      send: "id",
+      fetch: spy,
+    });
+    try {
+      await refresher();
+      await refresher();
+    } finally {
+      await fresh.close();
+    }
+    expect(bodies.map((b) => b.query === undefined)).toEqual([true, false, true]);
+    expect(bodies[0].extensions.persistedQuery.sha256Hash).toBe(
+      persistedOperations.IssueMyToken.id,
+    );
+  });
+});
+
+describe("createTokenRefresher's rules", () => {
+  it("waits retryAfterSeconds after RATE_LIMITED and UPSTREAM_THROTTLED, then succeeds", async () => {
+    vi.useFakeTimers({ now: Date.parse("2026-01-01T00:00:00Z") });
+    const answers = [
+      throttled("RATE_LIMITED", 7),
+      throttled("UPSTREAM_THROTTLED", 3),
+      tokenAnswer(Date.now() + 3600_000),
+    ];
+    const calls: number[] = [];
+    const refresher = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      fetch: async () => {
+        calls.push(Date.now());
+        return answers.shift()!;
+      },
+    });
+    const result = refresher();
+    await vi.advanceTimersByTimeAsync(6_999);
+    expect(calls).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(calls).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(3_000);
+    await expect(result).resolves.toMatch(/\./);
+    expect(calls.map((t) => t - calls[0]!)).toEqual([0, 7_000, 10_000]);
+  });
+
+  it("gives up after maxRetries and throws the gateway's code with retryAfterSeconds", async () => {
+    vi.useFakeTimers();
+    const refresher = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      maxRetries: 1,
+      fetch: async () => throttled("RATE_LIMITED", 2),
+    });
+    const outcome = refresher().catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(2_000);
+    const error = (await outcome) as GatewayClientError;
+    expect(error.code).toBe("RATE_LIMITED");
+    expect(error.retryAfterSeconds).toBe(2);
+  });
+
+  it("does not wait out a throttle longer than maxRetryAfterSeconds", async () => {
+    let calls = 0;
+    const refresher = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      maxRetryAfterSeconds: 10,
+      fetch: async () => {
+        calls++;
+        return throttled("UPSTREAM_THROTTLED", 30);
+      },
+    });
+    await expect(refresher()).rejects.toMatchObject({ code: "UPSTREAM_THROTTLED" });
+    expect(calls).toBe(1);
+  });
+
+  it("stops waiting for a retry as soon as the SDK's signal aborts", async () => {
+    vi.useFakeTimers();
+    let calls = 0;
+    const refresher = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      fetch: async () => {
+        calls++;
+        return throttled("RATE_LIMITED", 30);
+      },
+    });
+    const controller = new AbortController();
+    const outcome = refresher(controller.signal).catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(1_000);
+    controller.abort();
+    const error = (await outcome) as Error;
+    expect(error.name).toBe("AbortError");
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(calls).toBe(1);
+  });
+
+  it("passes the signal to fetch and rethrows its abort, not a network error", async () => {
+    const controller = new AbortController();
+    const refresher = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      fetch: (_input, init) =>
+        new Promise((_resolve, reject) => {
+          init!.signal!.addEventListener("abort", () => reject(init!.signal!.reason));
+        }),
+    });
+    const outcome = refresher(controller.signal).catch((e: unknown) => e);
+    controller.abort(new DOMException("call ended", "AbortError"));
+    expect(((await outcome) as Error).message).toBe("call ended");
+  });
+
+  it("bridges the SDK's AbortSignalLike (not a DOM AbortSignal) to fetch", async () => {
+    const listeners: (() => void)[] = [];
+    const like = {
+      aborted: false,
+      addEventListener: (_type: "abort", listener: () => void) => listeners.push(listener),
+      removeEventListener: () => {},
+    };
+    let seen: AbortSignal | undefined;
+    const refresher = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      fetch: (_input, init) =>
+        new Promise((_resolve, reject) => {
+          seen = init!.signal!;
+          seen.addEventListener("abort", () => reject(seen!.reason));
+        }),
+    });
+    const outcome = refresher(like).catch((e: unknown) => e);
+    await vi.waitFor(() => expect(seen).toBeInstanceOf(AbortSignal));
+    like.aborted = true;
+    listeners.forEach((listener) => listener());
+    expect(((await outcome) as Error).name).toBe("AbortError");
+  });
+
+  it("refuses a token that is already expired instead of handing it to the SDK", async () => {
+    const refresher = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      fetch: async () => tokenAnswer(Date.now() - 1_000),
+    });
+    await expect(refresher()).rejects.toMatchObject({ code: "TOKEN_EXPIRED" });
+  });
+
+  it("maps a gateway that cannot be reached to NETWORK_ERROR", async () => {
+    const refresher = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      fetch: async () => {
+        throw new TypeError("fetch failed");
+      },
+    });
+    await expect(refresher()).rejects.toMatchObject({ code: "NETWORK_ERROR" });
+  });
+
+  it("validates its options", () => {
+    expect(() => createTokenRefresher({ url: "http://g/graphql", scopes: [] })).toThrow(/scopes/);
+    expect(() =>
+      createTokenRefresher({ url: "http://g/graphql", scopes: ["VOIP"], expiresInMinutes: 30 }),
+    ).toThrow(/expiresInMinutes/);
+    expect(() => createTokenRefresher({ url: "ftp://g/graphql", scopes: ["VOIP"] })).toThrow(/url/);
+  });
+});
