@@ -16,6 +16,9 @@ import { contextError } from "./graphql/errors.js";
 import { buildGatewaySchema } from "./graphql/schema.js";
 import { createAcsIdentityProvider } from "./identity/acs-identity-provider.js";
 import type { IdentityProvider } from "./identity/identity-provider.js";
+import { migrate } from "./identity/migrations/index.js";
+import { createMappingPool, createPgUserMappingStore } from "./identity/pg-user-mapping-store.js";
+import { exitAfterStepFromEnv } from "./identity/provisioning.js";
 import {
   createMemoryUserMappingStore,
   createRedisUserMappingStore,
@@ -109,14 +112,25 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
     });
     closers.unshift(() => cache.close());
 
-    const mappings: UserMappingStore = redis
-      ? createRedisUserMappingStore({
-          redis,
-          // Per ACS resource (its endpoint, not its key: a key rotation keeps the identities), so
-          // repointing a deployment at another resource never maps a caller to a foreign identity.
-          keyPrefix: `${config.redisKeyPrefix}map:${createHash("sha256").update(acsUrl.host).digest("hex").slice(0, 12)}:`,
-        })
-      : createMemoryUserMappingStore();
+    // Per ACS resource (its endpoint, not its key: a key rotation keeps the identities), so
+    // repointing a deployment at another resource never maps a caller to a foreign identity.
+    const resource = createHash("sha256").update(acsUrl.host).digest("hex").slice(0, 12);
+    let mappings: UserMappingStore;
+    if (config.databaseUrl) {
+      const pool = createMappingPool(config.databaseUrl, (error) =>
+        logger.warn({ err: error.message }, "mapping database connection error"),
+      );
+      closers.push(() => pool.end());
+      await migrate(pool, logger.child({ component: "mapping-db" }));
+      mappings = createPgUserMappingStore({ pool, resource });
+    } else {
+      mappings = redis
+        ? createRedisUserMappingStore({
+            redis,
+            keyPrefix: `${config.redisKeyPrefix}map:${resource}:`,
+          })
+        : createMemoryUserMappingStore();
+    }
     closers.unshift(() => mappings.close());
 
     const rateLimiter = createRateLimiter({
@@ -128,7 +142,21 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
     });
     closers.unshift(() => rateLimiter.close());
 
-    const tokens = createTokenService({ identity, cache, mappings, logger });
+    const tokens = createTokenService({
+      identity,
+      cache,
+      mappings,
+      logger,
+      provisioning: { afterStep: exitAfterStepFromEnv(process.env, config.production) },
+    });
+    // Identities a crash left recorded but unconfirmed: confirm them now rather than on the
+    // caller's next call. A store that is down does not stop the start (each call retries).
+    await tokens.recoverPendingIdentities().catch((error: unknown) => {
+      logger.warn(
+        { err: error instanceof Error ? error.message : String(error) },
+        "could not look for pending identities at start",
+      );
+    });
 
     const verifier =
       config.auth.mode === "jwt"

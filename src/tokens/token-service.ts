@@ -1,6 +1,7 @@
 import { UserDeletedError, type TokenCache } from "../cache/token-cache.js";
 import { badInput, GatewayError, notFound } from "../errors.js";
 import type { IdentityProvider } from "../identity/identity-provider.js";
+import { createProvisioner, type ProvisionerOptions } from "../identity/provisioning.js";
 import type { UserMappingStore } from "../identity/user-mapping-store.js";
 import { UpstreamError } from "../identity/upstream-error.js";
 import type { Logger } from "../logger.js";
@@ -47,6 +48,13 @@ export interface TokenService {
   ): Promise<TokenGrant>;
   /** For federation `_entities`: is this id well formed and not known to be deleted? */
   isKnownDeleted(userId: string): Promise<boolean>;
+  /**
+   * Is or was `userId` the caller's own identity (also after it was deleted or replaced)? The
+   * rights check for revoking tokens: a former owner may still revoke what was theirs.
+   */
+  ownsOrOwned(subjectKey: string, userId: string): Promise<boolean>;
+  /** Confirms self-service identities a crash left pending (called at start). */
+  recoverPendingIdentities(): Promise<number>;
 }
 
 export interface TokenServiceDeps {
@@ -55,6 +63,8 @@ export interface TokenServiceDeps {
   mappings: UserMappingStore;
   logger: Logger;
   now?: () => number;
+  /** Provisioning knobs (lease, waits, test hooks); the store and ACS client come from above. */
+  provisioning?: Omit<ProvisionerOptions, "store" | "identity" | "logger">;
 }
 
 /** Throws BAD_USER_INPUT for anything ACS would refuse, so no upstream call is spent on it. */
@@ -109,9 +119,14 @@ function guardedMappings(store: UserMappingStore, logger: Logger): UserMappingSt
     };
   return {
     get: guard("get", store.get),
-    claim: guard("claim", store.claim),
+    reserve: guard("reserve", store.reserve),
+    record: guard("record", store.record),
+    confirm: guard("confirm", store.confirm),
+    release: guard("release", store.release),
+    pending: guard("pending", store.pending),
     removeByUserId: guard("removeByUserId", store.removeByUserId),
     subjectOf: guard("subjectOf", store.subjectOf),
+    ownsOrOwned: guard("ownsOrOwned", store.ownsOrOwned),
     close: () => store.close(),
   };
 }
@@ -122,6 +137,13 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
   const now = deps.now ?? Date.now;
   /** One identity creation per subject at a time in this process (the store arbitrates across instances). */
   const provisioning = new Map<string, Promise<string>>();
+  const provisioner = createProvisioner({
+    now,
+    ...deps.provisioning,
+    store: mappings,
+    identity,
+    logger,
+  });
 
   async function issueForUser(
     userId: string,
@@ -141,22 +163,6 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     }
   }
 
-  async function provision(subjectKey: string): Promise<string> {
-    const created = await identity.createUser();
-    const claim = await mappings.claim(subjectKey, created);
-    if (!claim.won) {
-      // Another instance mapped this subject first: the identity made here is an orphan at ACS.
-      // Delete it in the background; a failure only leaves an unused identity, so it is logged.
-      identity.deleteUser(created).catch((error: unknown) => {
-        logger.warn(
-          { err: describe(error) },
-          "could not delete an identity that lost a mapping race",
-        );
-      });
-    }
-    return claim.userId;
-  }
-
   async function ensureIdentity(subjectKey: string): Promise<string> {
     const mapped = await mappings.get(subjectKey);
     if (mapped !== undefined) {
@@ -164,7 +170,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     }
     let flight = provisioning.get(subjectKey);
     if (!flight) {
-      flight = provision(subjectKey).finally(() => provisioning.delete(subjectKey));
+      flight = provisioner.identityOf(subjectKey).finally(() => provisioning.delete(subjectKey));
       provisioning.set(subjectKey, flight);
     }
     return flight;
@@ -228,6 +234,10 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     },
 
     isKnownDeleted: (userId) => cache.isDeleted(userId),
+
+    ownsOrOwned: (subjectKey, userId) => mappings.ownsOrOwned(subjectKey, userId),
+
+    recoverPendingIdentities: () => provisioner.recover(),
   };
 }
 
