@@ -51,6 +51,8 @@ afterAll(async () => {
 /** A fresh migrated database and a pool on it. */
 async function database(): Promise<pg.Pool> {
   const pool = new pg.Pool({ connectionString: await postgres.newDatabase(), max: 20 });
+  // The server stopping at the end of the file may reach a connection still closing.
+  pool.on("error", () => {});
   pools.push(pool);
   await migrate(pool, silent);
   return pool;
@@ -95,6 +97,7 @@ const backends: [string, Backend][] = [
       const pool = await database();
       // Two pools on one database: two instances.
       const other = new pg.Pool({ connectionString: pool.options.connectionString, max: 20 });
+      other.on("error", () => {});
       pools.push(other);
       return [
         createPgUserMappingStore({ pool, resource: "r1" }),

@@ -1,4 +1,5 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, chownSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
@@ -63,7 +64,7 @@ async function waitForServer(url: string, child: ChildProcess, deadline: number)
 export async function startPostgres(): Promise<PostgresServer> {
   const created: string[] = [];
   let next = 0;
-  const unique = () => `acsgw_test_${process.pid}_${Date.now().toString(36)}_${++next}`;
+  const unique = () => `acsgw_test_${process.pid}_${randomBytes(4).toString("hex")}_${++next}`;
 
   const external = process.env.DATABASE_URL;
   if (external) {
@@ -79,8 +80,21 @@ export async function startPostgres(): Promise<PostgresServer> {
         return url.toString();
       },
       async stop() {
+        // Not WITH (FORCE): a pool's end() resolves before its connections are closed, and a
+        // forced drop would then kill them with an error nobody listens to. Wait for them instead.
         for (const name of created) {
-          await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+          for (let attempt = 0; ; attempt++) {
+            try {
+              await admin.query(`DROP DATABASE IF EXISTS ${name}`);
+              break;
+            } catch (error) {
+              const inUse = error instanceof pg.DatabaseError && error.code === "55006";
+              if (!inUse || attempt >= 100) {
+                throw error;
+              }
+              await new Promise((r) => setTimeout(r, 100));
+            }
+          }
         }
         await admin.end();
       },
