@@ -115,6 +115,12 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
     // Per ACS resource (its endpoint, not its key: a key rotation keeps the identities), so
     // repointing a deployment at another resource never maps a caller to a foreign identity.
     const resource = createHash("sha256").update(acsUrl.host).digest("hex").slice(0, 12);
+    const redisMappings = redis
+      ? createRedisUserMappingStore({
+          redis,
+          keyPrefix: `${config.redisKeyPrefix}map:${resource}:`,
+        })
+      : undefined;
     let mappings: UserMappingStore;
     if (config.databaseUrl) {
       const pool = createMappingPool(config.databaseUrl, (error) =>
@@ -122,14 +128,10 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       );
       closers.push(() => pool.end());
       await migrate(pool, logger.child({ component: "mapping-db" }));
-      mappings = createPgUserMappingStore({ pool, resource });
+      // Callers mapped in Redis before DATABASE_URL was set keep their identity (imported once).
+      mappings = createPgUserMappingStore({ pool, resource, importFrom: redisMappings });
     } else {
-      mappings = redis
-        ? createRedisUserMappingStore({
-            redis,
-            keyPrefix: `${config.redisKeyPrefix}map:${resource}:`,
-          })
-        : createMemoryUserMappingStore();
+      mappings = redisMappings ?? createMemoryUserMappingStore();
     }
     closers.unshift(() => mappings.close());
 

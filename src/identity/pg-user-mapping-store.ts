@@ -16,8 +16,15 @@ export function createPgUserMappingStore(options: {
   pool: pg.Pool;
   /** The ACS resource the mappings belong to (a hash of its endpoint host). */
   resource: string;
+  /**
+   * The store used before DATABASE_URL was set (Redis): a caller PostgreSQL has never seen is
+   * looked up there first and their identity imported, so switching a deployment to PostgreSQL
+   * gives no existing caller a second identity. Its errors fail the call (it cannot tell "no
+   * identity" from "unknown"); callers PostgreSQL already knows never touch it.
+   */
+  importFrom?: UserMappingStore;
 }): UserMappingStore {
-  const { pool, resource } = options;
+  const { pool, resource, importFrom } = options;
 
   async function live(subjectKey: string): Promise<ReserveOutcome | undefined> {
     const { rows } = await pool.query<{
@@ -41,7 +48,34 @@ export function createPgUserMappingStore(options: {
       : { kind: "pending", userId: row.user_id };
   }
 
-  return {
+  /** Completes our fresh reservation with the caller's identity from the earlier store, if any. */
+  async function imported(subjectKey: string, reservationId: string): Promise<ReserveOutcome> {
+    let earlier: string | undefined;
+    try {
+      // Only a caller with no history here: one whose identity was since deleted or replaced
+      // must not get the stale one back from the earlier store.
+      const history = await pool.query(
+        `SELECT 1 FROM acsgw_identity_mapping
+          WHERE resource = $1 AND subject_key = $2 AND state = 'replaced' LIMIT 1`,
+        [resource, subjectKey],
+      );
+      if (history.rowCount !== 0) {
+        return { kind: "reserved" };
+      }
+      earlier = await importFrom!.get(subjectKey);
+      if (earlier === undefined) {
+        return { kind: "reserved" };
+      }
+      await store.record(subjectKey, reservationId, earlier);
+    } catch (error) {
+      await store.release(subjectKey, reservationId);
+      throw error;
+    }
+    await store.confirm(subjectKey, earlier);
+    return { kind: "mapped", userId: earlier };
+  }
+
+  const store: UserMappingStore = {
     async get(subjectKey) {
       const found = await live(subjectKey);
       return found?.kind === "mapped" ? found.userId : undefined;
@@ -64,7 +98,7 @@ export function createPgUserMappingStore(options: {
           [resource, subjectKey, reservationId, leaseUntil, now],
         );
         if (inserted.rowCount === 1) {
-          return { kind: "reserved" };
+          return importFrom ? imported(subjectKey, reservationId) : { kind: "reserved" };
         }
         const held = await live(subjectKey);
         if (held) {
@@ -147,13 +181,14 @@ export function createPgUserMappingStore(options: {
           WHERE resource = $1 AND subject_key = $2 AND user_id = $3`,
         [resource, subjectKey, userId],
       );
-      return rowCount === 1;
+      return rowCount === 1 || ((await importFrom?.ownsOrOwned(subjectKey, userId)) ?? false);
     },
 
     async close() {
       // The pool is closed by its owner (the app), after the last request drained.
     },
   };
+  return store;
 }
 
 /**

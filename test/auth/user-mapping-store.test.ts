@@ -273,6 +273,47 @@ describe("the PostgreSQL mapping store's schema", () => {
   });
 });
 
+describe("switching to PostgreSQL from Redis", () => {
+  it("imports a caller's Redis mapping on first sight, once, and never brings back a replaced one", async () => {
+    const client = await connect({ mode: "single", url: redis.url });
+    const earlier = createRedisUserMappingStore({ redis: client, keyPrefix: "import:" });
+    await claimMapping(earlier, "alice", "u-alice");
+    const store = createPgUserMappingStore({
+      pool: await database(),
+      resource: "r",
+      importFrom: earlier,
+    });
+    expect(await store.get("alice")).toBeUndefined();
+    expect(await store.reserve("alice", "r1", T0 + LEASE, T0)).toEqual({
+      kind: "mapped",
+      userId: "u-alice",
+    });
+    expect(await store.get("alice")).toBe("u-alice");
+    expect(await store.ownsOrOwned("alice", "u-alice")).toBe(true);
+    // A caller Redis does not know gets a plain reservation.
+    expect(await store.reserve("bob", "r2", T0 + LEASE, T0)).toEqual({ kind: "reserved" });
+    // Alice's identity deleted: her next reservation is fresh, not the stale Redis mapping.
+    expect(await store.removeByUserId("u-alice")).toBe("alice");
+    expect(await earlier.get("alice")).toBe("u-alice");
+    expect(await store.reserve("alice", "r3", T0 + LEASE, T0)).toEqual({ kind: "reserved" });
+  });
+
+  it("fails (and keeps no reservation) while the earlier store cannot answer", async () => {
+    const earlier = createMemoryUserMappingStore();
+    const broken = {
+      ...earlier,
+      get: async () => {
+        throw new Error("redis down");
+      },
+    };
+    const pool = await database();
+    const store = createPgUserMappingStore({ pool, resource: "r", importFrom: broken });
+    await expect(store.reserve("carol", "r1", T0 + LEASE, T0)).rejects.toThrow("redis down");
+    const plain = createPgUserMappingStore({ pool, resource: "r" });
+    expect(await plain.reserve("carol", "r2", T0 + LEASE, T0)).toEqual({ kind: "reserved" });
+  });
+});
+
 describe("the mapping stores when their server is down", () => {
   it("fail instead of answering 'no mapping' (which would mint a second identity): Redis", async () => {
     const client = await connect({ mode: "single", url: redis.url });
