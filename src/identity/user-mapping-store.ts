@@ -125,7 +125,8 @@ export async function claimMapping(
 
 export interface MemoryUserMappingStoreOptions {
   /**
-   * Most subjects held. At the bound, a reservation for a new caller throws
+   * Most subjects held, and most identities ever recorded (deleted ones stay attributed to their
+   * former owner, so a development instance with much churn reaches it sooner). At the bound, a reservation for a new caller throws
    * UserMappingStoreFullError (the service answers it as unavailable) and existing mappings stay:
    * evicting one would silently hand its caller a second identity on their next call. Memory mode
    * is for a single development instance; mappings there also end with the process.
