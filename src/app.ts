@@ -17,6 +17,9 @@ import type { TokenCredential } from "@azure/identity";
 import { createAcsIdentityProvider } from "./identity/acs-identity-provider.js";
 import { createEntraCredential } from "./identity/entra-credential.js";
 import type { IdentityProvider } from "./identity/identity-provider.js";
+import { migrate } from "./identity/migrations/index.js";
+import { createMappingPool, createPgUserMappingStore } from "./identity/pg-user-mapping-store.js";
+import { exitAfterStepFromEnv } from "./identity/provisioning.js";
 import {
   createMemoryUserMappingStore,
   createRedisUserMappingStore,
@@ -72,6 +75,8 @@ interface Resources {
   server?: HttpServer;
   limiters: RateLimiter[];
   mappings?: UserMappingStore;
+  /** PostgreSQL connections of the mapping store (DATABASE_URL). */
+  pool?: { end(): Promise<void> };
   cache?: TokenCache;
   redis?: RedisClient;
   emulator?: Emulator;
@@ -86,6 +91,7 @@ const SHUTDOWN_ORDER: ((r: Resources) => Promise<unknown> | undefined)[] = [
   (r) => r.server?.fastify.close(),
   (r) => Promise.all(r.limiters.map((limiter) => limiter.close())),
   (r) => r.mappings?.close(),
+  (r) => r.pool?.end(),
   (r) => r.cache?.close(),
   (r) => (r.redis ? Promise.resolve(r.redis.disconnect()) : undefined),
   (r) => r.emulator?.close(),
@@ -143,17 +149,26 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       onLookup: (result) => metrics.cacheRequests.inc({ result }),
     }));
 
-    const mappings = (resources.mappings = redis
+    // Per ACS resource (its endpoint, not its key: a key rotation keeps the identities), so
+    // repointing a deployment at another resource never maps a caller to a foreign identity.
+    const resource = createHash("sha256").update(acsUrl.host).digest("hex").slice(0, 12);
+    const redisMappings = redis
       ? createRedisUserMappingStore({
           redis,
-          // Per ACS resource (its endpoint, not its key: a key rotation keeps the identities), so
-          // repointing a deployment at another resource never maps a caller to a foreign identity.
-          keyPrefix: mappingKeyPrefix(
-            config.redisKeyPrefix,
-            createHash("sha256").update(acsUrl.host).digest("hex").slice(0, 12),
-          ),
+          keyPrefix: mappingKeyPrefix(config.redisKeyPrefix, resource),
         })
-      : createMemoryUserMappingStore());
+      : undefined;
+    if (config.databaseUrl) {
+      const pool = (resources.pool = createMappingPool(config.databaseUrl, (error) =>
+        logger.warn({ err: error.message }, "mapping database connection error"),
+      ));
+      await migrate(pool, logger.child({ component: "mapping-db" }));
+      // Callers mapped in Redis before DATABASE_URL was set keep their identity (imported once).
+      resources.mappings = createPgUserMappingStore({ pool, resource, importFrom: redisMappings });
+    } else {
+      resources.mappings = redisMappings ?? createMemoryUserMappingStore();
+    }
+    const mappings = resources.mappings;
 
     const limiter = (limit: number, name: string) => {
       const created = createRateLimiter({
@@ -193,7 +208,22 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       throw new AcsCredentialsRejectedError(acs.endpoint);
     }
     const identity = readiness.track(upstream);
-    const tokens = createTokenService({ identity, budget, cache, mappings, logger });
+    const tokens = createTokenService({
+      identity,
+      budget,
+      cache,
+      mappings,
+      logger,
+      provisioning: { afterStep: exitAfterStepFromEnv(process.env, config.production) },
+    });
+    // Identities a crash left recorded but unconfirmed: confirm them now rather than on the
+    // caller's next call. A store that is down does not stop the start (each call retries).
+    await tokens.recoverPendingIdentities().catch((error: unknown) => {
+      logger.warn(
+        { err: error instanceof Error ? error.message : String(error) },
+        "could not look for pending identities at start",
+      );
+    });
 
     const verifier =
       config.auth.mode === "jwt"

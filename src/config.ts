@@ -31,6 +31,12 @@ export interface Config {
     | { mode: "single"; url: string }
     | { mode: "cluster"; nodes: { host: string; port: number }[] };
   redisKeyPrefix: string;
+  /**
+   * PostgreSQL holding the self-service mappings (caller -> ACS identity), or `undefined` to keep
+   * them in Redis (or memory without Redis), where a Redis that restarts empty or evicts keys
+   * gives callers a second identity.
+   */
+  databaseUrl: string | undefined;
   /** 32 bytes, or `undefined` to derive it from the ACS access key (HKDF). */
   tokenCacheEncryptionKey: Buffer | undefined;
   tokenMinRemainingMinutes: number;
@@ -125,6 +131,7 @@ const schema = z.object({
       .default("acsgw:"),
   ),
   TOKEN_CACHE_ENCRYPTION_KEY: optionalString,
+  DATABASE_URL: optionalString,
   TOKEN_MIN_REMAINING_MINUTES: z.preprocess(
     unset,
     z.coerce
@@ -305,6 +312,21 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     redis = { mode: "cluster", nodes };
   }
 
+  let databaseUrl: string | undefined;
+  if (e.DATABASE_URL !== undefined) {
+    try {
+      const url = new URL(e.DATABASE_URL);
+      if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
+        problems.push("DATABASE_URL: must start with postgres:// or postgresql://");
+      } else {
+        databaseUrl = e.DATABASE_URL;
+      }
+    } catch {
+      // Never echo the value: it may hold a password.
+      problems.push("DATABASE_URL: not a URL");
+    }
+  }
+
   let tokenCacheEncryptionKey: Buffer | undefined;
   if (e.TOKEN_CACHE_ENCRYPTION_KEY !== undefined) {
     const key = Buffer.from(e.TOKEN_CACHE_ENCRYPTION_KEY, "base64");
@@ -369,6 +391,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     throw new ConfigError(problems);
   }
   return freezeConfig(e as Settings, {
+    databaseUrl,
     cors: cors as CorsPolicy,
     acs,
     acsEntraEndpoint,
@@ -382,10 +405,17 @@ function freezeConfig(
   e: Settings,
   derived: Pick<
     Config,
-    "cors" | "acs" | "acsEntraEndpoint" | "redis" | "tokenCacheEncryptionKey" | "auth"
+    | "databaseUrl"
+    | "cors"
+    | "acs"
+    | "acsEntraEndpoint"
+    | "redis"
+    | "tokenCacheEncryptionKey"
+    | "auth"
   >,
 ): Readonly<Config> {
-  const { cors, acs, acsEntraEndpoint, redis, tokenCacheEncryptionKey, auth } = derived;
+  const { databaseUrl, cors, acs, acsEntraEndpoint, redis, tokenCacheEncryptionKey, auth } =
+    derived;
   const production = e.NODE_ENV === "production";
   return Object.freeze({
     nodeEnv: e.NODE_ENV,
@@ -398,6 +428,7 @@ function freezeConfig(
     acsAllowInsecure: e.ACS_ALLOW_INSECURE,
     redis,
     redisKeyPrefix: e.REDIS_KEY_PREFIX,
+    databaseUrl,
     tokenCacheEncryptionKey,
     tokenMinRemainingMinutes: e.TOKEN_MIN_REMAINING_MINUTES,
     memoryCacheMaxEntries: e.MEMORY_CACHE_MAX_ENTRIES,

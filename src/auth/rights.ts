@@ -14,9 +14,10 @@ import type { Caller } from "./caller.js";
  * - `signedIn`: any authenticated caller (self-service operations act only on the caller's own
  *   identity, which the token service finds from the caller, never from arguments).
  * - `admin`: callers holding AUTH_ADMIN_ROLE only.
- * - `owner`: admins, or a caller acting on an identity that is (or was) theirs; the target id is
- *   taken from the arguments. An absent id is admin-only (for `issueToken`, "a new user and its
- *   token": an identity nobody maps to the caller, so an unmetered identity factory).
+ * - `owner`: admins, or a caller acting on the identity that is theirs; the target id is taken
+ *   from the arguments. An absent id is admin-only (for `issueToken`, "a new user and its token":
+ *   an identity nobody maps to the caller). For revoking, an identity that WAS theirs counts too
+ *   (deleted, or replaced after a lost mapping): its old tokens may still be out there.
  * - `teamsSelf`: admins, or a caller whose own Entra ID object id (`oid`) is the one in the
  *   arguments.
  */
@@ -24,7 +25,7 @@ export type Rule =
   | { kind: "schema" }
   | { kind: "signedIn" }
   | { kind: "admin" }
-  | { kind: "owner"; target: (args: Args) => unknown }
+  | { kind: "owner"; target: (args: Args) => unknown; formerOwnerToo?: boolean }
   | { kind: "teamsSelf"; target: (args: Args) => unknown };
 
 type Args = Readonly<Record<string, unknown>>;
@@ -32,7 +33,11 @@ type Args = Readonly<Record<string, unknown>>;
 const schemaRule: Rule = { kind: "schema" };
 const signedIn: Rule = { kind: "signedIn" };
 const admin: Rule = { kind: "admin" };
-const owner = (target: (args: Args) => unknown): Rule => ({ kind: "owner", target });
+const owner = (target: (args: Args) => unknown, formerOwnerToo = false): Rule => ({
+  kind: "owner",
+  target,
+  formerOwnerToo,
+});
 const teamsSelf = (target: (args: Args) => unknown): Rule => ({ kind: "teamsSelf", target });
 
 export const RIGHTS: Readonly<Record<string, Readonly<Record<string, Rule>>>> = {
@@ -46,7 +51,7 @@ export const RIGHTS: Readonly<Record<string, Readonly<Record<string, Rule>>>> = 
   Mutation: {
     createUser: admin,
     issueToken: owner((args) => args.userId),
-    revokeTokens: owner((args) => args.userId),
+    revokeTokens: owner((args) => args.userId, true),
     deleteUser: admin,
     issueMyToken: signedIn,
     revokeMyTokens: signedIn,
@@ -73,8 +78,12 @@ export interface Principal {
   schemaReadable: boolean;
 }
 
-/** Whether the caller owns, or once owned, an ACS identity (the self-service mapping store). */
-export type OwnershipCheck = (caller: Caller, userId: string) => Promise<boolean>;
+/** Whether the caller owns (or, with `formerToo`, once owned) an ACS identity. */
+export type OwnershipCheck = (
+  caller: Caller,
+  userId: string,
+  formerToo: boolean,
+) => Promise<boolean>;
 
 const signInFirst = () =>
   new DomainError("unauthenticated", "Sign in: send an Authorization: Bearer token.");
@@ -122,7 +131,7 @@ export async function enforce(
           "userId",
         );
       }
-      if (!caller.isAdmin && !(await owns(caller, target))) {
+      if (!caller.isAdmin && !(await owns(caller, target, rule.formerOwnerToo === true))) {
         throw forbidden("You may act only on your own communication user.");
       }
       return;

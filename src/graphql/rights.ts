@@ -11,9 +11,14 @@ import type { GatewayContext } from "./context.js";
 /** Representations one `_entities` call may resolve: a router batches far fewer per request. */
 export const MAX_ENTITY_REPRESENTATIONS = 100;
 
-/** `owner` rule lookups go through the request's memoised own-identity read. */
+/**
+ * `owner` rule lookups: the request's memoised own-identity read first (one lookup however many
+ * representations ask), and the ownership history only for rules that accept a former owner.
+ */
 function ownership(context: GatewayContext): OwnershipCheck {
-  return async (_caller, userId) => (await context.ownUserId()) === userId;
+  return async (caller, userId, formerToo) =>
+    (await context.ownUserId()) === userId ||
+    (formerToo && (await context.tokens.ownsOrOwned(caller.key, userId)));
 }
 
 /**

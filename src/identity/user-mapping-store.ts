@@ -2,48 +2,86 @@ import type { RedisClient } from "../cache/redis-client.js";
 import { redisScript, runScript } from "../cache/redis-scripts.js";
 
 /**
- * Self-service mappings: a caller (`Caller.key`) to its one ACS identity, and back. This is data,
- * not a cache: losing a mapping would give the caller a second identity (and orphan the first,
- * whose tokens stay valid), so nothing here expires or is evicted, and store errors propagate
- * (the token service answers UPSTREAM_UNAVAILABLE rather than create an identity the caller may
- * already have).
+ * Self-service mappings: a caller (`Caller.key`) to its one ACS identity. This is data, not a
+ * cache: losing a mapping would give the caller a second identity (and strand the first, whose
+ * tokens stay valid), so nothing here expires or is evicted, and store errors propagate (the token
+ * service answers UPSTREAM_UNAVAILABLE rather than create an identity the caller may already have).
  *
- * The subject -> user direction is the truth; user -> subject is an index kept so that
- * `deleteUser` can find and drop the mapping. Both backends keep one invariant: a subject mapping
- * never exists without its index entry. An index entry may briefly (or, after a crash, lastingly)
- * exist without its subject mapping; every read through the index confirms against the truth.
+ * A caller's first identity is made in three steps (see provisioning.ts), each a store call:
+ * 1. `reserve`: a reservation for the subject, before anything exists at ACS. The store's atomic
+ *    insert (PostgreSQL's unique index, Redis SET NX on one key) is the arbiter between concurrent
+ *    first calls on any number of instances; when it cannot be written, no identity is created.
+ * 2. create at ACS, then `record` its id on the reservation (state "pending"): from here the
+ *    identity is known to the store and can be found after a crash (`pending()`).
+ * 3. `confirm`: the mapping becomes visible to `get`. Anyone may confirm a pending identity (the
+ *    owner, a later call of the same caller, start-up recovery): it is the same identity either way.
+ *
+ * A reservation without an identity carries a lease: another call waits for it, and takes it over
+ * once the lease ran out (its owner died during the ACS call).
+ *
+ * Ownership is history, not only the present: an identity that was mapped to a subject stays
+ * attributed to it after `removeByUserId` (deleted or replaced), so `ownsOrOwned` lets a former
+ * owner still revoke that identity's tokens.
  */
 export interface UserMappingStore {
-  /** The identity mapped to the caller, if any. */
+  /** The confirmed identity of the caller, if any. */
   get(subjectKey: string): Promise<string | undefined>;
   /**
-   * Maps `subjectKey` to `userId` unless it is mapped already. Atomic across instances: of
-   * concurrent claims exactly one wins, and every caller learns the winning userId. Claiming the
-   * mapping that already holds is a win (idempotent), so a retried claim never deletes the
-   * identity it mapped. A loser should delete the identity it created at ACS.
+   * Reserves the subject for `reservationId` unless it is mapped, pending or reserved by a
+   * reservation whose lease (epoch ms) is still after `now`; an expired reservation is taken over.
    */
-  claim(subjectKey: string, userId: string): Promise<{ userId: string; won: boolean }>;
+  reserve(
+    subjectKey: string,
+    reservationId: string,
+    leaseUntil: number,
+    now: number,
+  ): Promise<ReserveOutcome>;
   /**
-   * Forgets the mapping of a (deleted) identity, both directions; returns the subject key that was
-   * mapped to it, or undefined when none was. Never removes the subject's newer mapping.
+   * Records the identity created for the reservation (it becomes pending). False when the
+   * reservation is no longer ours (taken over after its lease ran out): the caller must then
+   * delete the identity it created. Throws UserMappingConflictError if `userId` has an owner.
+   */
+  record(subjectKey: string, reservationId: string, userId: string): Promise<boolean>;
+  /** Makes the pending `userId` the subject's mapping; true when it is (or already was) mapped. */
+  confirm(subjectKey: string, userId: string): Promise<boolean>;
+  /** Drops the reservation if it is still ours and holds no identity (creation failed). */
+  release(subjectKey: string, reservationId: string): Promise<void>;
+  /** Recorded but unconfirmed identities (left by a crash between the steps), at most `limit`. */
+  pending(limit: number): Promise<{ subjectKey: string; userId: string }[]>;
+  /**
+   * Forgets the current mapping (or pending record) of a deleted identity; returns the subject key
+   * that was mapped to it, or undefined. Never removes the subject's newer mapping. The identity
+   * stays attributed to that subject (`ownsOrOwned`).
    */
   removeByUserId(userId: string): Promise<string | undefined>;
-  /** The subject key `userId` is mapped from, if it is (confirmed against the subject mapping). */
+  /** The subject key `userId` is currently mapped from (confirmed), if it is. */
   subjectOf(userId: string): Promise<string | undefined>;
+  /** Is or was `userId` the identity of `subjectKey` (also after deletion or replacement)? */
+  ownsOrOwned(subjectKey: string, userId: string): Promise<boolean>;
   close(): Promise<void>;
 }
+
+export type ReserveOutcome =
+  /** Confirmed: use it. */
+  | { kind: "mapped"; userId: string }
+  /** The reservation is ours: create the identity. */
+  | { kind: "reserved" }
+  /** Created and recorded, not yet confirmed: confirm it and use it. */
+  | { kind: "pending"; userId: string }
+  /** Another call is creating the identity; its lease runs until `leaseUntil` (epoch ms). */
+  | { kind: "busy"; leaseUntil: number };
 
 /** A memory store at its bound refuses new mappings instead of evicting old ones. */
 export class UserMappingStoreFullError extends Error {
   override readonly name = "UserMappingStoreFullError";
   constructor(readonly maxEntries: number) {
     super(
-      `the in-memory identity mapping store holds its maximum of ${maxEntries} mappings; configure Redis (REDIS_URL) for more`,
+      `the in-memory identity mapping store holds its maximum of ${maxEntries} mappings; configure DATABASE_URL (or REDIS_URL) for more`,
     );
   }
 }
 
-/** An identity may belong to one caller only; a claim that would map it to a second is refused. */
+/** An identity may belong to one caller only; recording it for a second is refused. */
 export class UserMappingConflictError extends Error {
   override readonly name = "UserMappingConflictError";
   constructor() {
@@ -51,88 +89,241 @@ export class UserMappingConflictError extends Error {
   }
 }
 
+/**
+ * All three steps at once for an identity that already exists (tests, imports): the mapping that
+ * holds wins. A subject being provisioned by someone else is an error.
+ */
+export async function claimMapping(
+  store: UserMappingStore,
+  subjectKey: string,
+  userId: string,
+  now: number = Date.now(),
+): Promise<{ userId: string; won: boolean }> {
+  const reservationId = `claim-${userId}`;
+  const outcome = await store.reserve(subjectKey, reservationId, now + 60_000, now);
+  if (outcome.kind === "mapped") {
+    return { userId: outcome.userId, won: outcome.userId === userId };
+  }
+  if (outcome.kind === "busy") {
+    throw new Error("the subject is being provisioned");
+  }
+  if (outcome.kind === "pending") {
+    await store.confirm(subjectKey, outcome.userId);
+    return { userId: outcome.userId, won: outcome.userId === userId };
+  }
+  try {
+    if (!(await store.record(subjectKey, reservationId, userId))) {
+      throw new Error("the reservation was taken over");
+    }
+  } catch (error) {
+    await store.release(subjectKey, reservationId);
+    throw error;
+  }
+  await store.confirm(subjectKey, userId);
+  return { userId, won: true };
+}
+
 export interface MemoryUserMappingStoreOptions {
   /**
-   * Most mappings held. At the bound, a claim for a new caller throws UserMappingStoreFullError
-   * (the service answers it as unavailable) and existing mappings stay: evicting one would
-   * silently hand its caller a second identity on their next call. Memory mode is for a single
-   * development instance; mappings there also end with the process.
+   * Most subjects held, and most identities ever recorded (deleted ones stay attributed to their
+   * former owner, so a development instance with much churn reaches it sooner). At the bound, a reservation for a new caller throws
+   * UserMappingStoreFullError (the service answers it as unavailable) and existing mappings stay:
+   * evicting one would silently hand its caller a second identity on their next call. Memory mode
+   * is for a single development instance; mappings there also end with the process.
    * @default 100000
    */
   maxEntries?: number;
 }
 
-/** In process: for a single instance (the default without Redis). */
+type MemoryEntry =
+  | { kind: "reserved"; reservationId: string; leaseUntil: number }
+  | { kind: "pending"; reservationId: string; userId: string }
+  | { kind: "mapped"; userId: string };
+
+/** In process: for a single instance (the default without Redis or PostgreSQL). */
 export function createMemoryUserMappingStore(
   options: MemoryUserMappingStoreOptions = {},
 ): UserMappingStore {
   const maxEntries = options.maxEntries ?? 100_000;
-  const bySubject = new Map<string, string>();
-  const byUser = new Map<string, string>();
+  const bySubject = new Map<string, MemoryEntry>();
+  /** userId -> subject, kept after removal: the ownership history. */
+  const owners = new Map<string, string>();
+  const current = (userId: string): string | undefined => {
+    const subjectKey = owners.get(userId);
+    const entry = subjectKey === undefined ? undefined : bySubject.get(subjectKey);
+    return entry && entry.kind !== "reserved" && entry.userId === userId ? subjectKey : undefined;
+  };
   // Every method completes synchronously between awaits, so each is atomic in this process.
   return {
     async get(subjectKey) {
-      return bySubject.get(subjectKey);
+      const entry = bySubject.get(subjectKey);
+      return entry?.kind === "mapped" ? entry.userId : undefined;
     },
-    async claim(subjectKey, userId) {
-      const existing = bySubject.get(subjectKey);
-      if (existing !== undefined) {
-        return { userId: existing, won: existing === userId };
+    async reserve(subjectKey, reservationId, leaseUntil, now) {
+      const entry = bySubject.get(subjectKey);
+      if (entry?.kind === "mapped" || entry?.kind === "pending") {
+        return entry.kind === "mapped"
+          ? { kind: "mapped", userId: entry.userId }
+          : { kind: "pending", userId: entry.userId };
       }
-      const owner = byUser.get(userId);
+      if (entry && entry.leaseUntil > now && entry.reservationId !== reservationId) {
+        return { kind: "busy", leaseUntil: entry.leaseUntil };
+      }
+      if (!entry && (bySubject.size >= maxEntries || owners.size >= maxEntries)) {
+        throw new UserMappingStoreFullError(maxEntries);
+      }
+      bySubject.set(subjectKey, { kind: "reserved", reservationId, leaseUntil });
+      return { kind: "reserved" };
+    },
+    async record(subjectKey, reservationId, userId) {
+      const owner = owners.get(userId);
       if (owner !== undefined && owner !== subjectKey) {
         throw new UserMappingConflictError();
       }
-      if (bySubject.size >= maxEntries) {
-        throw new UserMappingStoreFullError(maxEntries);
+      const entry = bySubject.get(subjectKey);
+      if (entry?.kind !== "reserved" || entry.reservationId !== reservationId) {
+        return false;
       }
-      bySubject.set(subjectKey, userId);
-      byUser.set(userId, subjectKey);
-      return { userId, won: true };
+      owners.set(userId, subjectKey);
+      bySubject.set(subjectKey, { kind: "pending", reservationId, userId });
+      return true;
+    },
+    async confirm(subjectKey, userId) {
+      const entry = bySubject.get(subjectKey);
+      if (entry?.kind === "pending" && entry.userId === userId) {
+        bySubject.set(subjectKey, { kind: "mapped", userId });
+        return true;
+      }
+      return entry?.kind === "mapped" && entry.userId === userId;
+    },
+    async release(subjectKey, reservationId) {
+      const entry = bySubject.get(subjectKey);
+      if (entry?.kind === "reserved" && entry.reservationId === reservationId) {
+        bySubject.delete(subjectKey);
+      }
+    },
+    async pending(limit) {
+      const found: { subjectKey: string; userId: string }[] = [];
+      for (const [subjectKey, entry] of bySubject) {
+        if (found.length >= limit) {
+          break;
+        }
+        if (entry.kind === "pending") {
+          found.push({ subjectKey, userId: entry.userId });
+        }
+      }
+      return found;
     },
     async removeByUserId(userId) {
-      const subjectKey = byUser.get(userId);
-      byUser.delete(userId);
-      if (subjectKey !== undefined && bySubject.get(subjectKey) === userId) {
+      const subjectKey = current(userId);
+      if (subjectKey !== undefined) {
         bySubject.delete(subjectKey);
-        return subjectKey;
       }
-      return undefined;
+      return subjectKey;
     },
     async subjectOf(userId) {
-      const subjectKey = byUser.get(userId);
-      return subjectKey !== undefined && bySubject.get(subjectKey) === userId
-        ? subjectKey
-        : undefined;
+      const subjectKey = owners.get(userId);
+      const entry = subjectKey === undefined ? undefined : bySubject.get(subjectKey);
+      return entry?.kind === "mapped" && entry.userId === userId ? subjectKey : undefined;
+    },
+    async ownsOrOwned(subjectKey, userId) {
+      return owners.get(userId) === subjectKey;
     },
     async close() {
       bySubject.clear();
-      byUser.clear();
+      owners.clear();
     },
   };
 }
+
+/*
+ * Redis values of the subject key: a confirmed mapping is the bare user id (the format of earlier
+ * versions, so existing mappings stay valid); a reservation is `~r|<reservation>|<leaseUntil>`
+ * and a pending identity `~p|<reservation>|<userId>`. ACS ids start with `8:`, never with `~`.
+ */
+const RESERVED = "~r|";
+const PENDING = "~p|";
+
+/**
+ * KEYS[1] the subject key; ARGV reservation, leaseUntil, now. Sets the reservation when the key
+ * is empty or holds an expired reservation; returns "" when it did, else the value that holds.
+ */
+const RESERVE = redisScript(`
+local v = redis.call("GET", KEYS[1])
+if v then
+  if string.sub(v, 1, 3) ~= "${RESERVED}" then return v end
+  local lease = tonumber(string.match(v, "|([0-9]+)$"))
+  if lease and lease > tonumber(ARGV[3]) and string.sub(v, 4, 3 + string.len(ARGV[1])) ~= ARGV[1] then return v end
+end
+redis.call("SET", KEYS[1], "${RESERVED}" .. ARGV[1] .. "|" .. ARGV[2])
+return ""`);
+
+/** KEYS[1] the subject key; ARGV reservation, userId. Reserved by us -> pending. 1 if recorded. */
+const RECORD = redisScript(`
+local v = redis.call("GET", KEYS[1])
+if v and string.sub(v, 1, 4 + string.len(ARGV[1])) == "${RESERVED}" .. ARGV[1] .. "|" then
+  redis.call("SET", KEYS[1], "${PENDING}" .. ARGV[1] .. "|" .. ARGV[2])
+  return 1
+end
+return 0`);
+
+/** KEYS[1] the subject key; ARGV userId. Pending with this id -> mapped. 1 if mapped now. */
+const CONFIRM = redisScript(`
+local v = redis.call("GET", KEYS[1])
+if v == ARGV[1] then return 1 end
+if v and string.sub(v, 1, 3) == "${PENDING}" and string.sub(v, -string.len(ARGV[1]) - 1) == "|" .. ARGV[1] then
+  redis.call("SET", KEYS[1], ARGV[1])
+  return 1
+end
+return 0`);
+
+/** KEYS[1] the subject key; ARGV reservation. Drops our reservation if it holds no identity. */
+const RELEASE = redisScript(`
+local v = redis.call("GET", KEYS[1])
+if v and string.sub(v, 1, 4 + string.len(ARGV[1])) == "${RESERVED}" .. ARGV[1] .. "|" then
+  return redis.call("DEL", KEYS[1])
+end
+return 0`);
+
+/** KEYS[1] the subject key; ARGV userId. Deletes the mapping or pending record of this id only. */
+const REMOVE = redisScript(`
+local v = redis.call("GET", KEYS[1])
+if v and (v == ARGV[1] or (string.sub(v, 1, 3) == "${PENDING}" and string.sub(v, -string.len(ARGV[1]) - 1) == "|" .. ARGV[1])) then
+  return redis.call("DEL", KEYS[1])
+end
+return 0`);
 
 /** Deletes KEYS[1] only while it still holds ARGV[1] (never a newer value). 1 if deleted. */
 const DELETE_IF_EQUAL = redisScript(
   `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`,
 );
 
+function parseSubjectValue(value: string): ReserveOutcome {
+  if (value.startsWith(PENDING)) {
+    return { kind: "pending", userId: value.slice(value.indexOf("|", PENDING.length) + 1) };
+  }
+  if (value.startsWith(RESERVED)) {
+    return { kind: "busy", leaseUntil: Number(value.slice(value.lastIndexOf("|") + 1)) };
+  }
+  return { kind: "mapped", userId: value };
+}
+
 /**
- * In Redis, shared by every instance; keys have no TTL (see caching.md on eviction policies).
+ * In Redis, shared by every instance; keys have no TTL (see caching.md on eviction policies), and
+ * the data is only as durable as Redis itself: a Redis that restarts empty or evicts keys loses
+ * mappings (set DATABASE_URL for a durable home).
  *
- * Why not one script for both directions: in Redis Cluster a script may only touch keys of one
- * hash slot, and the two directions cannot share one. The index is looked up by user id alone
- * (deleteUser knows nothing else), so it must be tagged by user id; the mapping is looked up by
- * subject alone, so it must be tagged by subject. So every step here is a single-key command, and
- * the ORDER of steps carries the invariant instead:
+ * Redis Cluster allows a script to touch keys of one hash slot only, and the two directions cannot
+ * share one (the owner key is looked up by user id alone, the subject key by subject alone), so
+ * every step is a single-key command or script and the ORDER of steps carries the invariants:
  *
- * - claim: write the index (user -> subject, SET NX) first, then the mapping (subject -> user,
- *   SET NX: the single arbiter between concurrent claims). A loser deletes its own index entry.
- *   A crash between the steps leaves an index entry without a mapping, which reads ignore and
- *   `removeByUserId` clears; never a mapping without its index entry, which deleteUser could not
- *   find.
- * - removeByUserId: delete the mapping (only if it still names this user), then the index entry.
- *   A crash between the steps again leaves only a stray index entry.
+ * - the owner key (`u:{userId}` -> subject) is written before an identity is recorded on the
+ *   subject key, and kept after removal: it is the ownership history `ownsOrOwned` reads. A record
+ *   that loses its reservation deletes the owner key it wrote. A crash between the two writes
+ *   leaves an owner key for an identity the subject's own call created: harmless.
+ * - pending identities are also listed in one set (`pending`), added after the record and
+ *   removed after the confirm; a crash between leaves the subject key as the truth, which the
+ *   caller's next call finds and confirms.
  */
 export function createRedisUserMappingStore(options: {
   redis: RedisClient;
@@ -141,64 +332,90 @@ export function createRedisUserMappingStore(options: {
 }): UserMappingStore {
   const { redis, keyPrefix } = options;
   const subjectKeyOf = (subjectKey: string) => `${keyPrefix}s:{${subjectKey}}`;
-  const userKeyOf = (userId: string) => `${keyPrefix}u:{${userId}}`;
+  const ownerKeyOf = (userId: string) => `${keyPrefix}u:{${userId}}`;
+  const pendingKey = `${keyPrefix}pending`;
+  const pendingMember = (subjectKey: string, userId: string) =>
+    JSON.stringify([subjectKey, userId]);
 
-  async function mappedTo(subjectKey: string): Promise<string | undefined> {
-    return (await redis.get(subjectKeyOf(subjectKey))) ?? undefined;
+  async function valueOf(subjectKey: string): Promise<ReserveOutcome | undefined> {
+    const value = await redis.get(subjectKeyOf(subjectKey));
+    return value === null ? undefined : parseSubjectValue(value);
   }
 
   return {
-    get: mappedTo,
-    async claim(subjectKey, userId) {
-      const existing = await mappedTo(subjectKey);
-      if (existing !== undefined) {
-        // The common case (every issueMyToken after the first): no write at all.
-        return { userId: existing, won: existing === userId };
-      }
-      if ((await redis.set(userKeyOf(userId), subjectKey, "NX")) !== "OK") {
-        const owner = await redis.get(userKeyOf(userId));
-        if (owner !== null && owner !== subjectKey) {
+    async get(subjectKey) {
+      const value = await valueOf(subjectKey);
+      return value?.kind === "mapped" ? value.userId : undefined;
+    },
+    async reserve(subjectKey, reservationId, leaseUntil, now) {
+      const held = (await runScript(
+        redis,
+        RESERVE,
+        [subjectKeyOf(subjectKey)],
+        [reservationId, leaseUntil, now],
+      )) as string;
+      return held === "" ? { kind: "reserved" } : parseSubjectValue(held);
+    },
+    async record(subjectKey, reservationId, userId) {
+      const ownerKey = ownerKeyOf(userId);
+      if ((await redis.set(ownerKey, subjectKey, "NX")) !== "OK") {
+        if ((await redis.get(ownerKey)) !== subjectKey) {
           throw new UserMappingConflictError();
         }
-        // Our own index entry from an earlier attempt (or it just vanished): carry on.
-        await redis.set(userKeyOf(userId), subjectKey);
       }
-      for (let attempt = 0; attempt < 3; attempt++) {
-        if ((await redis.set(subjectKeyOf(subjectKey), userId, "NX")) === "OK") {
-          return { userId, won: true };
-        }
-        const winner = await mappedTo(subjectKey);
-        if (winner === userId) {
-          return { userId, won: true };
-        }
-        if (winner !== undefined) {
-          await runScript(redis, DELETE_IF_EQUAL, [userKeyOf(userId)], [subjectKey]);
-          return { userId: winner, won: false };
-        }
-        // The winner's mapping was removed between our SET and GET: claim again.
+      const recorded = (await runScript(
+        redis,
+        RECORD,
+        [subjectKeyOf(subjectKey)],
+        [reservationId, userId],
+      )) as number;
+      if (recorded !== 1) {
+        await runScript(redis, DELETE_IF_EQUAL, [ownerKey], [subjectKey]);
+        return false;
       }
-      throw new Error("could not settle the identity mapping");
+      await redis.sadd(pendingKey, pendingMember(subjectKey, userId));
+      return true;
+    },
+    async confirm(subjectKey, userId) {
+      const done =
+        ((await runScript(redis, CONFIRM, [subjectKeyOf(subjectKey)], [userId])) as number) === 1;
+      await redis.srem(pendingKey, pendingMember(subjectKey, userId));
+      return done;
+    },
+    async release(subjectKey, reservationId) {
+      await runScript(redis, RELEASE, [subjectKeyOf(subjectKey)], [reservationId]);
+    },
+    async pending(limit) {
+      const members = await redis.srandmember(pendingKey, limit);
+      return members.map((member) => {
+        const [subjectKey, userId] = JSON.parse(member) as [string, string];
+        return { subjectKey, userId };
+      });
     },
     async removeByUserId(userId) {
-      const subjectKey = await redis.get(userKeyOf(userId));
+      const subjectKey = await redis.get(ownerKeyOf(userId));
       if (subjectKey === null) {
         return undefined;
       }
       const removed = (await runScript(
         redis,
-        DELETE_IF_EQUAL,
+        REMOVE,
         [subjectKeyOf(subjectKey)],
         [userId],
       )) as number;
-      await runScript(redis, DELETE_IF_EQUAL, [userKeyOf(userId)], [subjectKey]);
+      await redis.srem(pendingKey, pendingMember(subjectKey, userId));
       return removed === 1 ? subjectKey : undefined;
     },
     async subjectOf(userId) {
-      const subjectKey = await redis.get(userKeyOf(userId));
+      const subjectKey = await redis.get(ownerKeyOf(userId));
       if (subjectKey === null) {
         return undefined;
       }
-      return (await mappedTo(subjectKey)) === userId ? subjectKey : undefined;
+      const value = await valueOf(subjectKey);
+      return value?.kind === "mapped" && value.userId === userId ? subjectKey : undefined;
+    },
+    async ownsOrOwned(subjectKey, userId) {
+      return (await redis.get(ownerKeyOf(userId))) === subjectKey;
     },
     async close() {
       // The client is shared and closed by its owner.

@@ -1,6 +1,7 @@
 import { UserDeletedError, type TokenCache } from "../cache/token-cache.js";
 import { DomainError, invalidInput, notFound } from "../errors.js";
 import type { IdentityProvider, IssuedToken } from "../identity/identity-provider.js";
+import { createProvisioner, type ProvisionerOptions } from "../identity/provisioning.js";
 import type { UserMappingStore } from "../identity/user-mapping-store.js";
 import { UpstreamError } from "../identity/upstream-error.js";
 import type { Logger } from "../logger.js";
@@ -79,6 +80,13 @@ export interface TokenService {
   exchangeTeamsToken(actor: Actor, input: TeamsExchangeInput): Promise<TeamsGrant>;
   /** For federation `_entities`: is the user known to be deleted (tombstone)? */
   isKnownDeleted(userId: string): Promise<boolean>;
+  /**
+   * Is or was `userId` the caller's own identity (also after it was deleted or replaced)? The
+   * rights check for revoking tokens: a former owner may still revoke what was theirs.
+   */
+  ownsOrOwned(subjectKey: string, userId: string): Promise<boolean>;
+  /** Confirms self-service identities a crash left pending (called at start). */
+  recoverPendingIdentities(): Promise<number>;
 }
 
 export interface TokenServiceDeps {
@@ -89,6 +97,8 @@ export interface TokenServiceDeps {
   mappings: UserMappingStore;
   logger: Logger;
   now?: () => number;
+  /** Provisioning knobs (lease, waits, test hooks); the store and ACS client come from above. */
+  provisioning?: Omit<ProvisionerOptions, "store" | "identity" | "logger">;
 }
 
 /** Throws `invalid-input` for anything ACS would refuse, so no upstream call is spent on it. */
@@ -169,9 +179,14 @@ function guardedMappings(store: UserMappingStore, logger: Logger): UserMappingSt
     };
   return {
     get: guard("get", store.get),
-    claim: guard("claim", store.claim),
+    reserve: guard("reserve", store.reserve),
+    record: guard("record", store.record),
+    confirm: guard("confirm", store.confirm),
+    release: guard("release", store.release),
+    pending: guard("pending", store.pending),
     removeByUserId: guard("removeByUserId", store.removeByUserId),
     subjectOf: guard("subjectOf", store.subjectOf),
+    ownsOrOwned: guard("ownsOrOwned", store.ownsOrOwned),
     close: () => store.close(),
   };
 }
@@ -193,6 +208,14 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
   const now = deps.now ?? Date.now;
   /** One identity creation per subject at a time in this process (the store arbitrates across instances). */
   const provisioning = new Map<string, Promise<string>>();
+  // Compensating deletes are the gateway's own clean-up: not charged to the caller.
+  const provisioner = createProvisioner({
+    now,
+    ...deps.provisioning,
+    store: mappings,
+    identity: deps.identity,
+    logger,
+  });
 
   async function issueForUser(
     actor: Actor,
@@ -229,23 +252,6 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     return { at: now(), confirmed };
   }
 
-  async function provision(actor: Actor): Promise<string> {
-    const created = await acs.createUser(actor);
-    const claim = await mappings.claim(actor.key, created);
-    if (!claim.won) {
-      // Another instance mapped this subject first: the identity made here is an orphan at ACS.
-      // Delete it in the background (not charged: the caller did not ask for it); a failure only
-      // leaves an unused identity, so it is logged.
-      acs.uncharged.deleteUser(created).catch((error: unknown) => {
-        logger.warn(
-          { err: describe(error) },
-          "could not delete an identity that lost a mapping race",
-        );
-      });
-    }
-    return claim.userId;
-  }
-
   async function ensureIdentity(actor: Actor): Promise<string> {
     const mapped = await mappings.get(actor.key);
     if (mapped !== undefined) {
@@ -253,7 +259,9 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     }
     let flight = provisioning.get(actor.key);
     if (!flight) {
-      flight = provision(actor).finally(() => provisioning.delete(actor.key));
+      flight = provisioner
+        .identityOf(actor.key, () => acs.createUser(actor))
+        .finally(() => provisioning.delete(actor.key));
       provisioning.set(actor.key, flight);
     }
     return flight;
@@ -358,6 +366,10 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     },
 
     isKnownDeleted: (userId) => cache.isDeleted(userId),
+
+    ownsOrOwned: (subjectKey, userId) => mappings.ownsOrOwned(subjectKey, userId),
+
+    recoverPendingIdentities: () => provisioner.recover(),
   };
 }
 

@@ -16,6 +16,8 @@ const admin = caller("ops", true);
 const ann = caller("ann", false);
 const ANN = "8:acs:00000000-0000-0000-0000-000000000001_ann";
 const BOB = "8:acs:00000000-0000-0000-0000-000000000001_bob";
+/** Ann's identity before she deleted it (deleteMe) and got a new one. */
+const ANN_BEFORE = "8:acs:00000000-0000-0000-0000-000000000001_ann-before";
 
 describe("caller keys", () => {
   it("are fixed-length, hash-tag-safe, stable, and namespaced by issuer", () => {
@@ -47,9 +49,9 @@ describe("the rights table", () => {
   /** Ann owns ANN; every lookup is counted, so a test can say when none is needed. */
   function ownership() {
     const lookups: string[] = [];
-    const owns: OwnershipCheck = async (who, userId) => {
+    const owns: OwnershipCheck = async (who, userId, formerToo) => {
       lookups.push(userId);
-      return who.subject === "ann" && userId === ANN;
+      return who.subject === "ann" && (userId === ANN || (formerToo && userId === ANN_BEFORE));
     };
     return { owns, lookups };
   }
@@ -115,6 +117,12 @@ describe("the rights table", () => {
     expect(await allowed("Mutation", "deleteUser", ann, { userId: ANN })).toBe("forbidden");
     // issueToken without a user creates one nobody maps to the caller: admins only.
     expect(await allowed("Mutation", "issueToken", ann, {})).toBe("forbidden");
+  });
+
+  it("lets a former owner revoke the tokens of an identity that was theirs, and nothing more", async () => {
+    expect(await allowed("Mutation", "revokeTokens", ann, { userId: ANN_BEFORE })).toBe("allowed");
+    expect(await allowed("Mutation", "issueToken", ann, { userId: ANN_BEFORE })).toBe("forbidden");
+    expect(await allowed("Entity", "CommunicationUser", ann, { id: ANN_BEFORE })).toBe("forbidden");
   });
 
   it("says a malformed user id is bad input before it says anything about rights", async () => {

@@ -106,12 +106,30 @@ describe("a signed-in user's own identity", () => {
     expect(again.errors?.[0]?.extensions?.code).toBe("NOT_FOUND");
 
     const creates = counters().createIdentity;
-    const fresh = [await data(urlA, MY_TOKEN, bo)];
-    fresh.push(...(await Promise.all([data(urlA, MY_TOKEN, bo), data(urlB, MY_TOKEN, bo)])));
+    // Concurrent first calls on both instances: the mapping store's reservation decides.
+    const fresh = await Promise.all([
+      data(urlA, MY_TOKEN, bo),
+      data(urlB, MY_TOKEN, bo),
+      data(urlA, MY_TOKEN, bo),
+    ]);
     const ids = new Set(fresh.map((d) => d.issueMyToken.user.id));
     expect(ids.size).toBe(1);
     expect(ids.has(old.user.id)).toBe(false);
     expect(counters().createIdentity - creates).toBe(1);
+  });
+
+  it("lets a user revoke the tokens of an identity that was theirs, and no one else's", async () => {
+    const eve = await issuer.sign({}, { subject: "eve" });
+    const old = (await data(urlA, MY_TOKEN, eve)).issueMyToken;
+    await data(urlA, "mutation { deleteMe { userId } }", eve);
+    await data(urlA, MY_TOKEN, eve);
+    const REVOKE = "mutation ($u: ID!) { revokeTokens(userId: $u) { revokedAt } }";
+    // ACS answers NOT_FOUND for the deleted identity: the point is that rights let it through.
+    const mine = await gql(urlB, REVOKE, eve, { u: old.user.id });
+    expect(mine.errors?.[0]?.extensions?.code).not.toBe("FORBIDDEN");
+    const fay = await issuer.sign({}, { subject: "fay" });
+    const theirs = await gql(urlB, REVOKE, fay, { u: old.user.id });
+    expect(theirs.errors?.[0]?.extensions?.code).toBe("FORBIDDEN");
   });
 
   it("answers NOT_FOUND for revokeMyTokens before the caller has an identity", async () => {

@@ -1,0 +1,165 @@
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, chownSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir, userInfo } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import pg from "pg";
+import { freePort } from "./ports.js";
+
+const run = promisify(execFile);
+
+/**
+ * A PostgreSQL server owned by one test file: `initdb` into a temporary folder and `postgres` on a
+ * free loopback port with its unix socket in that folder. Never the machine's server on 5432.
+ * With `DATABASE_URL` set (a CI service), that server is used instead and each `newDatabase()` is a
+ * fresh database on it, dropped by `stop()`.
+ */
+export interface PostgresServer {
+  /** A fresh, empty database: its connection URL. */
+  newDatabase(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+function binDir(): string {
+  for (const dir of [
+    "/usr/local/bin",
+    "/usr/lib/postgresql/15/bin",
+    "/usr/lib/postgresql/16/bin",
+  ]) {
+    if (existsSync(join(dir, "initdb")) && existsSync(join(dir, "postgres"))) {
+      return dir;
+    }
+  }
+  throw new Error("initdb and postgres were not found (install PostgreSQL or set DATABASE_URL)");
+}
+
+/** initdb refuses to run as root: then every server command runs as the `postgres` user. */
+function asServerUser(command: string, args: string[]): [string, string[]] {
+  return userInfo().uid === 0
+    ? ["runuser", ["-u", "postgres", "--", command, ...args]]
+    : [command, args];
+}
+
+async function waitForServer(url: string, child: ChildProcess, deadline: number): Promise<void> {
+  for (;;) {
+    if (child.exitCode !== null) {
+      throw new Error(`postgres exited with ${child.exitCode} before accepting connections`);
+    }
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+    try {
+      await client.connect();
+      await client.end();
+      return;
+    } catch {
+      await client.end().catch(() => {});
+    }
+    if (Date.now() > deadline) {
+      throw new Error("postgres did not accept connections in time");
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export async function startPostgres(): Promise<PostgresServer> {
+  const created: string[] = [];
+  let next = 0;
+  const unique = () => `acsgw_test_${process.pid}_${randomBytes(4).toString("hex")}_${++next}`;
+
+  const external = process.env.DATABASE_URL;
+  if (external) {
+    const admin = new pg.Client({ connectionString: external });
+    await admin.connect();
+    return {
+      async newDatabase() {
+        const name = unique();
+        await admin.query(`CREATE DATABASE ${name}`);
+        created.push(name);
+        const url = new URL(external);
+        url.pathname = `/${name}`;
+        return url.toString();
+      },
+      async stop() {
+        // Not WITH (FORCE): a pool's end() resolves before its connections are closed, and a
+        // forced drop would then kill them with an error nobody listens to. Wait for them instead.
+        for (const name of created) {
+          for (let attempt = 0; ; attempt++) {
+            try {
+              await admin.query(`DROP DATABASE IF EXISTS ${name}`);
+              break;
+            } catch (error) {
+              const inUse = error instanceof pg.DatabaseError && error.code === "55006";
+              if (!inUse || attempt >= 100) {
+                throw error;
+              }
+              await new Promise((r) => setTimeout(r, 100));
+            }
+          }
+        }
+        await admin.end();
+      },
+    };
+  }
+
+  const bin = binDir();
+  const dir = mkdtempSync(join(tmpdir(), "acsgw-pg-"));
+  const data = join(dir, "data");
+  if (userInfo().uid === 0) {
+    chownSync(dir, Number((await run("id", ["-u", "postgres"])).stdout.trim()), -1);
+  }
+  const [initCmd, initArgs] = asServerUser(join(bin, "initdb"), [
+    "-D",
+    data,
+    "-U",
+    "postgres",
+    "--auth=trust",
+    "--no-sync",
+    "--encoding=UTF8",
+  ]);
+  await run(initCmd, initArgs);
+
+  const port = await freePort();
+  const [cmd, args] = asServerUser(join(bin, "postgres"), [
+    "-D",
+    data,
+    "-p",
+    String(port),
+    "-k",
+    dir,
+    "-c",
+    "listen_addresses=127.0.0.1",
+    "-c",
+    "fsync=off",
+    "-c",
+    "max_connections=200",
+  ]);
+  const child = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
+  child.stderr?.on("data", () => {});
+  const base = `postgres://postgres@127.0.0.1:${port}`;
+  await waitForServer(`${base}/postgres`, child, Date.now() + 20_000);
+  const admin = new pg.Client({ connectionString: `${base}/postgres` });
+  await admin.connect();
+
+  return {
+    async newDatabase() {
+      const name = unique();
+      await admin.query(`CREATE DATABASE ${name}`);
+      return `${base}/${name}`;
+    },
+    async stop() {
+      await admin.end().catch(() => {});
+      const [stopCmd, stopArgs] = asServerUser(join(bin, "pg_ctl"), [
+        "stop",
+        "-D",
+        data,
+        "-m",
+        "immediate",
+      ]);
+      await run(stopCmd, stopArgs).catch(() => {});
+      if (child.exitCode === null && child.signalCode === null) {
+        await new Promise<void>((resolve) => child.once("exit", () => resolve()));
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
