@@ -42,7 +42,7 @@ export interface Emulator {
   hooks: {
     beforeRespond?: (
       operation: EmulatorOperation,
-      info: { identityId?: string },
+      info: { identityId?: string; apiVersion?: string },
     ) => Promise<void> | void;
   };
   close(): Promise<void>;

@@ -27,7 +27,10 @@ export interface PipelineDeps {
   handlers: Record<EmulatorOperation, Handler>;
   /** Counted after a 2xx answer is written. */
   counted(operation: EmulatorOperation): void;
-  beforeRespond(operation: EmulatorOperation, info: { identityId?: string }): Promise<void> | void;
+  beforeRespond(
+    operation: EmulatorOperation,
+    info: { identityId?: string; apiVersion?: string },
+  ): Promise<void> | void;
 }
 
 const NEWEST = API_SURFACES[API_SURFACES.length - 1]!;
@@ -121,7 +124,10 @@ export function createPipeline(deps: PipelineDeps) {
       now: at,
       admit: (bucket) => deps.throttle.admit(bucket, at),
     });
-    await deps.beforeRespond(operation, { identityId: result.identityId ?? identityId });
+    await deps.beforeRespond(operation, {
+      identityId: result.identityId ?? identityId,
+      apiVersion: operation === "introspect" ? undefined : surface.version,
+    });
     await ctx.send(result.status, result.body);
     if (result.status >= 200 && result.status < 300) {
       deps.counted(operation);
