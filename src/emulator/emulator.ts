@@ -12,7 +12,7 @@ import {
   type EmulatorOperation,
   type EmulatorOptions,
 } from "./options.js";
-import { createPipeline } from "./pipeline.js";
+import { createPipeline, type RespondInfo } from "./pipeline.js";
 import { createIdentityStore } from "./store.js";
 import { createTeamsTokenVerifier } from "./teams-jwks.js";
 import { createThrottle } from "./throttle.js";
@@ -40,10 +40,7 @@ export interface Emulator {
    * after a concurrent revoke.
    */
   hooks: {
-    beforeRespond?: (
-      operation: EmulatorOperation,
-      info: { identityId?: string; apiVersion?: string },
-    ) => Promise<void> | void;
+    beforeRespond?: (operation: EmulatorOperation, info: RespondInfo) => Promise<void> | void;
   };
   close(): Promise<void>;
 }

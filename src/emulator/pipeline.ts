@@ -27,10 +27,16 @@ export interface PipelineDeps {
   handlers: Record<EmulatorOperation, Handler>;
   /** Counted after a 2xx answer is written. */
   counted(operation: EmulatorOperation): void;
-  beforeRespond(
-    operation: EmulatorOperation,
-    info: { identityId?: string; apiVersion?: string },
-  ): Promise<void> | void;
+  beforeRespond(operation: EmulatorOperation, info: RespondInfo): Promise<void> | void;
+}
+
+/** What `hooks.beforeRespond` learns of a request about to be answered. */
+export interface RespondInfo {
+  identityId?: string;
+  /** The api-version asked for (none for the emulator's own introspection). */
+  apiVersion?: string;
+  /** How the caller authenticated: the connection string's HMAC or an Entra bearer token. */
+  auth: "hmac" | "bearer";
 }
 
 const NEWEST = API_SURFACES[API_SURFACES.length - 1]!;
@@ -42,7 +48,11 @@ export function createPipeline(deps: PipelineDeps) {
   const delay = deps.latencyMs > 0 ? () => sleep(deps.latencyMs) : () => Promise.resolve();
 
   /** The authentication stage: HMAC (connection string) or, when Entra is on, a bearer token. */
-  function authenticate(ctx: RequestContext, body: Buffer, operation: EmulatorOperation): void {
+  function authenticate(
+    ctx: RequestContext,
+    body: Buffer,
+    operation: EmulatorOperation,
+  ): RespondInfo["auth"] {
     const authorization = ctx.req.headers.authorization;
     if (typeof authorization === "string" && /^bearer\s/i.test(authorization)) {
       const failure = deps.entra.checkBearer(authorization.slice(7).trim(), deps.now());
@@ -53,7 +63,7 @@ export function createPipeline(deps: PipelineDeps) {
         );
         throw denied();
       }
-      return;
+      return "bearer";
     }
     try {
       deps.authenticator.verify({
@@ -62,6 +72,7 @@ export function createPipeline(deps: PipelineDeps) {
         headers: ctx.req.headers,
         body,
       });
+      return "hmac";
     } catch (error) {
       if (error instanceof AuthenticationError) {
         log.warn(
@@ -106,7 +117,7 @@ export function createPipeline(deps: PipelineDeps) {
       assertOperationInVersion(operation, surface, ctx.method, ctx.pathname);
     }
 
-    authenticate(ctx, body, operation);
+    const auth = authenticate(ctx, body, operation);
 
     let identityId: string | undefined;
     if (matched.identitySegment !== undefined) {
@@ -127,6 +138,7 @@ export function createPipeline(deps: PipelineDeps) {
     await deps.beforeRespond(operation, {
       identityId: result.identityId ?? identityId,
       apiVersion: operation === "introspect" ? undefined : surface.version,
+      auth,
     });
     await ctx.send(result.status, result.body);
     if (result.status >= 200 && result.status < 300) {
