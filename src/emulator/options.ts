@@ -99,13 +99,13 @@ export interface ResolvedOptions {
   resourceId: string;
   latencyMs: number;
   throttle: ThrottleSettings | undefined;
-  signingKeyPem: string | undefined;
-  tls: { cert: string; key: string } | undefined;
+  signingKeyPem?: string;
+  tls?: { cert: string; key: string };
   entra: EntraMode;
-  teamsJwksUrl: string | undefined;
-  stateFile: string | undefined;
+  teamsJwksUrl?: string;
+  stateFile?: string;
   now: () => number;
-  logger: Logger | undefined;
+  logger?: Logger;
 }
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
@@ -179,15 +179,7 @@ export function resolveOptions(options: EmulatorOptions): ResolvedOptions {
   if (!parsed.success) {
     throw new Error(`invalid emulator options:\n${describe(parsed.error, (p) => p)}`);
   }
-  const o = parsed.data;
-  return {
-    ...o,
-    signingKeyPem: o.signingKeyPem,
-    tls: o.tls,
-    teamsJwksUrl: o.teamsJwksUrl,
-    stateFile: o.stateFile,
-    logger: o.logger,
-  };
+  return parsed.data;
 }
 
 type Env = Record<string, string | undefined>;
@@ -265,6 +257,10 @@ export function emulatorOptionsFromEnv(env: Env = process.env): EmulatorOptions 
   };
 
   const options: EmulatorOptions = {};
+  const tlsHalf = (e.tlsCert === undefined) !== (e.tlsKey === undefined);
+  if (tlsHalf) {
+    problems.push(`${ENV_NAMES.tlsCert} and ${ENV_NAMES.tlsKey}: set both or neither`);
+  }
   if (!parsed.success) {
     if (e.signingKeyFile !== undefined) {
       readPem(ENV_NAMES.signingKeyFile, e.signingKeyFile);
@@ -307,9 +303,7 @@ export function emulatorOptionsFromEnv(env: Env = process.env): EmulatorOptions 
   if (e.signingKeyFile !== undefined) {
     options.signingKeyPem = readPem(ENV_NAMES.signingKeyFile, e.signingKeyFile);
   }
-  if ((e.tlsCert === undefined) !== (e.tlsKey === undefined)) {
-    problems.push(`${ENV_NAMES.tlsCert} and ${ENV_NAMES.tlsKey}: set both or neither`);
-  } else if (e.tlsCert !== undefined && e.tlsKey !== undefined) {
+  if (!tlsHalf && e.tlsCert !== undefined && e.tlsKey !== undefined) {
     const cert = readPem(ENV_NAMES.tlsCert, e.tlsCert);
     const key = readPem(ENV_NAMES.tlsKey, e.tlsKey);
     if (cert !== undefined && key !== undefined) {
