@@ -16,17 +16,31 @@ export interface ApiSurface {
   readonly teamsExchange: "none" | "token-only" | "token-app-user";
   /** `customId` on create and `GET /identities/{id}` (2025-03-02-preview). */
   readonly customId: boolean;
+  /**
+   * The first preview's own API (2020-07-20-preview2): create answers 200 `{id}`, tokens come from
+   * `POST /identities/{id}/token` as `{id, token, expiresOn}`, and revocation is
+   * `PATCH /identities/{id}` with `tokensValidFrom`; the `:action` paths do not exist.
+   */
+  readonly legacy: boolean;
 }
 
 const BASE_SCOPES: readonly Scope[] = ["chat", "voip"];
 
-const surface = (version: string, rest: Omit<ApiSurface, "version">): ApiSurface => ({
-  version,
-  ...rest,
-});
+const surface = (
+  version: string,
+  rest: Omit<ApiSurface, "version" | "legacy"> & { legacy?: boolean },
+): ApiSurface => ({ version, legacy: false, ...rest });
 
 /** In date order; the order of `api-supported-versions`. */
 export const API_SURFACES: readonly ApiSurface[] = [
+  // Its spec's scopes are free strings; the service's scopes of the time were chat and voip.
+  surface("2020-07-20-preview2", {
+    scopes: BASE_SCOPES,
+    expiresInMinutes: false,
+    teamsExchange: "none",
+    customId: false,
+    legacy: true,
+  }),
   surface("2021-03-07", {
     scopes: BASE_SCOPES,
     expiresInMinutes: false,

@@ -8,7 +8,13 @@ import type { EmulatorOperation } from "./options.js";
  * (CONTRACT.md): its JWKS, its token introspection and its managed-identity endpoint.
  */
 export type Route =
-  | { kind: "operation"; operation: EmulatorOperation; identitySegment?: string }
+  | {
+      kind: "operation";
+      operation: EmulatorOperation;
+      identitySegment?: string;
+      /** `POST /identities/{id}/token`: 2020-07-20-preview2's issue path. */
+      legacyPath?: boolean;
+    }
   | { kind: "jwks" }
   | { kind: "managed-identity" };
 
@@ -53,7 +59,14 @@ export function route(method: string, pathname: string): Route {
       if (method === "GET") {
         return { kind: "operation", operation: "getIdentity", identitySegment: segments[1] };
       }
+      if (method === "PATCH") {
+        return { kind: "operation", operation: "updateIdentity", identitySegment: segments[1] };
+      }
       return one("DELETE", "deleteIdentity", segments[1]);
+    }
+    if (segments.length === 3 && segments[2] === "token") {
+      const matched = one("POST", "issueAccessToken", segments[1]);
+      return { ...matched, legacyPath: true } as Route;
     }
     if (segments.length === 3 && segments[2] === ":issueAccessToken") {
       return one("POST", "issueAccessToken", segments[1]);
@@ -67,19 +80,31 @@ export function route(method: string, pathname: string): Route {
 
 /** Refuses an operation the asked api-version does not have, as if its path did not exist. */
 export function assertOperationInVersion(
-  operation: EmulatorOperation,
+  route: Extract<Route, { kind: "operation" }>,
   surface: ApiSurface,
   method: string,
   pathname: string,
 ): void {
-  if (operation === "getIdentity" && !surface.customId) {
-    throw methodNotAllowed(method, pathname, "DELETE");
-  }
-  if (operation === "exchangeTeamsUserAccessToken" && surface.teamsExchange === "none") {
-    throw new AcsError(
+  const { operation } = route;
+  const absent = () =>
+    new AcsError(
       404,
       "NotFound",
       `No operation matches ${method} ${pathname} in api-version ${surface.version}.`,
     );
+  if (operation === "getIdentity" && !surface.customId) {
+    throw methodNotAllowed(method, pathname, surface.legacy ? "DELETE, PATCH" : "DELETE");
+  }
+  if (operation === "updateIdentity" && !surface.legacy) {
+    throw methodNotAllowed(method, pathname, surface.customId ? "GET, DELETE" : "DELETE");
+  }
+  if (
+    (operation === "issueAccessToken" && Boolean(route.legacyPath) !== surface.legacy) ||
+    (operation === "revokeAccessTokens" && surface.legacy)
+  ) {
+    throw absent();
+  }
+  if (operation === "exchangeTeamsUserAccessToken" && surface.teamsExchange === "none") {
+    throw absent();
   }
 }

@@ -321,6 +321,17 @@ export function createHandlers(deps: HandlerDeps): Record<EmulatorOperation, Han
     async createIdentity(ctx) {
       const { surface } = ctx;
       const body = parseObject(ctx.body, false);
+      if (surface.legacy) {
+        // 2020-07-20-preview2 takes no body and answers 200 with the bare identity.
+        for (const field of ["createTokenWithScopes", "expiresInMinutes", "customId"]) {
+          if (!absent(body[field])) {
+            throw fieldNotInVersion(field, surface.version);
+          }
+        }
+        ctx.admit("createIdentity");
+        const identity = store.create(ctx.now);
+        return { status: 200, body: { id: identity.id }, identityId: identity.id };
+      }
       const wantsToken = !absent(body.createTokenWithScopes);
       ctx.admit(wantsToken ? "createIdentityWithToken" : "createIdentity");
       const minutes = parseLifetime(body.expiresInMinutes, surface);
@@ -355,11 +366,39 @@ export function createHandlers(deps: HandlerDeps): Record<EmulatorOperation, Han
       const scopes = parseScopes(body.scopes, "scopes", ctx.surface);
       const minutes = parseLifetime(body.expiresInMinutes, ctx.surface);
       const identity = ownIdentity(ctx.identityId);
+      const minted = mintFor(identity, scopes, minutes, ctx.now);
       return {
         status: 200,
-        body: mintFor(identity, scopes, minutes, ctx.now),
+        // 2020-07-20-preview2's CommunicationIdentityToken names its owner.
+        body: ctx.surface.legacy ? { id: identity.id, ...minted } : minted,
         identityId: identity.id,
       };
+    },
+
+    async updateIdentity(ctx) {
+      const body = parseObject(ctx.body, true);
+      ctx.admit("revokeAccessTokens");
+      const { tokensValidFrom } = body;
+      const at = typeof tokensValidFrom === "string" ? Date.parse(tokensValidFrom) : NaN;
+      if (
+        typeof tokensValidFrom !== "string" ||
+        !/^\d{4}-\d\d-\d\dT\d\d:\d\d/.test(tokensValidFrom) ||
+        Number.isNaN(at)
+      ) {
+        // Emulator's choice: the real answer to a bad or missing date is not recorded.
+        throw new AcsError(
+          400,
+          "ValidationError",
+          "TokensValidFrom must be an ISO 8601 date-time.",
+          {
+            target: "tokensValidFrom",
+          },
+        );
+      }
+      const identity = ownIdentity(ctx.identityId);
+      // "All tokens that are issued prior to this time will be revoked" (spec): a revoke dated then.
+      store.revoke(identity.id, at);
+      return { status: 204, identityId: identity.id };
     },
 
     async revokeAccessTokens(ctx) {

@@ -15,6 +15,7 @@ export { EMULATOR_API_VERSION } from "./api-versions.js";
 export type EmulatorOperation =
   | "createIdentity"
   | "getIdentity"
+  | "updateIdentity"
   | "issueAccessToken"
   | "revokeAccessTokens"
   | "deleteIdentity"
@@ -24,6 +25,7 @@ export type EmulatorOperation =
 export const EMULATOR_OPERATIONS: readonly EmulatorOperation[] = [
   "createIdentity",
   "getIdentity",
+  "updateIdentity",
   "issueAccessToken",
   "revokeAccessTokens",
   "deleteIdentity",

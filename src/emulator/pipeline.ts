@@ -114,7 +114,7 @@ export function createPipeline(deps: PipelineDeps) {
     let surface: ApiSurface = NEWEST;
     if (operation !== "introspect") {
       surface = resolveApiVersion(ctx.query);
-      assertOperationInVersion(operation, surface, ctx.method, ctx.pathname);
+      assertOperationInVersion(matched, surface, ctx.method, ctx.pathname);
     }
 
     const auth = authenticate(ctx, body, operation);

@@ -87,13 +87,125 @@ function expectRefusal(res: RawResponse, status: number, code: string, target?: 
   }
 }
 
+const LEGACY = "2020-07-20-preview2";
+const ALL_VERSIONS = [LEGACY, ...Object.keys(EXPECTED)].sort();
+
 it("lists exactly the versions the tests cover, in api-supported-versions too", async () => {
-  expect([...SUPPORTED_API_VERSIONS].sort()).toEqual(Object.keys(EXPECTED).sort());
-  expect([...SPEC_VERSIONS].sort()).toEqual(Object.keys(EXPECTED).sort());
+  expect([...SUPPORTED_API_VERSIONS].sort()).toEqual(ALL_VERSIONS);
+  expect([...SPEC_VERSIONS].sort()).toEqual(ALL_VERSIONS);
   const res = await send({ method: "POST", path: "/identities?api-version=2021-03-07" });
-  expect(String(res.headers["api-supported-versions"]).split(", ").sort()).toEqual(
-    Object.keys(EXPECTED).sort(),
-  );
+  expect(String(res.headers["api-supported-versions"]).split(", ").sort()).toEqual(ALL_VERSIONS);
+});
+
+describe(`api-version ${LEGACY}, the first preview's own API`, () => {
+  const path = (p: string) => `${p}?api-version=${LEGACY}`;
+  const create = async () => {
+    const res = await send({ method: "POST", path: path("/identities") });
+    expectSuccess(res, 200);
+    assertMatchesSpec("CommunicationIdentity", res.json, LEGACY);
+    return (res.json as { id: string }).id;
+  };
+  const issue = (id: string, body: unknown = { scopes: ["chat"] }) =>
+    send({
+      method: "POST",
+      path: path(`/identities/${encodeURIComponent(id)}/token`),
+      body: json(body),
+    });
+
+  it("creates with 200 and a bare identity, and issues through /token with the owner's id", async () => {
+    const id = await create();
+    const res = await issue(id);
+    expectSuccess(res, 200);
+    assertMatchesSpec("CommunicationIdentityToken", res.json, LEGACY);
+    expect((res.json as { id: string }).id).toBe(id);
+    expectRefusal(
+      await send({
+        method: "POST",
+        path: path("/identities"),
+        body: json({ createTokenWithScopes: ["chat"] }),
+      }),
+      400,
+      "ValidationError",
+      "createTokenWithScopes",
+    );
+  });
+
+  it("revokes with PATCH tokensValidFrom, and deletes", async () => {
+    const id = await create();
+    const before = ((await issue(id)).json as { token: string }).token;
+    const patched = await send({
+      method: "PATCH",
+      path: path(`/identities/${encodeURIComponent(id)}`),
+      body: json({ tokensValidFrom: new Date(Date.now() + 1000).toISOString() }),
+    });
+    expectSuccess(patched, 204);
+    const state = await send({
+      method: "POST",
+      path: "/emulator/introspect",
+      body: json({ token: before }),
+    });
+    expect(state.json).toMatchObject({ active: false, reason: "revoked" });
+    expectRefusal(
+      await send({
+        method: "PATCH",
+        path: path(`/identities/${encodeURIComponent(id)}`),
+        body: json({ tokensValidFrom: "yesterday" }),
+      }),
+      400,
+      "ValidationError",
+      "tokensValidFrom",
+    );
+    expectSuccess(
+      await send({ method: "DELETE", path: path(`/identities/${encodeURIComponent(id)}`) }),
+      204,
+    );
+    expectRefusal(await issue(id), 404, "IdentityNotFound");
+  });
+
+  it("has none of the later paths or fields", async () => {
+    const id = await create();
+    const encoded = encodeURIComponent(id);
+    expectRefusal(
+      await send({
+        method: "POST",
+        path: path(`/identities/${encoded}/:issueAccessToken`),
+        body: json({ scopes: ["chat"] }),
+      }),
+      404,
+      "NotFound",
+    );
+    expectRefusal(
+      await send({ method: "POST", path: path(`/identities/${encoded}/:revokeAccessTokens`) }),
+      404,
+      "NotFound",
+    );
+    expectRefusal(
+      await issue(id, { scopes: ["chat"], expiresInMinutes: 60 }),
+      400,
+      "ValidationError",
+      "expiresInMinutes",
+    );
+    expectRefusal(await issue(id, { scopes: ["chat.join"] }), 400, "ValidationError", "scopes");
+    // And the later versions do not have its paths.
+    expectRefusal(
+      await send({
+        method: "POST",
+        path: `/identities/${encoded}/token?api-version=2023-10-01`,
+        body: json({ scopes: ["chat"] }),
+      }),
+      404,
+      "NotFound",
+    );
+    expectRefusal(
+      await send({
+        method: "PATCH",
+        path: `/identities/${encoded}?api-version=2023-10-01`,
+        body: json({ tokensValidFrom: new Date().toISOString() }),
+      }),
+      405,
+      "MethodNotAllowed",
+    );
+  });
 });
 
 describe.each(Object.entries(EXPECTED))("api-version %s", (version, expected) => {

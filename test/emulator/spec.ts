@@ -20,6 +20,7 @@ const load = (version: string) =>
  * response definition that differs from 2023-10-01.
  */
 const SPEC_OF_VERSION: Record<string, string> = {
+  "2020-07-20-preview2": "2020-07-20-preview2",
   "2021-03-07": "2021-03-07",
   "2021-10-31-preview": "2021-10-31-preview",
   "2021-11-01": "2021-03-07",
@@ -109,7 +110,8 @@ ajv.addSchema({
 export type SpecDefinition =
   | "CommunicationIdentityAccessTokenResult"
   | "CommunicationIdentityAccessToken"
-  | "CommunicationIdentity";
+  | "CommunicationIdentity"
+  | "CommunicationIdentityToken";
 
 const cache = new Map<string, ValidateFunction>();
 function validator(ref: string): ValidateFunction {

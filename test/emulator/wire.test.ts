@@ -136,7 +136,7 @@ describe("response context", () => {
     });
     expect(res.headers["x-ms-client-request-id"]).toBe("my-correlation-id");
     expect(res.headers["api-supported-versions"]).toBe(
-      "2021-03-07, 2021-10-31-preview, 2021-11-01, 2022-06-01, 2022-10-01, 2023-10-01, 2025-03-02-preview",
+      "2020-07-20-preview2, 2021-03-07, 2021-10-31-preview, 2021-11-01, 2022-06-01, 2022-10-01, 2023-10-01, 2025-03-02-preview",
     );
     expect(res.headers["ms-cv"]).toMatch(/^[A-Za-z0-9+/]+\.0$/);
     expect(res.headers["x-processing-time"]).toMatch(/^\d+ms$/);
