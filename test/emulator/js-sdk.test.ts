@@ -74,7 +74,8 @@ const EXPECTED = [
   { call: "deleteUser" },
 ];
 
-describe("the JavaScript SDK over HTTPS", () => {
+// Child processes (tsx start-up, MSAL retries) on a shared 2-core machine: generous timeouts.
+describe("the JavaScript SDK over HTTPS", { timeout: 120_000 }, () => {
   it("passes with the connection string, trusting the test CA only through NODE_EXTRA_CA_CERTS", async () => {
     expect(emulator.endpoint).toMatch(/^https:/);
     const before = { ...emulator.counters };

@@ -64,76 +64,81 @@ afterAll(async () => {
   ca?.remove();
 });
 
-describe.skipIf(!pythonReady)("the Python SDK (python3-azure) over HTTPS", () => {
-  it("runs the access-token quickstart unchanged with its default api-version", async () => {
-    expect(emulator.endpoint).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/$/);
-    const before = { ...emulator.counters };
-    const run = await runPython("quickstart.py", {
-      COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
-      REQUESTS_CA_BUNDLE: ca.caFile,
+// Child processes on a shared 2-core machine: generous timeouts.
+describe.skipIf(!pythonReady)(
+  "the Python SDK (python3-azure) over HTTPS",
+  { timeout: 120_000 },
+  () => {
+    it("runs the access-token quickstart unchanged with its default api-version", async () => {
+      expect(emulator.endpoint).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/$/);
+      const before = { ...emulator.counters };
+      const run = await runPython("quickstart.py", {
+        COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
+        REQUESTS_CA_BUNDLE: ca.caFile,
+      });
+      expect(run.stderr).toBe("");
+      expect(run.code).toBe(0);
+      expect(run.stdout).toMatch(/Created an identity with ID: 8:acs:/);
+      expect(run.stdout).toContain("QUICKSTART OK");
+      expect(emulator.counters.createIdentity - before.createIdentity).toBe(2);
+      expect(emulator.counters.issueAccessToken - before.issueAccessToken).toBe(2);
+      expect(emulator.counters.revokeAccessTokens - before.revokeAccessTokens).toBe(1);
+      expect(emulator.counters.deleteIdentity - before.deleteIdentity).toBe(2);
+      expect(new Set(versions)).toEqual(new Set(["2022-10-01"]));
     });
-    expect(run.stderr).toBe("");
-    expect(run.code).toBe(0);
-    expect(run.stdout).toMatch(/Created an identity with ID: 8:acs:/);
-    expect(run.stdout).toContain("QUICKSTART OK");
-    expect(emulator.counters.createIdentity - before.createIdentity).toBe(2);
-    expect(emulator.counters.issueAccessToken - before.issueAccessToken).toBe(2);
-    expect(emulator.counters.revokeAccessTokens - before.revokeAccessTokens).toBe(1);
-    expect(emulator.counters.deleteIdentity - before.deleteIdentity).toBe(2);
-    expect(new Set(versions)).toEqual(new Set(["2022-10-01"]));
-  });
 
-  it("refuses the quickstart when the client does not trust the emulator's CA", async () => {
-    const run = await runPython("quickstart.py", {
-      COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
+    it("refuses the quickstart when the client does not trust the emulator's CA", async () => {
+      const run = await runPython("quickstart.py", {
+        COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
+      });
+      expect(run.code).not.toBe(0);
+      expect(run.stderr).toMatch(/CERTIFICATE_VERIFY_FAILED|SSLError/);
     });
-    expect(run.code).not.toBe(0);
-    expect(run.stderr).toMatch(/CERTIFICATE_VERIFY_FAILED|SSLError/);
-  });
 
-  it("answers every method of the sync and aio clients", async () => {
-    const appId = "2f6a5b5e-1c55-4d8f-9f0d-3a3b6c9a7e11";
-    const userId = "9c7d3f1a-7b6e-4f0b-8e2a-5d4c3b2a1f00";
-    const exp = Math.floor(Date.now() / 1000) + 3600;
-    const before = { ...emulator.counters };
-    const run = await runPython("all_methods.py", {
-      COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
-      REQUESTS_CA_BUNDLE: ca.caFile,
-      SSL_CERT_FILE: ca.caFile,
-      TEAMS_AAD_TOKEN: unsignedJwt({ appid: appId, oid: userId, exp }),
-      TEAMS_APP_ID: appId,
-      TEAMS_USER_ID: userId,
+    it("answers every method of the sync and aio clients", async () => {
+      const appId = "2f6a5b5e-1c55-4d8f-9f0d-3a3b6c9a7e11";
+      const userId = "9c7d3f1a-7b6e-4f0b-8e2a-5d4c3b2a1f00";
+      const exp = Math.floor(Date.now() / 1000) + 3600;
+      const before = { ...emulator.counters };
+      const run = await runPython("all_methods.py", {
+        COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
+        REQUESTS_CA_BUNDLE: ca.caFile,
+        SSL_CERT_FILE: ca.caFile,
+        TEAMS_AAD_TOKEN: unsignedJwt({ appid: appId, oid: userId, exp }),
+        TEAMS_APP_ID: appId,
+        TEAMS_USER_ID: userId,
+      });
+      expect(run.stderr).toBe("");
+      expect(run.code).toBe(0);
+      const calls = run.stdout
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line) as { mode: string; method: string; status?: number });
+      expect(calls.map((c) => `${c.mode} ${c.method}`)).toEqual([
+        "sync create_user",
+        "sync get_token",
+        "sync get_token(1h)",
+        "sync create_user_and_token",
+        "sync revoke_tokens",
+        "sync get_token_for_teams_user",
+        "sync get_token(59m)",
+        "sync delete_user",
+        "sync get_token(deleted)",
+        "aio create_user",
+        "aio get_token",
+        "aio create_user_and_token",
+        "aio revoke_tokens",
+        "aio get_token_for_teams_user",
+        "aio delete_user",
+      ]);
+      expect(calls.find((c) => c.method === "get_token(deleted)")?.status).toBe(404);
+      expect(run.stdout).toContain("ALL METHODS OK");
+      const delta = (op: keyof Emulator["counters"]) => emulator.counters[op] - before[op];
+      expect(delta("createIdentity")).toBe(4);
+      expect(delta("issueAccessToken")).toBe(3);
+      expect(delta("revokeAccessTokens")).toBe(2);
+      expect(delta("deleteIdentity")).toBe(4);
+      expect(delta("exchangeTeamsUserAccessToken")).toBe(2);
     });
-    expect(run.stderr).toBe("");
-    expect(run.code).toBe(0);
-    const calls = run.stdout
-      .split("\n")
-      .filter((line) => line.startsWith("{"))
-      .map((line) => JSON.parse(line) as { mode: string; method: string; status?: number });
-    expect(calls.map((c) => `${c.mode} ${c.method}`)).toEqual([
-      "sync create_user",
-      "sync get_token",
-      "sync get_token(1h)",
-      "sync create_user_and_token",
-      "sync revoke_tokens",
-      "sync get_token_for_teams_user",
-      "sync get_token(59m)",
-      "sync delete_user",
-      "sync get_token(deleted)",
-      "aio create_user",
-      "aio get_token",
-      "aio create_user_and_token",
-      "aio revoke_tokens",
-      "aio get_token_for_teams_user",
-      "aio delete_user",
-    ]);
-    expect(calls.find((c) => c.method === "get_token(deleted)")?.status).toBe(404);
-    expect(run.stdout).toContain("ALL METHODS OK");
-    const delta = (op: keyof Emulator["counters"]) => emulator.counters[op] - before[op];
-    expect(delta("createIdentity")).toBe(4);
-    expect(delta("issueAccessToken")).toBe(3);
-    expect(delta("revokeAccessTokens")).toBe(2);
-    expect(delta("deleteIdentity")).toBe(4);
-    expect(delta("exchangeTeamsUserAccessToken")).toBe(2);
-  });
-});
+  },
+);
