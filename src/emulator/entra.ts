@@ -14,8 +14,8 @@ import type { TokenSigner } from "./token-signer.js";
 export const MANAGED_IDENTITY_PATH = "/msi/token";
 export const MANAGED_IDENTITY_API_VERSION = "2019-08-01";
 /** The tenant and managed identity the emulator pretends to be (fixed: tests may assert them). */
-export const EMULATOR_TENANT_ID = "72f988bf-0000-4000-8000-00000000e417";
-export const EMULATOR_MANAGED_IDENTITY_CLIENT_ID = "0b1f5a8c-0000-4000-8000-00000000e417";
+export const EMULATOR_TENANT_ID = "e1a7e000-0000-4000-8000-000000000001";
+export const EMULATOR_MANAGED_IDENTITY_CLIENT_ID = "e1a7e000-0000-4000-8000-000000000002";
 /** Emulator's choice: App Service tokens live about 24 h; an hour exercises refresh sooner. */
 const MANAGED_IDENTITY_TOKEN_SECONDS = 3600;
 const ISSUER = `https://sts.windows.net/${EMULATOR_TENANT_ID}/`;
