@@ -19,14 +19,7 @@ async function main(): Promise<void> {
   const logger = createLogger({ level: config.logLevel });
 
   const embedded = config.acs === undefined;
-  const emulator = embedded
-    ? {
-        ...emulatorOptionsFromEnv(process.env),
-        // Embedded, it listens on a free loopback port unless told otherwise, so it never clashes
-        // with a standalone `npm run emulator` on the documented port.
-        ...(process.env.ACS_EMULATOR_PORT ? {} : { port: 0 }),
-      }
-    : undefined;
+  const emulator = embedded ? embeddedEmulatorOptions() : undefined;
 
   const app = await createApp(config, { logger, emulator });
   const url = await app.listen();
@@ -55,6 +48,17 @@ async function main(): Promise<void> {
   };
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
+}
+
+/**
+ * The standalone emulator's settings, as far as they make sense in process: the embedded one
+ * keeps plain loopback HTTP and access-key signing (TLS and Entra ID modes are for clients that
+ * need them, which talk to `npm run emulator`), and a free port unless ACS_EMULATOR_PORT is set, so
+ * it never clashes with a standalone emulator on the documented port.
+ */
+function embeddedEmulatorOptions() {
+  const { tls: _tls, entra: _entra, ...options } = emulatorOptionsFromEnv(process.env);
+  return { ...options, ...(process.env.ACS_EMULATOR_PORT ? {} : { port: 0 }) };
 }
 
 main().catch((error: unknown) => {

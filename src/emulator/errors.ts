@@ -1,5 +1,5 @@
 /**
- * An answer in the ACS error shape: `{"error":{"code","message","target"?}}`. Every layer throws
+ * The error serialisation stage's input. An answer in the ACS error shape: `{"error":{"code","message","target"?}}`. Every layer throws
  * this; the server serialises it in one place, so no path can answer in another shape.
  */
 export class AcsError extends Error {
@@ -34,6 +34,17 @@ export const identityNotOwned = () =>
 export const invalidAccessToken = () =>
   new AcsError(401, "InvalidAccessToken", "Provided access token is not valid.");
 
+/** Teams exchange answers as recorded from the real service by the Azure SDK's live tests. */
+export const teamsFieldRequired = (field: "AppId" | "UserId") =>
+  new AcsError(400, "ValidationError", `${field}: The ${field} field is required.`, {
+    target: field,
+  });
+
+export const teamsFieldMalformed = (field: "AppId" | "UserId") =>
+  new AcsError(400, "ValidationError", `Provided ${field} has invalid format.`, {
+    target: field === "AppId" ? "appId" : "userId",
+  });
+
 export const lifetimeInvalid = (value: unknown) =>
   new AcsError(
     400,
@@ -46,5 +57,14 @@ export const scopesRequired = (target = "scopes") =>
   new AcsError(400, "ValidationError", "Invalid scopes - Scopes field is required.", { target });
 
 // Emulator's own choices (the real answers are not known; see docs/emulator.md).
+/** A field the api-version asked for does not have (e.g. `expiresInMinutes` before 2022-10-01). */
+export const fieldNotInVersion = (field: string, version: string) =>
+  new AcsError(
+    400,
+    "ValidationError",
+    `The ${field} field is not supported in api-version ${version}.`,
+    { target: field },
+  );
+
 export const identityNotFound = () =>
   new AcsError(404, "IdentityNotFound", "The identity does not exist or was deleted.");

@@ -1,5 +1,5 @@
 /**
- * The ACS Identity emulator (api-version 2023-10-01): see docs/emulator.md.
+ * The ACS Identity emulator (every api-version in api-versions.ts): see docs/emulator.md.
  */
 export { startEmulator, MAX_BODY_BYTES, type Emulator } from "./emulator.js";
 export {
@@ -11,5 +11,12 @@ export {
   EMULATOR_WELL_KNOWN_ACCESS_KEY,
   type EmulatorOperation,
   type EmulatorOptions,
+  type EntraMode,
 } from "./options.js";
+export { SUPPORTED_API_VERSIONS } from "./api-versions.js";
 export { ACS_THROTTLE_LIMITS } from "./throttle.js";
+export {
+  EMULATOR_MANAGED_IDENTITY_CLIENT_ID,
+  EMULATOR_TENANT_ID,
+  MANAGED_IDENTITY_PATH,
+} from "./entra.js";

@@ -1,6 +1,8 @@
 /**
- * `npm run emulator`: the emulator alone. Prints exactly one stdout line once it listens (scripts
- * read it to find the port when ACS_EMULATOR_PORT=0); everything else goes to stderr as pino logs.
+ * `npm run emulator`: the emulator alone. Once it listens it prints the connection string line on
+ * stdout (scripts read it to find the port when ACS_EMULATOR_PORT=0) and, with ACS_EMULATOR_ENTRA,
+ * an `IDENTITY_ENDPOINT=` and an `IDENTITY_HEADER=` line after it; everything else goes to stderr
+ * as pino logs.
  */
 import { createLogger } from "../logger.js";
 import { emulatorOptionsFromEnv, startEmulator, type EmulatorOptions } from "./index.js";
@@ -18,7 +20,12 @@ const logger = createLogger({ level, name: "acs-emulator" }, process.stderr);
 
 try {
   const emulator = await startEmulator({ ...options, logger });
-  process.stdout.write(`COMMUNICATION_SERVICES_CONNECTION_STRING=${emulator.connectionString}\n`);
+  let lines = `COMMUNICATION_SERVICES_CONNECTION_STRING=${emulator.connectionString}\n`;
+  if (emulator.managedIdentity) {
+    lines += `IDENTITY_ENDPOINT=${emulator.managedIdentity.endpoint}\n`;
+    lines += `IDENTITY_HEADER=${emulator.managedIdentity.header}\n`;
+  }
+  process.stdout.write(lines);
 
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {

@@ -1,9 +1,21 @@
 import { readFileSync } from "node:fs";
+import { z } from "zod";
 import type { Logger } from "../logger.js";
+import { isGuid } from "./rules.js";
+import {
+  ACS_THROTTLE_LIMITS,
+  ACS_THROTTLE_WINDOW_MS,
+  type ThrottleBucket,
+  type ThrottleSettings,
+} from "./throttle.js";
+
+export { EMULATOR_API_VERSION } from "./api-versions.js";
 
 /** The operations the emulator answers; the keys of `Emulator.counters`. */
 export type EmulatorOperation =
   | "createIdentity"
+  | "getIdentity"
+  | "updateIdentity"
   | "issueAccessToken"
   | "revokeAccessTokens"
   | "deleteIdentity"
@@ -12,6 +24,8 @@ export type EmulatorOperation =
 
 export const EMULATOR_OPERATIONS: readonly EmulatorOperation[] = [
   "createIdentity",
+  "getIdentity",
+  "updateIdentity",
   "issueAccessToken",
   "revokeAccessTokens",
   "deleteIdentity",
@@ -34,8 +48,7 @@ export const EMULATOR_DEFAULT_RESOURCE_ID = "5c6fe286-6348-4310-9cd1-6980234eb6c
 export const EMULATOR_DEFAULT_PORT = 10500;
 export const EMULATOR_DEFAULT_HOST = "127.0.0.1";
 
-/** The only api-version the emulator speaks (the one `@azure/communication-identity` 1.3 sends). */
-export const EMULATOR_API_VERSION = "2023-10-01";
+export type EntraMode = "off" | "on" | "any";
 
 export interface EmulatorOptions {
   /** @default "127.0.0.1" */
@@ -48,10 +61,27 @@ export interface EmulatorOptions {
   resourceId?: string;
   /** Added before every answer, to make a slow upstream visible. @default 0 */
   latencyMs?: number;
-  /** `acs`: enforce the published per-30-second Identity limits with 429 + Retry-After. @default "off" */
-  throttle?: "off" | "acs";
+  /**
+   * `acs`: enforce the published per-30-second Identity limits with 429 + Retry-After. An object
+   * does the same with some limits or the window overridden (a test needs a handful of calls, not
+   * 1,000). @default "off"
+   */
+  throttle?:
+    "off" | "acs" | { limits?: Partial<Record<ThrottleBucket, number>>; windowMs?: number };
   /** PKCS#8 RSA private key PEM the tokens are signed with. @default a key generated at start */
   signingKeyPem?: string;
+  /** PEM certificate chain and private key: listen with TLS (`https://` endpoint). */
+  tls?: { cert: string; key: string };
+  /**
+   * `on`: also accept `Authorization: Bearer` tokens minted by the emulator's own managed-identity
+   * endpoint; `any`: also any unexpired JWT for `https://communication.azure.com`, signature
+   * unchecked. @default "off"
+   */
+  entra?: EntraMode;
+  /** Verify the Teams exchange's Entra token against this JWKS (signature and issuer). */
+  teamsJwksUrl?: string;
+  /** Persist identities, deletions and revocations (and the signing key) to this JSON file. */
+  stateFile?: string;
   /**
    * The emulator's clock (epoch ms) for token times, revocation and throttle windows. The `x-ms-date`
    * skew check deliberately uses the wall clock: the SDK signs with the machine's real time, so a
@@ -63,119 +93,225 @@ export interface EmulatorOptions {
   logger?: Logger;
 }
 
-const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Options after validation and defaults: what the pipeline runs on. */
+export interface ResolvedOptions {
+  host: string;
+  port: number;
+  accessKey: string;
+  resourceId: string;
+  latencyMs: number;
+  throttle: ThrottleSettings | undefined;
+  signingKeyPem?: string;
+  tls?: { cert: string; key: string };
+  entra: EntraMode;
+  teamsJwksUrl?: string;
+  stateFile?: string;
+  now: () => number;
+  logger?: Logger;
+}
+
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 
-export function isGuid(value: string): boolean {
-  return GUID.test(value);
-}
+const accessKeySchema = z.string().refine(
+  (key) => BASE64.test(key) && key.length % 4 === 0 && Buffer.from(key, "base64").length >= 16,
+  // Never echo the key.
+  { message: "must be base64 of at least 16 bytes" },
+);
 
-/** A problem string for a bad access key, or undefined. Never echoes the key. */
-export function accessKeyProblem(key: string): string | undefined {
-  if (!BASE64.test(key) || key.length % 4 !== 0 || Buffer.from(key, "base64").length < 16) {
-    return "must be base64 of at least 16 bytes";
-  }
-  return undefined;
-}
+const limitSchema = z.number().int().min(1).max(1_000_000);
 
-/** Every problem with `options`, so a caller hears of all of them at once. */
-export function optionProblems(options: EmulatorOptions): string[] {
-  const problems: string[] = [];
-  if (
-    options.port !== undefined &&
-    (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535)
-  ) {
-    problems.push("port: must be a whole number from 0 to 65535");
+const optionsSchema = z.strictObject({
+  host: z.string().min(1).default(EMULATOR_DEFAULT_HOST),
+  port: z.number().int().min(0).max(65535).default(EMULATOR_DEFAULT_PORT),
+  accessKey: accessKeySchema.default(EMULATOR_WELL_KNOWN_ACCESS_KEY),
+  resourceId: z
+    .string()
+    .refine(isGuid, { message: "must be a GUID" })
+    .transform((v) => v.toLowerCase())
+    .default(EMULATOR_DEFAULT_RESOURCE_ID),
+  latencyMs: z.number().min(0).max(60_000).default(0),
+  throttle: z
+    .union([
+      z.enum(["off", "acs"]),
+      z.strictObject({
+        limits: z
+          .strictObject({
+            createIdentity: limitSchema.optional(),
+            createIdentityWithToken: limitSchema.optional(),
+            issueAccessToken: limitSchema.optional(),
+            revokeAccessTokens: limitSchema.optional(),
+            deleteIdentity: limitSchema.optional(),
+            exchangeTeamsUserAccessToken: limitSchema.optional(),
+          })
+          .optional(),
+        windowMs: z.number().int().min(1000).max(3_600_000).optional(),
+      }),
+    ])
+    .default("off")
+    .transform((t): ThrottleSettings | undefined => {
+      if (t === "off") {
+        return undefined;
+      }
+      if (t === "acs") {
+        return { limits: { ...ACS_THROTTLE_LIMITS }, windowMs: ACS_THROTTLE_WINDOW_MS };
+      }
+      const limits = { ...ACS_THROTTLE_LIMITS } as Record<ThrottleBucket, number>;
+      for (const [bucket, limit] of Object.entries(t.limits ?? {})) {
+        if (limit !== undefined) {
+          limits[bucket as ThrottleBucket] = limit;
+        }
+      }
+      return { limits, windowMs: t.windowMs ?? ACS_THROTTLE_WINDOW_MS };
+    }),
+  signingKeyPem: z.string().min(1).optional(),
+  tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+  entra: z.enum(["off", "on", "any"]).default("off"),
+  teamsJwksUrl: z.url({ protocol: /^https?$/, message: "must be an http(s) URL" }).optional(),
+  stateFile: z.string().min(1).optional(),
+  now: z.custom<() => number>((v) => typeof v === "function").default(() => Date.now),
+  logger: z.custom<Logger>((v) => typeof v === "object" && v !== null).optional(),
+});
+
+const describe = (error: z.ZodError, prefix: (path: string) => string) =>
+  error.issues.map((issue) => `  - ${prefix(issue.path.join("."))}: ${issue.message}`).join("\n");
+
+/** Validates and fills defaults; throws one Error listing every problem (never a key's value). */
+export function resolveOptions(options: EmulatorOptions): ResolvedOptions {
+  const parsed = optionsSchema.safeParse(options);
+  if (!parsed.success) {
+    throw new Error(`invalid emulator options:\n${describe(parsed.error, (p) => p)}`);
   }
-  if (options.accessKey !== undefined) {
-    const problem = accessKeyProblem(options.accessKey);
-    if (problem) {
-      problems.push(`accessKey: ${problem}`);
-    }
-  }
-  if (options.resourceId !== undefined && !isGuid(options.resourceId)) {
-    problems.push("resourceId: must be a GUID");
-  }
-  if (
-    options.latencyMs !== undefined &&
-    (!Number.isFinite(options.latencyMs) || options.latencyMs < 0 || options.latencyMs > 60_000)
-  ) {
-    problems.push("latencyMs: must be a number from 0 to 60000");
-  }
-  if (options.throttle !== undefined && options.throttle !== "off" && options.throttle !== "acs") {
-    problems.push('throttle: must be "off" or "acs"');
-  }
-  return problems;
+  return parsed.data;
 }
 
 type Env = Record<string, string | undefined>;
 
+const ENV_NAMES = {
+  host: "ACS_EMULATOR_HOST",
+  port: "ACS_EMULATOR_PORT",
+  accessKey: "ACS_EMULATOR_ACCESS_KEY",
+  resourceId: "ACS_EMULATOR_RESOURCE_ID",
+  latencyMs: "ACS_EMULATOR_LATENCY_MS",
+  throttle: "ACS_EMULATOR_THROTTLE",
+  entra: "ACS_EMULATOR_ENTRA",
+  teamsJwksUrl: "ACS_EMULATOR_TEAMS_JWKS_URL",
+  stateFile: "ACS_EMULATOR_STATE_FILE",
+  signingKeyFile: "ACS_EMULATOR_SIGNING_KEY_FILE",
+  tlsCert: "ACS_EMULATOR_TLS_CERT",
+  tlsKey: "ACS_EMULATOR_TLS_KEY",
+} as const;
+
+const wholeNumber = (max: number) =>
+  z
+    .string()
+    .regex(/^\d{1,7}$/, { message: `must be a whole number from 0 to ${max}` })
+    .transform(Number)
+    .pipe(z.number().max(max, { message: `must be a whole number from 0 to ${max}` }));
+
+const envSchema = z.object({
+  host: z.string().optional(),
+  port: wholeNumber(65535).optional(),
+  accessKey: accessKeySchema.optional(),
+  resourceId: z
+    .string()
+    .refine(isGuid, { message: "must be a GUID" })
+    .transform((v) => v.toLowerCase())
+    .optional(),
+  latencyMs: wholeNumber(60_000).optional(),
+  throttle: z.enum(["off", "acs"], { message: 'must be "off" or "acs"' }).optional(),
+  entra: z.enum(["off", "on", "any"], { message: 'must be "off", "on" or "any"' }).optional(),
+  teamsJwksUrl: z.url({ protocol: /^https?$/, message: "must be an http(s) URL" }).optional(),
+  stateFile: z.string().optional(),
+  signingKeyFile: z.string().optional(),
+  tlsCert: z.string().optional(),
+  tlsKey: z.string().optional(),
+});
+
 /**
- * Reads `ACS_EMULATOR_HOST`, `_PORT`, `_ACCESS_KEY`, `_RESOURCE_ID`, `_LATENCY_MS`, `_THROTTLE` and
- * `_SIGNING_KEY_FILE`. An empty string counts as unset (docker-compose passes `FOO=`). Throws one
- * Error listing every problem; never echoes the access key or the key file's content.
+ * Reads the `ACS_EMULATOR_*` settings of CONTRACT.md ("Emulator settings") plus
+ * `ACS_EMULATOR_SIGNING_KEY_FILE`. An empty string counts as unset (docker-compose passes `FOO=`).
+ * Throws one Error listing every problem; never echoes the access key or a file's content.
  */
 export function emulatorOptionsFromEnv(env: Env = process.env): EmulatorOptions {
-  const value = (name: string) => (env[name] === "" ? undefined : env[name]);
+  const raw: Record<string, string | undefined> = {};
+  for (const [field, name] of Object.entries(ENV_NAMES)) {
+    raw[field] = env[name] === "" ? undefined : env[name];
+  }
   const problems: string[] = [];
-  const options: EmulatorOptions = {};
-
-  const host = value("ACS_EMULATOR_HOST");
-  if (host !== undefined) {
-    options.host = host;
-  }
-  const port = value("ACS_EMULATOR_PORT");
-  if (port !== undefined) {
-    if (/^\d{1,5}$/.test(port) && Number(port) <= 65535) {
-      options.port = Number(port);
-    } else {
-      problems.push("ACS_EMULATOR_PORT: must be a whole number from 0 to 65535");
+  const parsed = envSchema.safeParse(raw);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      const field = String(issue.path[0]) as keyof typeof ENV_NAMES;
+      problems.push(`${ENV_NAMES[field]}: ${issue.message}`);
     }
   }
-  const accessKey = value("ACS_EMULATOR_ACCESS_KEY");
-  if (accessKey !== undefined) {
-    const problem = accessKeyProblem(accessKey);
-    if (problem) {
-      problems.push(`ACS_EMULATOR_ACCESS_KEY: ${problem}`);
-    } else {
-      options.accessKey = accessKey;
-    }
-  }
-  const resourceId = value("ACS_EMULATOR_RESOURCE_ID");
-  if (resourceId !== undefined) {
-    if (isGuid(resourceId)) {
-      options.resourceId = resourceId.toLowerCase();
-    } else {
-      problems.push("ACS_EMULATOR_RESOURCE_ID: must be a GUID");
-    }
-  }
-  const latency = value("ACS_EMULATOR_LATENCY_MS");
-  if (latency !== undefined) {
-    if (/^\d{1,5}$/.test(latency) && Number(latency) <= 60_000) {
-      options.latencyMs = Number(latency);
-    } else {
-      problems.push("ACS_EMULATOR_LATENCY_MS: must be a whole number from 0 to 60000");
-    }
-  }
-  const throttle = value("ACS_EMULATOR_THROTTLE");
-  if (throttle !== undefined) {
-    if (throttle === "off" || throttle === "acs") {
-      options.throttle = throttle;
-    } else {
-      problems.push('ACS_EMULATOR_THROTTLE: must be "off" or "acs"');
-    }
-  }
-  const keyFile = value("ACS_EMULATOR_SIGNING_KEY_FILE");
-  if (keyFile !== undefined) {
+  // Files are read even when other settings are wrong, so one run reports every problem.
+  const e = parsed.success ? parsed.data : (raw as z.infer<typeof envSchema>);
+  const readPem = (name: string, file: string): string | undefined => {
     try {
-      options.signingKeyPem = readFileSync(keyFile, "utf8");
+      return readFileSync(file, "utf8");
     } catch (error) {
       problems.push(
-        `ACS_EMULATOR_SIGNING_KEY_FILE: cannot read ${keyFile} (${(error as NodeJS.ErrnoException).code ?? "error"})`,
+        `${name}: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? "error"})`,
       );
+      return undefined;
+    }
+  };
+
+  const options: EmulatorOptions = {};
+  const tlsHalf = (e.tlsCert === undefined) !== (e.tlsKey === undefined);
+  if (tlsHalf) {
+    problems.push(`${ENV_NAMES.tlsCert} and ${ENV_NAMES.tlsKey}: set both or neither`);
+  }
+  if (!parsed.success) {
+    if (e.signingKeyFile !== undefined) {
+      readPem(ENV_NAMES.signingKeyFile, e.signingKeyFile);
+    }
+    if (e.tlsCert !== undefined) {
+      readPem(ENV_NAMES.tlsCert, e.tlsCert);
+    }
+    if (e.tlsKey !== undefined) {
+      readPem(ENV_NAMES.tlsKey, e.tlsKey);
+    }
+    throw new Error(`invalid emulator settings:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+  if (e.host !== undefined) {
+    options.host = e.host;
+  }
+  if (e.port !== undefined) {
+    options.port = e.port;
+  }
+  if (e.accessKey !== undefined) {
+    options.accessKey = e.accessKey;
+  }
+  if (e.resourceId !== undefined) {
+    options.resourceId = e.resourceId;
+  }
+  if (e.latencyMs !== undefined) {
+    options.latencyMs = e.latencyMs;
+  }
+  if (e.throttle !== undefined) {
+    options.throttle = e.throttle;
+  }
+  if (e.entra !== undefined) {
+    options.entra = e.entra;
+  }
+  if (e.teamsJwksUrl !== undefined) {
+    options.teamsJwksUrl = e.teamsJwksUrl;
+  }
+  if (e.stateFile !== undefined) {
+    options.stateFile = e.stateFile;
+  }
+  if (e.signingKeyFile !== undefined) {
+    options.signingKeyPem = readPem(ENV_NAMES.signingKeyFile, e.signingKeyFile);
+  }
+  if (!tlsHalf && e.tlsCert !== undefined && e.tlsKey !== undefined) {
+    const cert = readPem(ENV_NAMES.tlsCert, e.tlsCert);
+    const key = readPem(ENV_NAMES.tlsKey, e.tlsKey);
+    if (cert !== undefined && key !== undefined) {
+      options.tls = { cert, key };
     }
   }
-
   if (problems.length > 0) {
     throw new Error(`invalid emulator settings:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
   }

@@ -1,49 +1,162 @@
 import { randomUUID } from "node:crypto";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { z } from "zod";
 
 /**
- * The emulator's whole state, in memory. Every method is synchronous on purpose: Node runs one of
- * them at a time, so concurrent requests on one identity (issue while revoke while delete) see a
- * consistent order without locks.
+ * The emulator's whole state. Every method is synchronous on purpose: Node runs one of them at a
+ * time, so concurrent requests on one identity (issue while revoke while delete) see a consistent
+ * order without locks, and a persisted state file is never written by two requests at once.
  */
 export interface IdentityRecord {
   readonly id: string;
   readonly createdAt: number;
+  /** 2025-03-02-preview: the caller's own id mapped to this identity. */
+  readonly customId?: string;
   /** The latest revoke (epoch ms). */
   revokedAt?: number;
   deletedAt?: number;
+  /** 2025-03-02-preview's `lastTokenIssuedAt` (epoch ms). */
+  lastTokenIssuedAt?: number;
 }
 
 export interface IdentityStore {
-  create(now: number): IdentityRecord;
+  create(now: number, customId?: string): IdentityRecord;
   get(id: string): IdentityRecord | undefined;
+  /** The live identity mapped to `customId`, if any. */
+  byCustomId(customId: string): IdentityRecord | undefined;
+  tokenIssued(id: string, now: number): void;
   revoke(id: string, now: number): void;
   delete(id: string, now: number): void;
+  /** A signing key kept with the state, so tokens of an earlier run still verify. */
+  readonly signingKeyPem: string | undefined;
 }
 
-export function createIdentityStore(resourceId: string): IdentityStore {
+const stateSchema = z.object({
+  version: z.literal(1),
+  resourceId: z.string(),
+  signingKeyPem: z.string().optional(),
+  identities: z.array(
+    z.object({
+      id: z.string(),
+      createdAt: z.number(),
+      customId: z.string().optional(),
+      revokedAt: z.number().optional(),
+      deletedAt: z.number().optional(),
+      lastTokenIssuedAt: z.number().optional(),
+    }),
+  ),
+});
+
+export interface StoreOptions {
+  resourceId: string;
+  /** Persist to this JSON file (written atomically: temp file + rename). */
+  stateFile?: string;
+  /** Used to fill `signingKeyPem` of a NEW state file; an existing file's key wins. */
+  newSigningKeyPem?: () => string;
+}
+
+export function createIdentityStore(options: StoreOptions): IdentityStore {
+  const { resourceId, stateFile } = options;
   // Deleted identities stay as tombstones: the emulator answers 404 for them, and introspection of
   // their tokens says "deleted" rather than "invalid".
   const identities = new Map<string, IdentityRecord>();
+  let signingKeyPem: string | undefined;
+
+  if (stateFile !== undefined) {
+    let text: string | undefined;
+    try {
+      text = readFileSync(stateFile, "utf8");
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") {
+        throw new Error(
+          `cannot read the state file ${stateFile} (${(error as NodeJS.ErrnoException).code ?? "error"})`,
+        );
+      }
+    }
+    if (text !== undefined) {
+      let parsed: z.infer<typeof stateSchema>;
+      try {
+        parsed = stateSchema.parse(JSON.parse(text));
+      } catch {
+        throw new Error(`the state file ${stateFile} is not an emulator state file`);
+      }
+      if (parsed.resourceId !== resourceId) {
+        // Its ids name another resource: serving them would answer IdentityNotOwned for all of them.
+        throw new Error(
+          `the state file ${stateFile} belongs to resource ${parsed.resourceId}, not ${resourceId}`,
+        );
+      }
+      for (const record of parsed.identities) {
+        identities.set(record.id, { ...record });
+      }
+      signingKeyPem = parsed.signingKeyPem;
+    }
+    signingKeyPem ??= options.newSigningKeyPem?.();
+  }
+
+  const persist = () => {
+    if (stateFile === undefined) {
+      return;
+    }
+    const state: z.infer<typeof stateSchema> = {
+      version: 1,
+      resourceId,
+      signingKeyPem,
+      identities: [...identities.values()],
+    };
+    mkdirSync(dirname(stateFile), { recursive: true });
+    // A crash mid-write must leave the previous state, never half a file: write aside, then rename
+    // (atomic within one file system). 0600: the file holds the token signing key.
+    const temp = `${stateFile}.${process.pid}.${randomUUID()}.tmp`;
+    writeFileSync(temp, JSON.stringify(state), { mode: 0o600 });
+    renameSync(temp, stateFile);
+  };
+  persist();
+
   return {
-    create(now) {
+    signingKeyPem,
+    create(now, customId) {
       // The user part has the GUID shape of the real service's ids (ACS-WIRE-FACTS.md).
-      const record: IdentityRecord = { id: `8:acs:${resourceId}_${randomUUID()}`, createdAt: now };
+      const record: IdentityRecord = {
+        id: `8:acs:${resourceId}_${randomUUID()}`,
+        createdAt: now,
+        ...(customId === undefined ? {} : { customId }),
+      };
       identities.set(record.id, record);
+      persist();
       return record;
     },
     get(id) {
       return identities.get(id);
     },
+    byCustomId(customId) {
+      for (const record of identities.values()) {
+        if (record.customId === customId && record.deletedAt === undefined) {
+          return record;
+        }
+      }
+      return undefined;
+    },
+    tokenIssued(id, now) {
+      const record = identities.get(id);
+      if (record) {
+        record.lastTokenIssuedAt = now;
+        // Not persisted on its own: an informational field is not worth a disk write per token.
+      }
+    },
     revoke(id, now) {
       const record = identities.get(id);
       if (record) {
         record.revokedAt = now;
+        persist();
       }
     },
     delete(id, now) {
       const record = identities.get(id);
       if (record && record.deletedAt === undefined) {
         record.deletedAt = now;
+        persist();
       }
     },
   };

@@ -38,7 +38,8 @@ export interface Jwk {
 
 export interface TokenSigner {
   readonly kid: string;
-  sign(claims: AcsTokenClaims): string;
+  /** Any claims: ACS tokens and the managed-identity endpoint's Entra-shaped tokens alike. */
+  sign(claims: AcsTokenClaims | Record<string, unknown>): string;
   /** The payload when `token` is a JWT this signer made (signature checked), else undefined. */
   verify(token: string): AcsTokenClaims | undefined;
   jwks(): { keys: Jwk[] };
@@ -113,10 +114,19 @@ export function createTokenSigner(options: { privateKeyPem?: string } = {}): Tok
   };
 }
 
+/** A new 2048-bit RSA key as PKCS#8 PEM (the real service's key size). */
+export function generateSigningKeyPem(): string {
+  return generateKeyPairSync("rsa", { modulusLength: 2048 })
+    .privateKey.export({ type: "pkcs8", format: "pem" })
+    .toString();
+}
+
 /**
- * `2023-10-10T21:39:39.3244584+00:00`: the 7 fractional digits .NET writes. Milliseconds padded,
- * since JavaScript clocks have no finer grain.
+ * `2023-10-10T21:39:39.3244584+00:00`: the 7 fractional digits .NET writes. JavaScript clocks stop
+ * at milliseconds, so the last four digits are `subMillisecond` (0..9999, ten-thousandths of a ms):
+ * the instant stays within its millisecond.
  */
-export function formatExpiresOn(epochMs: number): string {
-  return new Date(epochMs).toISOString().replace("Z", "0000+00:00");
+export function formatExpiresOn(epochMs: number, subMillisecond = 0): string {
+  const tail = String(Math.max(0, Math.min(9999, Math.trunc(subMillisecond)))).padStart(4, "0");
+  return new Date(epochMs).toISOString().replace("Z", `${tail}+00:00`);
 }

@@ -88,7 +88,8 @@ describe("identities", () => {
     expect(claims.skypeid).toBe(result.user.communicationUserId.slice(2));
     expect(claims.acsScope).toBe("chat,voip");
     expect(Number(claims.exp) - Number(claims.iat)).toBe(1440 * 60);
-    expect(result.expiresOn.getTime()).toBe(Number(claims.exp) * 1000);
+    // The JWT's exp is the whole second of expiresOn, which keeps its sub-second part.
+    expect(Math.floor(result.expiresOn.getTime() / 1000)).toBe(Number(claims.exp));
     expect(result.expiresOn.getTime()).toBeGreaterThanOrEqual(before - 1000 + 1440 * 60_000);
   });
 
@@ -189,7 +190,7 @@ describe("tokens", () => {
       });
       const claims = claimsOf(token.token);
       expect(Number(claims.exp) - Number(claims.iat)).toBe(minutes * 60);
-      expect(token.expiresOn.getTime()).toBe(Number(claims.exp) * 1000);
+      expect(Math.floor(token.expiresOn.getTime() / 1000)).toBe(Number(claims.exp));
       // 7 fractional digits and +00:00, as the real service writes it.
       expect((lastAnswer().body as { expiresOn: string }).expiresOn).toMatch(
         /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}\+00:00$/,
@@ -238,14 +239,16 @@ describe("tokens", () => {
       tokenExpiresInMinutes: 120,
     });
     const fromString = new AzureCommunicationTokenCredential(token);
-    expect((await fromString.getToken()).expiresOnTimestamp).toBe(expiresOn.getTime());
+    // The credential reads only the JWT's exp: the whole second of expiresOn.
+    const wholeSecond = Math.floor(expiresOn.getTime() / 1000) * 1000;
+    expect((await fromString.getToken()).expiresOnTimestamp).toBe(wholeSecond);
     const withRefresher = new AzureCommunicationTokenCredential({
       token,
       tokenRefresher: () => Promise.reject(new Error("a fresh token must not need a refresh")),
     });
     const read = await withRefresher.getToken();
     expect(read.token).toBe(token);
-    expect(read.expiresOnTimestamp).toBe(expiresOn.getTime());
+    expect(read.expiresOnTimestamp).toBe(wholeSecond);
     fromString.dispose();
     withRefresher.dispose();
   });
@@ -352,17 +355,18 @@ describe("robustness and test hooks", () => {
     const user = await client.createUser();
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
-    const seen: string[] = [];
+    let reached!: (identityId: string) => void;
+    // Resolves when the issue answer reaches the hook: the event itself, not a guessed delay.
+    const atHook = new Promise<string>((resolve) => (reached = resolve));
     emulator.hooks.beforeRespond = async (operation, info) => {
       if (operation === "issueAccessToken") {
-        seen.push(info.identityId ?? "");
+        reached(info.identityId ?? "");
         await held;
       }
     };
     try {
       const issuing = client.getToken(user, ["chat"]);
-      await new Promise((r) => setTimeout(r, 50));
-      expect(seen).toEqual([user.communicationUserId]);
+      expect(await atHook).toBe(user.communicationUserId);
       // The revoke overtakes the held issue answer.
       await client.revokeTokens(user);
       release();

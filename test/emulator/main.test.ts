@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { request } from "node:https";
 import { CommunicationIdentityClient } from "@azure/communication-identity";
 import { afterAll, describe, expect, it } from "vitest";
 import {
@@ -9,6 +10,7 @@ import {
   EMULATOR_WELL_KNOWN_ACCESS_KEY,
   emulatorOptionsFromEnv,
 } from "../../src/emulator/index.js";
+import { createTestCa } from "../helpers/emulator.js";
 
 /** `npm run emulator` as a child process, and the settings it reads. */
 
@@ -42,7 +44,20 @@ function runEmulator(env: Record<string, string>) {
     void exited.then(() => reject(new Error(`exited before printing: ${stderr}`)));
   });
   firstLine.catch(() => {}); // a run that is expected to fail never prints
-  return { child, firstLine, exited, output: () => ({ stdout, stderr }) };
+  /** The first `n` stdout lines, once printed. */
+  const lines = (n: number) =>
+    new Promise<string[]>((resolve, reject) => {
+      const check = () => {
+        const all = stdout.split("\n");
+        if (all.length > n) {
+          resolve(all.slice(0, n));
+        }
+      };
+      check();
+      child.stdout.on("data", check);
+      void exited.then(() => reject(new Error(`exited before printing: ${stderr}`)));
+    });
+  return { child, firstLine, lines, exited, output: () => ({ stdout, stderr }) };
 }
 
 afterAll(() => {
@@ -78,6 +93,52 @@ describe("npm run emulator", () => {
     expect(stderr).toContain("ACS Identity emulator listening");
     expect(stderr).not.toContain(accessKey);
     expect(stderr).not.toContain(token);
+  });
+
+  it("with TLS files and Entra on, prints an https connection string and the managed-identity lines", async () => {
+    const ca = createTestCa();
+    try {
+      const run = runEmulator({
+        ACS_EMULATOR_PORT: "0",
+        ACS_EMULATOR_TLS_CERT: ca.certFile,
+        ACS_EMULATOR_TLS_KEY: ca.keyFile,
+        ACS_EMULATOR_ENTRA: "on",
+      });
+      const [connection, endpointLine, headerLine] = await run.lines(3);
+      expect(connection).toMatch(
+        /^COMMUNICATION_SERVICES_CONNECTION_STRING=endpoint=https:\/\/127\.0\.0\.1:\d+\/;accesskey=\S+$/,
+      );
+      expect(endpointLine).toMatch(/^IDENTITY_ENDPOINT=https:\/\/127\.0\.0\.1:\d+\/msi\/token$/);
+      expect(headerLine).toMatch(/^IDENTITY_HEADER=[0-9a-f]{64}$/);
+      const url = new URL(endpointLine!.slice("IDENTITY_ENDPOINT=".length));
+      url.searchParams.set("resource", "https://communication.azure.com");
+      url.searchParams.set("api-version", "2019-08-01");
+      // What ManagedIdentityCredential does with those two lines, trusting the test CA.
+      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        request(
+          url,
+          {
+            ca: ca.ca,
+            headers: { "X-IDENTITY-HEADER": headerLine!.slice("IDENTITY_HEADER=".length) },
+          },
+          (res) => {
+            let body = "";
+            res.on("data", (c: Buffer) => (body += c.toString()));
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+          },
+        )
+          .on("error", reject)
+          .end();
+      });
+      expect(answer.status).toBe(200);
+      expect(JSON.parse(answer.body)).toMatchObject({ token_type: "Bearer" });
+      run.child.kill("SIGTERM");
+      expect(await run.exited).toBe(0);
+      // The managed-identity secret is printed once, on stdout, and never logged.
+      expect(run.output().stderr).not.toContain(headerLine!.slice("IDENTITY_HEADER=".length));
+    } finally {
+      ca.remove();
+    }
   });
 
   it("exits 0 on SIGINT too", async () => {
@@ -119,6 +180,36 @@ describe("emulatorOptionsFromEnv", () => {
         ACS_EMULATOR_SIGNING_KEY_FILE: "",
       }),
     ).toEqual({});
+  });
+
+  it("reads the TLS files, Entra mode, Teams JWKS URL and state file", () => {
+    const ca = createTestCa();
+    try {
+      expect(
+        emulatorOptionsFromEnv({
+          ACS_EMULATOR_TLS_CERT: ca.certFile,
+          ACS_EMULATOR_TLS_KEY: ca.keyFile,
+          ACS_EMULATOR_ENTRA: "any",
+          ACS_EMULATOR_TEAMS_JWKS_URL:
+            "https://login.microsoftonline.com/common/discovery/v2.0/keys",
+          ACS_EMULATOR_STATE_FILE: "/var/lib/emulator/state.json",
+        }),
+      ).toEqual({
+        tls: { cert: ca.cert, key: ca.key },
+        entra: "any",
+        teamsJwksUrl: "https://login.microsoftonline.com/common/discovery/v2.0/keys",
+        stateFile: "/var/lib/emulator/state.json",
+      });
+    } finally {
+      ca.remove();
+    }
+    expect(() =>
+      emulatorOptionsFromEnv({
+        ACS_EMULATOR_TLS_CERT: "/some/cert.pem",
+        ACS_EMULATOR_ENTRA: "yes",
+        ACS_EMULATOR_TEAMS_JWKS_URL: "ftp://example.com/keys",
+      }),
+    ).toThrow(/ENTRA[\s\S]*TEAMS_JWKS_URL[\s\S]*TLS_CERT and ACS_EMULATOR_TLS_KEY: set both/);
   });
 
   it("reads every setting, including the signing key file", () => {

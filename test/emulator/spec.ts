@@ -3,17 +3,50 @@ import { Ajv, type ValidateFunction } from "ajv";
 import addFormatsModule from "ajv-formats";
 
 /**
- * JSON-schema validators built from the published REST spec in ../shared, so a response that drifts
- * from it fails a test. Stricter than the spec in one way: no property the spec does not name
+ * JSON-schema validators built from the published REST specs in test/fixtures/acs-identity-spec
+ * (see its SOURCE.md), one per api-version, so a response that drifts from the spec of the version
+ * asked for fails a test. Stricter than the spec in one way: no property the spec does not name
  * (`additionalProperties: false`), because an emulator that invents fields is drifting too.
  */
-const specPath = new URL(
-  "../../../shared/acs-identity-spec/2023-10-01/CommunicationIdentity.json",
-  import.meta.url,
-);
-const spec = JSON.parse(readFileSync(specPath, "utf8")) as {
-  definitions: Record<string, Record<string, unknown>>;
+const fixture = (path: string) => new URL(`../fixtures/acs-identity-spec/${path}`, import.meta.url);
+const load = (version: string) =>
+  JSON.parse(readFileSync(fixture(`${version}/CommunicationIdentity.json`), "utf8")) as {
+    definitions: Record<string, Record<string, unknown>>;
+  };
+
+/**
+ * The copied spec each api-version is validated against (SOURCE.md says why some share one), and,
+ * for 2025-03-02-preview, its `CommunicationIdentity` as published (commit b2f74197), the one
+ * response definition that differs from 2023-10-01.
+ */
+const SPEC_OF_VERSION: Record<string, string> = {
+  "2020-07-20-preview2": "2020-07-20-preview2",
+  "2021-03-07": "2021-03-07",
+  "2021-10-31-preview": "2021-10-31-preview",
+  "2021-11-01": "2021-03-07",
+  "2022-06-01": "2022-10-01",
+  "2022-10-01": "2022-10-01",
+  "2023-10-01": "2023-10-01",
+  "2025-03-02-preview": "2023-10-01",
 };
+const PREVIEW_2025_IDENTITY = {
+  description: "A communication identity.",
+  required: ["id"],
+  type: "object",
+  properties: {
+    customId: {
+      description: "The custom Id if one has been associated with the identity.",
+      type: "string",
+    },
+    lastTokenIssuedAt: {
+      format: "date-time",
+      description: "Last time a token has been issued for the identity.",
+      type: "string",
+    },
+    id: { description: "Identifier of the identity.", type: "string" },
+  },
+};
+export const SPEC_VERSIONS = Object.keys(SPEC_OF_VERSION);
 
 function closed(schema: unknown): unknown {
   if (Array.isArray(schema)) {
@@ -44,7 +77,13 @@ ajv.addFormat("int32", {
   type: "number",
   validate: (n: number) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31,
 });
-ajv.addSchema({ $id: "acs-identity", definitions: closed(spec.definitions) });
+for (const [version, specVersion] of Object.entries(SPEC_OF_VERSION)) {
+  const definitions = { ...load(specVersion).definitions };
+  if (version === "2025-03-02-preview") {
+    definitions.CommunicationIdentity = PREVIEW_2025_IDENTITY;
+  }
+  ajv.addSchema({ $id: `acs-identity-${version}`, definitions: closed(definitions) });
+}
 ajv.addSchema({
   // The spec refers to Common's CommunicationErrorResponse without shipping it: the shape recorded in
   // ACS-WIRE-FACTS.md ("Errors seen from the real service").
@@ -71,7 +110,8 @@ ajv.addSchema({
 export type SpecDefinition =
   | "CommunicationIdentityAccessTokenResult"
   | "CommunicationIdentityAccessToken"
-  | "CommunicationIdentity";
+  | "CommunicationIdentity"
+  | "CommunicationIdentityToken";
 
 const cache = new Map<string, ValidateFunction>();
 function validator(ref: string): ValidateFunction {
@@ -83,12 +123,19 @@ function validator(ref: string): ValidateFunction {
   return fn;
 }
 
-/** Throws with ajv's error list when `body` does not match the spec's definition. */
-export function assertMatchesSpec(definition: SpecDefinition, body: unknown): void {
-  const validate = validator(`acs-identity#/definitions/${definition}`);
+/** Throws with ajv's error list when `body` does not match the definition in `version`'s spec. */
+export function assertMatchesSpec(
+  definition: SpecDefinition,
+  body: unknown,
+  version = "2023-10-01",
+): void {
+  if (!(version in SPEC_OF_VERSION)) {
+    throw new Error(`no spec for api-version ${version}`);
+  }
+  const validate = validator(`acs-identity-${version}#/definitions/${definition}`);
   if (!validate(body)) {
     throw new Error(
-      `${definition} mismatch: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(body)}`,
+      `${definition} (${version}) mismatch: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(body)}`,
     );
   }
 }
@@ -104,13 +151,7 @@ export function assertErrorShape(body: unknown): void {
 
 /** The spec's own request examples, to send exactly what the spec shows. */
 export function specExample(name: string): { parameters: Record<string, unknown> } {
-  return JSON.parse(
-    readFileSync(
-      new URL(
-        `../../../shared/acs-identity-spec/2023-10-01/examples/${name}.json`,
-        import.meta.url,
-      ),
-      "utf8",
-    ),
-  ) as { parameters: Record<string, unknown> };
+  return JSON.parse(readFileSync(fixture(`2023-10-01/examples/${name}.json`), "utf8")) as {
+    parameters: Record<string, unknown>;
+  };
 }

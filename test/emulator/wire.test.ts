@@ -118,7 +118,7 @@ describe("api-version", () => {
 
   it("answers 400 for an api-version it does not speak", async () => {
     const res = await expectError(
-      { method: "POST", path: "/identities?api-version=2021-03-07" },
+      { method: "POST", path: "/identities?api-version=2020-01-01" },
       400,
       "UnsupportedApiVersion",
       "api-version",
@@ -135,7 +135,9 @@ describe("response context", () => {
       headers: { "x-ms-client-request-id": "my-correlation-id" },
     });
     expect(res.headers["x-ms-client-request-id"]).toBe("my-correlation-id");
-    expect(res.headers["api-supported-versions"]).toBe("2023-10-01");
+    expect(res.headers["api-supported-versions"]).toBe(
+      "2020-07-20-preview2, 2021-03-07, 2021-10-31-preview, 2021-11-01, 2022-06-01, 2022-10-01, 2023-10-01, 2025-03-02-preview",
+    );
     expect(res.headers["ms-cv"]).toMatch(/^[A-Za-z0-9+/]+\.0$/);
     expect(res.headers["x-processing-time"]).toMatch(/^\d+ms$/);
     expect(Number.isNaN(Date.parse(String(res.headers.date)))).toBe(false);

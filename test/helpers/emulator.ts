@@ -1,3 +1,7 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { CommunicationIdentityClient } from "@azure/communication-identity";
 import { startEmulator, type Emulator, type EmulatorOptions } from "../../src/emulator/index.js";
 
@@ -20,4 +24,89 @@ export function identityClient(
     allowInsecureConnection: true,
     retryOptions: { maxRetries: 0 },
   });
+}
+
+export interface TestCa {
+  dir: string;
+  /** PEM file of the throwaway CA: what a client trusts (NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE). */
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+  ca: string;
+  cert: string;
+  key: string;
+  remove(): void;
+}
+
+/**
+ * A throwaway CA and a server certificate it signed for 127.0.0.1 and localhost, made with the
+ * openssl command line in a temporary directory. A leaf signed by a CA (not a self-signed leaf)
+ * because Python's ssl, like browsers, refuses a CA certificate used as a server certificate.
+ */
+export function createTestCa(): TestCa {
+  const dir = mkdtempSync(join(tmpdir(), "acs-emulator-ca-"));
+  const file = (name: string) => join(dir, name);
+  const openssl = (...args: string[]) => execFileSync("openssl", args, { stdio: "pipe" });
+  openssl(
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=ACS emulator test CA",
+    "-keyout",
+    file("ca.key"),
+    "-out",
+    file("ca.pem"),
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+  );
+  openssl(
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-keyout",
+    file("server.key"),
+    "-out",
+    file("server.csr"),
+  );
+  writeFileSync(
+    file("server.ext"),
+    "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+  );
+  openssl(
+    "x509",
+    "-req",
+    "-in",
+    file("server.csr"),
+    "-CA",
+    file("ca.pem"),
+    "-CAkey",
+    file("ca.key"),
+    "-CAcreateserial",
+    "-days",
+    "2",
+    "-out",
+    file("server.pem"),
+    "-extfile",
+    file("server.ext"),
+  );
+  return {
+    dir,
+    caFile: file("ca.pem"),
+    certFile: file("server.pem"),
+    keyFile: file("server.key"),
+    ca: readFileSync(file("ca.pem"), "utf8"),
+    cert: readFileSync(file("server.pem"), "utf8"),
+    key: readFileSync(file("server.key"), "utf8"),
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
 }

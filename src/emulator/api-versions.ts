@@ -1,0 +1,119 @@
+import { AcsError } from "./errors.js";
+import { ALL_SCOPES, type Scope } from "./rules.js";
+
+/**
+ * What each api-version of the Identity data plane offers, read from its published spec
+ * (test/fixtures/acs-identity-spec/<version>/ and SOURCE.md there). A request is validated against
+ * the surface of the version it names, so an SDK speaking an older version sees what that version
+ * would answer.
+ */
+export interface ApiSurface {
+  readonly version: string;
+  readonly scopes: readonly Scope[];
+  /** `expiresInMinutes` on create and issue (from 2022-10-01). */
+  readonly expiresInMinutes: boolean;
+  /** `POST /teamsUser/:exchangeAccessToken`: absent, `{token}` only (2021-10-31-preview), or `{token, appId, userId}`. */
+  readonly teamsExchange: "none" | "token-only" | "token-app-user";
+  /** `customId` on create and `GET /identities/{id}` (2025-03-02-preview). */
+  readonly customId: boolean;
+  /**
+   * The first preview's own API (2020-07-20-preview2): create answers 200 `{id}`, tokens come from
+   * `POST /identities/{id}/token` as `{id, token, expiresOn}`, and revocation is
+   * `PATCH /identities/{id}` with `tokensValidFrom`; the `:action` paths do not exist.
+   */
+  readonly legacy: boolean;
+}
+
+const BASE_SCOPES: readonly Scope[] = ["chat", "voip"];
+
+const surface = (
+  version: string,
+  rest: Omit<ApiSurface, "version" | "legacy"> & { legacy?: boolean },
+): ApiSurface => ({ version, legacy: false, ...rest });
+
+/** In date order; the order of `api-supported-versions`. */
+export const API_SURFACES: readonly ApiSurface[] = [
+  // Its spec's scopes are free strings; the service's scopes of the time were chat and voip.
+  surface("2020-07-20-preview2", {
+    scopes: BASE_SCOPES,
+    expiresInMinutes: false,
+    teamsExchange: "none",
+    customId: false,
+    legacy: true,
+  }),
+  surface("2021-03-07", {
+    scopes: BASE_SCOPES,
+    expiresInMinutes: false,
+    teamsExchange: "none",
+    customId: false,
+  }),
+  surface("2021-10-31-preview", {
+    scopes: BASE_SCOPES,
+    expiresInMinutes: false,
+    teamsExchange: "token-only",
+    customId: false,
+  }),
+  // Emulator's choice: no spec of 2021-11-01 is published; the service lists it, and the SDKs of its
+  // time spoke the 2021-03-07 surface, so it answers that.
+  surface("2021-11-01", {
+    scopes: BASE_SCOPES,
+    expiresInMinutes: false,
+    teamsExchange: "none",
+    customId: false,
+  }),
+  surface("2022-06-01", {
+    scopes: BASE_SCOPES,
+    expiresInMinutes: false,
+    teamsExchange: "token-app-user",
+    customId: false,
+  }),
+  surface("2022-10-01", {
+    scopes: BASE_SCOPES,
+    expiresInMinutes: true,
+    teamsExchange: "token-app-user",
+    customId: false,
+  }),
+  surface("2023-10-01", {
+    scopes: ALL_SCOPES,
+    expiresInMinutes: true,
+    teamsExchange: "token-app-user",
+    customId: false,
+  }),
+  surface("2025-03-02-preview", {
+    scopes: ALL_SCOPES,
+    expiresInMinutes: true,
+    teamsExchange: "token-app-user",
+    customId: true,
+  }),
+];
+
+export const SUPPORTED_API_VERSIONS = API_SURFACES.map((s) => s.version);
+/** The `api-supported-versions` header. */
+export const API_SUPPORTED_VERSIONS_HEADER = SUPPORTED_API_VERSIONS.join(", ");
+/** The version `@azure/communication-identity` 1.3 sends. */
+export const EMULATOR_API_VERSION = "2023-10-01";
+
+const byVersion = new Map(API_SURFACES.map((s) => [s.version, s]));
+
+/** The api-version stage: the surface the request asked for, or the refusal. */
+export function resolveApiVersion(query: URLSearchParams): ApiSurface {
+  const asked = query.get("api-version");
+  if (asked === null || asked === "") {
+    throw new AcsError(
+      400,
+      "MissingApiVersionParameter",
+      `The api-version query parameter is required. Supported versions: ${API_SUPPORTED_VERSIONS_HEADER}.`,
+      { target: "api-version" },
+    );
+  }
+  const found = byVersion.get(asked);
+  if (!found) {
+    throw new AcsError(
+      400,
+      "UnsupportedApiVersion",
+      `The api-version '${asked.slice(0, 40)}' is not supported. Supported versions: ${API_SUPPORTED_VERSIONS_HEADER}.`,
+      { target: "api-version" },
+    );
+  }
+  return found;
+}

@@ -1,0 +1,60 @@
+/**
+ * The emulator's own request rules, taken from the ACS REST spec and ACS-WIRE-FACTS.md rather than
+ * imported from the gateway: an emulator that shared the gateway's rules could not catch a mistake
+ * in them.
+ */
+
+/** Every scope some api-version knows (the 2023-10-01 spec's `CommunicationIdentityTokenScope`). */
+export const ALL_SCOPES = ["chat", "voip", "chat.join", "chat.join.limited", "voip.join"] as const;
+export type Scope = (typeof ALL_SCOPES)[number];
+
+/** `expiresInMinutes` bounds and default (the spec's `minimum`, `maximum` and `default`). */
+export const LIFETIME_MINUTES = { min: 60, max: 1440, default: 1440 } as const;
+
+/** The spec's `customId`: "Maximum length is 256 characters", `minLength: 1`. */
+export const CUSTOM_ID_MAX_LENGTH = 256;
+
+/** The audience of an Entra ID token for ACS (scope `https://communication.azure.com/.default`). */
+export const ACS_AUDIENCE = "https://communication.azure.com";
+
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function isGuid(value: string): boolean {
+  return GUID.test(value);
+}
+
+/** Whether `aud` names ACS: the resource with or without its trailing slash, as Entra writes both. */
+export function isAcsAudience(aud: unknown): boolean {
+  const values = Array.isArray(aud) ? aud : [aud];
+  return values.some((v) => v === ACS_AUDIENCE || v === `${ACS_AUDIENCE}/`);
+}
+
+/** The payload of a compact JWS, or undefined when `token` is not one. Signature NOT checked. */
+export function jwtPayload(token: string): Record<string, unknown> | undefined {
+  const parts = token.split(".");
+  if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]*$/.test(p))) {
+    return undefined;
+  }
+  try {
+    const payload: unknown = JSON.parse(Buffer.from(parts[1]!, "base64url").toString("utf8"));
+    return payload && typeof payload === "object" && !Array.isArray(payload)
+      ? (payload as Record<string, unknown>)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The header of a compact JWS, or undefined. */
+export function jwtHeader(token: string): Record<string, unknown> | undefined {
+  const first = token.split(".")[0];
+  if (!first) {
+    return undefined;
+  }
+  try {
+    const header: unknown = JSON.parse(Buffer.from(first, "base64url").toString("utf8"));
+    return header && typeof header === "object" ? (header as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,80 @@
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import type { Emulator } from "../../src/emulator/index.js";
+import { introspect } from "../helpers/introspect.js";
+import { identityClient, startTestEmulator } from "../helpers/emulator.js";
+import { refusal } from "./refusal.js";
+
+/** ACS_EMULATOR_STATE_FILE: identities, deletions and revocations survive a restart. */
+const dir = mkdtempSync(join(tmpdir(), "acs-emulator-state-"));
+const stateFile = join(dir, "nested", "state.json");
+const open: Emulator[] = [];
+
+async function start(file = stateFile): Promise<Emulator> {
+  const emulator = await startTestEmulator({ stateFile: file });
+  open.push(emulator);
+  return emulator;
+}
+
+afterAll(async () => {
+  await Promise.all(open.map((e) => e.close()));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("a state file", () => {
+  it("keeps identities, deletions, revocations and the signing key across a restart", async () => {
+    const first = await start();
+    const client = identityClient(first);
+    const kept = await client.createUser();
+    const keptToken = await client.getToken(kept, ["chat"]);
+    const revoked = await client.createUserAndToken(["voip"]);
+    await client.revokeTokens(revoked.user);
+    const deleted = await client.createUser();
+    await client.deleteUser(deleted);
+    await first.close();
+
+    const second = await start();
+    const again = identityClient(second);
+    // Tokens of the first run still verify: the key lives in the state file.
+    expect(await introspect(second, keptToken.token)).toMatchObject({ active: true });
+    expect(await introspect(second, revoked.token)).toMatchObject({
+      active: false,
+      reason: "revoked",
+    });
+    await expect(again.getToken(kept, ["voip"])).resolves.toBeDefined();
+    expect((await refusal(again.getToken(deleted, ["chat"]))).statusCode).toBe(404);
+    expect((await refusal(again.revokeTokens(deleted))).statusCode).toBe(404);
+  });
+
+  it("is written atomically and readable only by its owner", async () => {
+    await start();
+    expect(statSync(stateFile).mode & 0o777).toBe(0o600);
+    // No temp file is left beside it.
+    expect(readdirSync(join(dir, "nested"))).toEqual(["state.json"]);
+  });
+
+  it("refuses to start on a file that is not a state file, or of another resource", async () => {
+    const broken = join(dir, "broken.json");
+    writeFileSync(broken, "{ not json");
+    await expect(start(broken)).rejects.toThrow(/not an emulator state file/);
+
+    const other = join(dir, "other.json");
+    const emulator = await startTestEmulator({
+      stateFile: other,
+      resourceId: "11111111-2222-4333-8444-555555555555",
+    });
+    await emulator.close();
+    await expect(start(other)).rejects.toThrow(/belongs to resource 11111111/);
+  });
+
+  it("without a state file, a restart forgets everything", async () => {
+    const first = await startTestEmulator();
+    const user = await identityClient(first).createUser();
+    await first.close();
+    const second = await startTestEmulator();
+    open.push(second);
+    expect((await refusal(identityClient(second).getToken(user, ["chat"]))).statusCode).toBe(404);
+  });
+});
