@@ -42,6 +42,11 @@ export interface Config {
     rateLimitPerWindow: number;
     rateLimitWindowSeconds: number;
   };
+  /**
+   * After SIGTERM, keep serving this long before the listener closes, so load balancers that poll
+   * (or propagate endpoint removals) stop sending new requests first. 0 in development.
+   */
+  shutdownDrainDelayMs: number;
 }
 
 export class ConfigError extends Error {
@@ -113,6 +118,7 @@ const schema = z.object({
   MAX_ROOT_FIELDS: int(5, 1, 1000),
   MAX_BODY_BYTES: int(32 * 1024, 1024, 10 * 1024 * 1024),
   RATE_LIMIT_TOKENS_PER_MINUTE: int(60, 1, 1_000_000),
+  SHUTDOWN_DRAIN_DELAY_MS: int(0, 0, 120_000),
 });
 
 type Env = Record<string, string | undefined>;
@@ -291,5 +297,6 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       rateLimitPerWindow: e.RATE_LIMIT_TOKENS_PER_MINUTE,
       rateLimitWindowSeconds: 60,
     },
+    shutdownDrainDelayMs: e.SHUTDOWN_DRAIN_DELAY_MS,
   });
 }

@@ -3,15 +3,22 @@ import { createApp } from "./app.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { emulatorOptionsFromEnv } from "./emulator/index.js";
 import { createLogger } from "./logger.js";
+import { startTracing, TracingConfigError, type Tracing } from "./telemetry/tracing.js";
 
 /** The only module with start-up side effects: config, wiring, listen, signals. */
 async function main(): Promise<void> {
   let config;
+  let tracing: Tracing | undefined;
   try {
     config = loadConfig(process.env);
+    tracing = startTracing(process.env);
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(error.message);
+      process.exit(1);
+    }
+    if (error instanceof TracingConfigError) {
+      console.error(`invalid configuration:\n  - ${error.message}`);
       process.exit(1);
     }
     throw error;
@@ -35,7 +42,7 @@ async function main(): Promise<void> {
     : new URL(app.acs.endpoint).host;
   const sandbox = config.production ? "" : " (open it in a browser for Apollo Sandbox)";
   logger.info(
-    { url, upstream, cache: config.redis.mode },
+    { url, upstream, cache: config.redis.mode, tracing: tracing !== undefined },
     `ACS identity gateway ready at ${url}${sandbox}, using ${upstream}`,
   );
 
@@ -45,13 +52,30 @@ async function main(): Promise<void> {
       return;
     }
     stopping = true;
-    logger.info({ signal }, "shutting down");
-    const force = setTimeout(() => process.exit(1), 10_000);
+    const drainMs = config.shutdownDrainDelayMs;
+    logger.info({ signal, drainMs }, "shutting down");
+    // The drain delay plus 10 s for in-flight requests, Redis and the exporter's last flush.
+    const force = setTimeout(() => {
+      logger.error("shutdown took too long; exiting");
+      process.exit(1);
+    }, drainMs + 10_000);
     force.unref();
-    app.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
+    // Keep serving during the delay: a load balancer that has not yet noticed the stop would
+    // otherwise send requests to a closed port.
+    const drained = new Promise<void>((resolve) => setTimeout(resolve, drainMs));
+    drained
+      .then(() => app.close())
+      .then(() => tracing?.shutdown())
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error(
+            { err: error instanceof Error ? error.message : String(error) },
+            "error while shutting down",
+          );
+          process.exit(1);
+        },
+      );
   };
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));

@@ -11,6 +11,7 @@ import { createFormatError } from "../graphql/errors.js";
 import { createQueryLimitRules } from "../graphql/query-limits.js";
 import { quieter, type Logger } from "../logger.js";
 import type { Metrics } from "./metrics.js";
+import { createTracingPlugin, traceGraphQLHandler, withOperationSpan } from "./plugins/tracing.js";
 
 export interface ReadinessReport {
   ready: boolean;
@@ -59,6 +60,9 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     schema: deps.schema,
     introspection: !config.production,
     csrfPrevention: true,
+    // main.ts owns the signals: Apollo's own SIGTERM handler would stop the server (and, through
+    // the drain plugin, close the listener) at once, defeating SHUTDOWN_DRAIN_DELAY_MS.
+    stopOnTerminationSignals: false,
     includeStacktraceInErrorResponses: !config.production,
     hideSchemaDetailsFromClientErrors: config.production,
     validationRules: createQueryLimitRules(config.limits),
@@ -67,6 +71,7 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     logger: logger.child({ component: "apollo" }, { level: quieter(logger.level, "warn") }),
     plugins: [
       fastifyApolloDrainPlugin(fastify),
+      createTracingPlugin<GatewayContext>(),
       config.production
         ? ApolloServerPluginLandingPageDisabled()
         : ApolloServerPluginLandingPageLocalDefault({ embed: true, includeCookies: false }),
@@ -77,9 +82,11 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
   fastify.route({
     url: "/graphql",
     method: ["GET", "POST", "OPTIONS"],
-    handler: fastifyApolloHandler(apollo, {
-      context: async (request) => deps.createContext(request.headers),
-    }),
+    handler: traceGraphQLHandler(
+      fastifyApolloHandler(apollo, {
+        context: async (request) => deps.createContext(request.headers),
+      }),
+    ),
   });
 
   fastify.get("/healthz", async (_request, reply) => {
@@ -102,9 +109,11 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
   return {
     fastify,
     apollo,
-    async execute(request, headers = {}) {
-      const contextValue = await deps.createContext(headers);
-      return apollo.executeOperation(request, { contextValue });
+    execute(request, headers = {}) {
+      return withOperationSpan(async () => {
+        const contextValue = await deps.createContext(headers);
+        return apollo.executeOperation(request, { contextValue });
+      }, headers);
     },
   };
 }
