@@ -24,6 +24,7 @@ import {
 import { createLogger, quieter, type Logger } from "./logger.js";
 import { createHttpServer, type HttpServer, type ReadinessReport } from "./server/http-server.js";
 import { createMetrics, type Metrics } from "./server/metrics.js";
+import { traceRedis, traceTokenCache } from "./telemetry/instrument.js";
 import { createTokenService, type TokenService } from "./tokens/token-service.js";
 
 export interface AppDeps {
@@ -90,7 +91,7 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
     const redis =
       config.redis.mode === "memory"
         ? undefined
-        : createRedisClient(config.redis, logger.child({ component: "redis" }));
+        : traceRedis(createRedisClient(config.redis, logger.child({ component: "redis" })));
     if (redis) {
       closers.push(async () => redis.disconnect());
       // Without an offline queue, commands sent before the connection is up fail at once: give
@@ -101,12 +102,14 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       }
     }
 
-    const cache = createTokenCache(config, {
-      logger: logger.child({ component: "cache" }),
-      acs,
-      redisClient: redis,
-      onLookup: (result) => metrics.cacheRequests.inc({ result }),
-    });
+    const cache = traceTokenCache(
+      createTokenCache(config, {
+        logger: logger.child({ component: "cache" }),
+        acs,
+        redisClient: redis,
+        onLookup: (result) => metrics.cacheRequests.inc({ result }),
+      }),
+    );
     closers.unshift(() => cache.close());
 
     const mappings: UserMappingStore = redis
