@@ -10,7 +10,6 @@ const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const run = promisify(execFile);
 const hasKubectl = commandExists("kubectl");
 
-/* eslint-disable @typescript-eslint/no-explicit-any -- rendered manifests are read as plain data */
 type Manifest = {
   apiVersion: string;
   kind: string;
