@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
 import {
+  safeAttributes,
   startTracing,
   tracingSettingsFromEnv,
   TracingConfigError,
@@ -218,6 +219,25 @@ describe("OpenTelemetry tracing over OTLP/HTTP JSON", () => {
       values: [{ stringValue: "BAD_USER_INPUT" }],
     });
     expect(receiver.bodies.join("\n")).not.toContain("not-an-acs-id");
+  });
+});
+
+describe("span attributes", () => {
+  it("drops any attribute whose name looks like a credential, and undefined values", () => {
+    expect(
+      safeAttributes({
+        "acsgw.cache.hit": true,
+        "acsgw.cache.scopes": "voip",
+        token: "eyJ...",
+        "acs.accessKey": "k",
+        "acs.access_key": "k",
+        "http.request.header.authorization": "Bearer x",
+        "router.secret": "s",
+        connectionString: "endpoint=...",
+        "user.password": "p",
+        "acsgw.attempt": undefined,
+      }),
+    ).toEqual({ "acsgw.cache.hit": true, "acsgw.cache.scopes": "voip" });
   });
 });
 
