@@ -11,7 +11,10 @@ async function main(): Promise<void> {
   let tracing: Tracing | undefined;
   try {
     config = loadConfig(process.env);
-    tracing = startTracing(process.env);
+    const tracingLogger = createLogger({ level: config.logLevel }).child({ component: "tracing" });
+    tracing = startTracing(process.env, {
+      onProblem: (message) => tracingLogger.warn({ detail: message }, "trace export problem"),
+    });
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(error.message);
@@ -36,16 +39,6 @@ async function main(): Promise<void> {
     : undefined;
 
   const app = await createApp(config, { logger, emulator });
-  const url = await app.listen();
-  const upstream = embedded
-    ? `the embedded ACS emulator at ${app.acs.endpoint}`
-    : new URL(app.acs.endpoint).host;
-  const sandbox = config.production ? "" : " (open it in a browser for Apollo Sandbox)";
-  logger.info(
-    { url, upstream, cache: config.redis.mode, tracing: tracing !== undefined },
-    `ACS identity gateway ready at ${url}${sandbox}, using ${upstream}`,
-  );
-
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
@@ -77,8 +70,20 @@ async function main(): Promise<void> {
         },
       );
   };
+  // Before listening: the "ready" line tells process managers (and tests) that a signal is now
+  // handled; one arriving before a handler exists would kill the process on the spot.
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
+
+  const url = await app.listen();
+  const upstream = embedded
+    ? `the embedded ACS emulator at ${app.acs.endpoint}`
+    : new URL(app.acs.endpoint).host;
+  const sandbox = config.production ? "" : " (open it in a browser for Apollo Sandbox)";
+  logger.info(
+    { url, upstream, cache: config.redis.mode, tracing: tracing !== undefined },
+    `ACS identity gateway ready at ${url}${sandbox}, using ${upstream}`,
+  );
 }
 
 main().catch((error: unknown) => {

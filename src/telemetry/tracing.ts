@@ -1,5 +1,7 @@
 import {
   context,
+  diag,
+  DiagLogLevel,
   propagation,
   ROOT_CONTEXT,
   SpanKind,
@@ -98,6 +100,13 @@ export interface StartTracingOptions {
   /** @default DEFAULT_SERVICE_NAME; `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` override it. */
   serviceName?: string;
   serviceVersion?: string;
+  /**
+   * Told the SDK's warnings and errors (e.g. the collector cannot be reached), so a broken export
+   * is visible in the logs instead of silent. Messages only, cut to 300 characters.
+   */
+  onProblem?: (message: string) => void;
+  /** The longest `shutdown` waits for the last export (an unreachable collector). @default 3000 */
+  shutdownTimeoutMs?: number;
 }
 
 /**
@@ -115,6 +124,24 @@ export function startTracing(env: Env, options: StartTracingOptions = {}): Traci
     "service.name": options.serviceName ?? DEFAULT_SERVICE_NAME,
     ...(options.serviceVersion ? { "service.version": options.serviceVersion } : {}),
   }).merge(detectResources({ detectors: [envDetector] }));
+  const { onProblem } = options;
+  if (onProblem) {
+    const report = (message: string, ...args: unknown[]) =>
+      onProblem(
+        [
+          message,
+          ...args.map((a) => (a instanceof Error ? a.message : typeof a === "string" ? a : "")),
+        ]
+          .filter(Boolean)
+          .join(" ")
+          .slice(0, 300),
+      );
+    const quiet = () => {};
+    diag.setLogger(
+      { error: report, warn: report, info: quiet, debug: quiet, verbose: quiet },
+      { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true },
+    );
+  }
   const provider = new NodeTracerProvider({
     resource,
     spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: settings.url }))],
@@ -128,10 +155,20 @@ export function startTracing(env: Env, options: StartTracingOptions = {}): Traci
   return {
     flush: () => provider.forceFlush(),
     shutdown() {
-      stopped ??= provider.shutdown().finally(() => {
+      const timeoutMs = options.shutdownTimeoutMs ?? 3000;
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+        timer.unref();
+      });
+      stopped ??= Promise.race([provider.shutdown(), deadline]).finally(() => {
+        clearTimeout(timer);
         trace.disable();
         propagation.disable();
         context.disable();
+        if (onProblem) {
+          diag.disable();
+        }
       });
       return stopped;
     },

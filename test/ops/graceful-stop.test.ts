@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
@@ -9,7 +9,6 @@ const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
 interface Started {
   npm: ChildProcess;
-  port: number;
   output: () => string;
   /** Resolves with the first output line that matches. */
   line: (pattern: RegExp) => Promise<string>;
@@ -19,7 +18,6 @@ const started: Started[] = [];
 
 /** `npm start` in its own process group (so the whole tree can be inspected and cleaned up). */
 async function npmStart(env: Record<string, string> = {}): Promise<Started> {
-  const port = await freePort();
   const npm = spawn("npm", ["start", "--silent"], {
     cwd: ROOT,
     detached: true,
@@ -27,7 +25,8 @@ async function npmStart(env: Record<string, string> = {}): Promise<Started> {
     env: {
       ...process.env,
       NODE_ENV: "development",
-      PORT: String(port),
+      // Port 0: a port picked in advance may be taken by another process before the gateway binds.
+      PORT: "0",
       HOST: "127.0.0.1",
       LOG_LEVEL: "info",
       COMMUNICATION_SERVICES_CONNECTION_STRING: "",
@@ -35,6 +34,8 @@ async function npmStart(env: Record<string, string> = {}): Promise<Started> {
       REDIS_CLUSTER_NODES: "",
       OTEL_EXPORTER_OTLP_ENDPOINT: "",
       OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "",
+      OTEL_EXPORTER_OTLP_PROTOCOL: "",
+      OTEL_SDK_DISABLED: "",
       ...env,
     },
   });
@@ -54,7 +55,6 @@ async function npmStart(env: Record<string, string> = {}): Promise<Started> {
   npm.stderr!.on("data", onData);
   const handle: Started = {
     npm,
-    port,
     output: () => text,
     line: (pattern) =>
       new Promise((resolve, reject) => {
@@ -64,13 +64,27 @@ async function npmStart(env: Record<string, string> = {}): Promise<Started> {
           return;
         }
         waiters.push({ pattern, resolve });
-        npm.once("exit", () =>
-          reject(new Error(`npm start exited before printing ${pattern}:\n${text}`)),
+        // "close", not "exit": by then every line npm and node wrote has been read.
+        npm.once("close", (code, signal) =>
+          reject(
+            new Error(
+              `npm start ended (${signal ?? `code ${code}`}) before printing ${pattern}:\n${text}`,
+            ),
+          ),
         );
       }),
   };
   started.push(handle);
   return handle;
+}
+
+/** Waits for the start-up line and returns the port the gateway bound. */
+async function readyPort(
+  gateway: Started,
+  pattern = /ready at http:\/\/127\.0\.0\.1:(\d+)\/graphql/,
+) {
+  const line = await gateway.line(pattern);
+  return Number(/ready at http:\/\/127\.0\.0\.1:(\d+)\/graphql/.exec(line)![1]);
 }
 
 /** Is any process of the group still there? (signal 0 checks without signalling) */
@@ -84,6 +98,29 @@ function groupAlive(pgid: number): boolean {
     }
     throw error;
   }
+}
+
+/**
+ * Waits until no process of the group is left: npm reports its exit before the kernel has
+ * necessarily finished tearing down every member, so poll for that, within a bound.
+ */
+async function groupEnded(pgid: number, withinMs = 5000): Promise<boolean> {
+  const deadline = Date.now() + withinMs;
+  while (groupAlive(pgid)) {
+    if (Date.now() > deadline) {
+      return false;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  return true;
+}
+
+/** What is left of the group, for the failure message. */
+function members(pgid: number): string {
+  const ps = spawnSync("ps", ["-o", "pid,ppid,stat,args", "-g", String(pgid)], {
+    encoding: "utf8",
+  });
+  return ps.stdout;
 }
 
 function portIsFree(port: number): Promise<boolean> {
@@ -105,7 +142,7 @@ afterEach(() => {
 describe("npm start and SIGTERM", () => {
   it("stops every process it started and frees the port when npm receives SIGTERM", async () => {
     const gateway = await npmStart();
-    await gateway.line(/ready at http:\/\/127\.0\.0\.1:\d+\/graphql/);
+    const port = await readyPort(gateway);
     const pgid = gateway.npm.pid!;
 
     const exited = once(gateway.npm, "exit");
@@ -115,13 +152,13 @@ describe("npm start and SIGTERM", () => {
     expect(gateway.output()).toMatch(/"signal":"SIGTERM".*shutting down/);
     expect(code).toBe(0);
     // npm exits once its child has; a shell in between would leave node running, orphaned.
-    expect(groupAlive(pgid)).toBe(false);
-    expect(await portIsFree(gateway.port)).toBe(true);
+    expect(await groupEnded(pgid), members(pgid)).toBe(true);
+    expect(await portIsFree(port)).toBe(true);
   });
 
   it("keeps serving during SHUTDOWN_DRAIN_DELAY_MS, then stops", async () => {
     const gateway = await npmStart({ SHUTDOWN_DRAIN_DELAY_MS: "5000" });
-    await gateway.line(/ready at/);
+    const port = await readyPort(gateway);
     const pgid = gateway.npm.pid!;
 
     const exited = once(gateway.npm, "exit");
@@ -129,7 +166,7 @@ describe("npm start and SIGTERM", () => {
     await gateway.line(/"drainMs":5000.*shutting down/);
 
     // Stopping has begun, yet requests are still answered: load balancers get time to notice.
-    const response = await fetch(`http://127.0.0.1:${gateway.port}/graphql`, {
+    const response = await fetch(`http://127.0.0.1:${port}/graphql`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ query: "{ me { subject } }" }),
@@ -140,8 +177,31 @@ describe("npm start and SIGTERM", () => {
 
     const [code] = (await exited) as [number | null];
     expect(code).toBe(0);
-    expect(groupAlive(pgid)).toBe(false);
-    expect(await portIsFree(gateway.port)).toBe(true);
+    expect(await groupEnded(pgid), members(pgid)).toBe(true);
+    expect(await portIsFree(port)).toBe(true);
+  });
+
+  it("with tracing on and the collector unreachable, logs the export problem and still stops promptly", async () => {
+    const closedPort = await freePort();
+    const gateway = await npmStart({
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${closedPort}`,
+      OTEL_BSP_SCHEDULE_DELAY: "100",
+    });
+    const port = await readyPort(gateway, /"tracing":true.*ready at/);
+    const response = await fetch(`http://127.0.0.1:${port}/graphql`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ query: "{ me { subject } }" }),
+    });
+    expect(response.status).toBe(200);
+    await gateway.line(/"component":"tracing".*trace export problem/);
+
+    const exited = once(gateway.npm, "exit");
+    process.kill(gateway.npm.pid!, "SIGTERM");
+    const [code] = (await exited) as [number | null];
+    // The last export is abandoned after a bounded wait, not the 10 s forced exit (code 1).
+    expect(code).toBe(0);
+    expect(gateway.output()).not.toContain("shutdown took too long");
   });
 
   it("refuses to start with an invalid SHUTDOWN_DRAIN_DELAY_MS and says why", async () => {
