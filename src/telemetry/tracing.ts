@@ -2,6 +2,7 @@ import {
   context,
   diag,
   DiagLogLevel,
+  INVALID_SPAN_CONTEXT,
   propagation,
   ROOT_CONTEXT,
   SpanKind,
@@ -89,6 +90,19 @@ export function tracingSettingsFromEnv(env: Env): TracingSettings | undefined {
   return { url };
 }
 
+/**
+ * Whether a provider is registered. The token path runs through `withSpan` on every request, so
+ * without tracing it skips even the no-op tracer's work (attribute filtering, context switching).
+ */
+let active = false;
+
+/** Is tracing on in this process? Spans made while it is off are dropped unexamined. */
+export function tracingActive(): boolean {
+  return active;
+}
+
+const NO_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+
 export interface Tracing {
   /** Export what is buffered now (tests; the shutdown path flushes by itself). */
   flush(): Promise<void>;
@@ -151,6 +165,7 @@ export function startTracing(env: Env, options: StartTracingOptions = {}): Traci
       propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()],
     }),
   });
+  active = true;
   let stopped: Promise<void> | undefined;
   return {
     flush: () => provider.forceFlush(),
@@ -163,6 +178,7 @@ export function startTracing(env: Env, options: StartTracingOptions = {}): Traci
       });
       stopped ??= Promise.race([provider.shutdown(), deadline]).finally(() => {
         clearTimeout(timer);
+        active = false;
         trace.disable();
         propagation.disable();
         context.disable();
@@ -230,6 +246,9 @@ export async function withSpan<T>(
   fn: (span: Span) => Promise<T>,
   options: WithSpanOptions = {},
 ): Promise<T> {
+  if (!active) {
+    return fn(NO_SPAN);
+  }
   const parent = options.parent ?? context.active();
   return tracer().startActiveSpan(
     name,

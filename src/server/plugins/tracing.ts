@@ -1,7 +1,7 @@
 import type { ApolloServerPlugin, BaseContext } from "@apollo/server";
 import { context, SpanKind, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
 import type { IncomingHttpHeaders } from "node:http";
-import { extractContext, recordFailure, tracer } from "../../telemetry/tracing.js";
+import { extractContext, recordFailure, tracer, tracingActive } from "../../telemetry/tracing.js";
 
 /**
  * The request and operation spans of `/graphql`. Two pieces, because an Apollo plugin can observe
@@ -30,6 +30,9 @@ export function traceGraphQLHandler<This, Request extends RequestLike, Reply ext
   handler: (this: This, request: Request, reply: Reply) => T,
 ): (this: This, request: Request, reply: Reply) => Promise<Awaited<T>> {
   return function traced(this: This, request, reply) {
+    if (!tracingActive()) {
+      return Promise.resolve(handler.call(this, request, reply)) as Promise<Awaited<T>>;
+    }
     const route = request.routeOptions?.url ?? "/graphql";
     const parent = extractContext(request.headers);
     return tracer().startActiveSpan(
@@ -72,6 +75,9 @@ export function withOperationSpan<T>(
   fn: () => Promise<T>,
   headers?: IncomingHttpHeaders,
 ): Promise<T> {
+  if (!tracingActive()) {
+    return fn();
+  }
   const parent = headers ? extractContext(headers) : context.active();
   return tracer().startActiveSpan(
     OPERATION_SPAN,
