@@ -140,6 +140,7 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
                   : operation === "issueToken"
                     ? 200
                     : 204;
+              span.setAttribute("http.response.status_code", status);
               return value;
             } catch (error) {
               const upstream = toUpstreamError(error);
@@ -147,10 +148,6 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
                 span.setAttribute("http.response.status_code", upstream.options.status);
               }
               throw upstream;
-            } finally {
-              if (status !== 0) {
-                span.setAttribute("http.response.status_code", status);
-              }
             }
           },
           { kind: SpanKind.CLIENT },

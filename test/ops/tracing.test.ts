@@ -10,7 +10,8 @@ import {
   TracingConfigError,
   type Tracing,
 } from "../../src/telemetry/tracing.js";
-import { CREATE, ok, startGateway } from "../helpers/gateway.js";
+import { CREATE, ISSUE, ok, run, startGateway } from "../helpers/gateway.js";
+import { freePort } from "../helpers/ports.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
 
 /** The parts of an OTLP/HTTP JSON export these tests read. */
@@ -219,6 +220,45 @@ describe("OpenTelemetry tracing over OTLP/HTTP JSON", () => {
       values: [{ stringValue: "BAD_USER_INPUT" }],
     });
     expect(receiver.bodies.join("\n")).not.toContain("not-an-acs-id");
+  });
+});
+
+describe("ACS call spans when ACS cannot be reached", () => {
+  it("records each attempt as a failed client span, and the operation with the client's code", async () => {
+    const closedPort = await freePort();
+    const unreachable = await startGateway({
+      COMMUNICATION_SERVICES_CONNECTION_STRING: `endpoint=http://127.0.0.1:${closedPort}/;accesskey=${Buffer.alloc(32, 1).toString("base64")}`,
+    });
+    try {
+      receiver.bodies.length = 0;
+      const userId =
+        "8:acs:5c6fe286-6348-4310-9cd1-6980234eb6c2_00000000-0000-0000-0000-00000000000a";
+      const result = await run(unreachable, ISSUE, { userId, scopes: ["CHAT"] });
+      expect(result.errors?.[0]?.extensions?.code).toBe("UPSTREAM_UNAVAILABLE");
+      await tracing.flush();
+
+      const attempts = receiver.spans().filter((span) => span.name === "acs issueToken");
+      // The provider's one retry after a network error: two HTTP attempts, two spans.
+      expect(
+        attempts
+          .map((span) => attr(span, "acsgw.attempt"))
+          .map(Number)
+          .sort(),
+      ).toEqual([0, 1]);
+      for (const span of attempts) {
+        expect(span.status?.code).toBe(2); // ERROR
+        expect(attr(span, "acsgw.error.code")).toBe("unavailable");
+        expect(attr(span, "http.response.status_code")).toBeUndefined();
+      }
+      const operation = receiver.spans().find((span) => span.name === "mutation Issue");
+      expect(operation?.traceId).toBe(attempts[0]!.traceId);
+      expect(attr(operation!, "acsgw.graphql.error_codes")).toEqual({
+        values: [{ stringValue: "UPSTREAM_UNAVAILABLE" }],
+      });
+      expect(receiver.bodies.join("\n")).not.toContain(userId);
+    } finally {
+      await unreachable.close();
+    }
   });
 });
 
