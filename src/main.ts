@@ -3,6 +3,7 @@ import { createApp } from "./app.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { emulatorOptionsFromEnv } from "./emulator/index.js";
 import { createLogger } from "./logger.js";
+import { registerStoppingReadiness } from "./server/plugins/stopping.js";
 import { startTracing, TracingConfigError, type Tracing } from "./telemetry/tracing.js";
 
 /** The only module with start-up side effects: config, wiring, listen, signals. */
@@ -39,12 +40,12 @@ async function main(): Promise<void> {
     : undefined;
 
   const app = await createApp(config, { logger, emulator });
-  let stopping = false;
+  const stopping = registerStoppingReadiness(app.server.fastify);
   const stop = (signal: string) => {
-    if (stopping) {
+    if (stopping.stopping) {
       return;
     }
-    stopping = true;
+    stopping.begin();
     const drainMs = config.shutdownDrainDelayMs;
     logger.info({ signal, drainMs }, "shutting down");
     // The drain delay plus 10 s for in-flight requests, Redis and the exporter's last flush.
@@ -53,8 +54,8 @@ async function main(): Promise<void> {
       process.exit(1);
     }, drainMs + 10_000);
     force.unref();
-    // Keep serving during the delay: a load balancer that has not yet noticed the stop would
-    // otherwise send requests to a closed port.
+    // Keep serving during the delay (only /readyz says 503): a load balancer that has not yet
+    // noticed the stop would otherwise send requests to a closed port.
     const drained = new Promise<void>((resolve) => setTimeout(resolve, drainMs));
     drained
       .then(() => app.close())

@@ -165,7 +165,11 @@ describe("npm start and SIGTERM", () => {
     process.kill(pgid, "SIGTERM");
     await gateway.line(/"drainMs":5000.*shutting down/);
 
-    // Stopping has begun, yet requests are still answered: load balancers get time to notice.
+    // Stopping has begun: readiness says so, for load balancers that poll it...
+    const readiness = await fetch(`http://127.0.0.1:${port}/readyz`);
+    expect(readiness.status).toBe(503);
+    expect(await readiness.json()).toEqual({ status: "stopping" });
+    // ...yet requests are still answered, while they notice.
     const response = await fetch(`http://127.0.0.1:${port}/graphql`, {
       method: "POST",
       headers: { "content-type": "application/json" },
