@@ -20,6 +20,10 @@ COPY --from=build /app/dist ./dist
 # The node image's unprivileged user; nothing in /app is writable by it.
 USER node
 EXPOSE 4000
+# Liveness only (/healthz): platforms that replace unhealthy containers (Swarm, several PaaS) would
+# otherwise replace every one of them during an ACS or Redis outage, which cannot help.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||4000)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+# Exec form, no shell or npm in between: node is PID 1 and receives SIGTERM itself (docs/operations.md,
+# "Graceful stop"). The compose file runs the standalone emulator from this same image.
 CMD ["node", "dist/src/main.js"]

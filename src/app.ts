@@ -31,6 +31,7 @@ import { createMetrics, type Metrics } from "./server/metrics.js";
 import { createAuthentication } from "./server/plugins/authentication.js";
 import { createCallerContext } from "./server/plugins/caller-context.js";
 import { checkAcsCredentials, createReadiness, type ReadinessReport } from "./server/readiness.js";
+import { traceRedis, traceTokenCache } from "./telemetry/instrument.js";
 import { createTokenService, type TokenService } from "./tokens/token-service.js";
 import { createUpstreamBudget } from "./tokens/upstream-budget.js";
 
@@ -128,7 +129,7 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
     const redis = (resources.redis =
       config.redis.mode === "memory"
         ? undefined
-        : createRedisClient(config.redis, logger.child({ component: "redis" })));
+        : traceRedis(createRedisClient(config.redis, logger.child({ component: "redis" }))));
     if (redis && !(await waitUntilReady(redis, 5000))) {
       // Without an offline queue, commands sent before the connection is up fail at once: give
       // Redis a moment. If it stays down, start anyway; the cache degrades and the mapping store
@@ -136,18 +137,20 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       logger.warn("Redis is not reachable yet; starting without it");
     }
 
-    const cache = (resources.cache = createTokenCache(config, {
-      logger: logger.child({ component: "cache" }),
-      // With Entra ID there is no access key: the cache key is TOKEN_CACHE_ENCRYPTION_KEY (config
-      // requires it with Redis), and it also keys the namespace, which follows the endpoint.
-      acs: {
-        endpoint: acs.endpoint,
-        accessKey:
-          acs.accessKey ?? config.tokenCacheEncryptionKey?.toString("base64") ?? acs.endpoint,
-      },
-      redisClient: redis,
-      onLookup: (result) => metrics.cacheRequests.inc({ result }),
-    }));
+    const cache = (resources.cache = traceTokenCache(
+      createTokenCache(config, {
+        logger: logger.child({ component: "cache" }),
+        // With Entra ID there is no access key: the cache key is TOKEN_CACHE_ENCRYPTION_KEY (config
+        // requires it with Redis), and it also keys the namespace, which follows the endpoint.
+        acs: {
+          endpoint: acs.endpoint,
+          accessKey:
+            acs.accessKey ?? config.tokenCacheEncryptionKey?.toString("base64") ?? acs.endpoint,
+        },
+        redisClient: redis,
+        onLookup: (result) => metrics.cacheRequests.inc({ result }),
+      }),
+    ));
 
     // Per ACS resource (its endpoint, not its key: a key rotation keeps the identities), so
     // repointing a deployment at another resource never maps a caller to a foreign identity.

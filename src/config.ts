@@ -70,6 +70,11 @@ export interface Config {
   cors: CorsPolicy;
   /** `PERSISTED_DOCUMENTS_ONLY`: execute only the trusted-documents manifest's operations. */
   persistedDocumentsOnly: boolean;
+  /**
+   * After SIGTERM, keep serving this long before the listener closes, so load balancers that poll
+   * (or propagate endpoint removals) stop sending new requests first. 0 in development.
+   */
+  shutdownDrainDelayMs: number;
 }
 
 export class ConfigError extends Error {
@@ -168,6 +173,7 @@ const schema = z.object({
   ),
   CORS_ORIGINS: optionalString,
   PERSISTED_DOCUMENTS_ONLY: bool(false),
+  SHUTDOWN_DRAIN_DELAY_MS: int(0, 0, 120_000),
 });
 
 type Env = Record<string, string | undefined>;
@@ -452,5 +458,6 @@ function freezeConfig(
     },
     cors,
     persistedDocumentsOnly: e.PERSISTED_DOCUMENTS_ONLY,
+    shutdownDrainDelayMs: e.SHUTDOWN_DRAIN_DELAY_MS,
   });
 }

@@ -3,15 +3,26 @@ import { createApp } from "./app.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { emulatorOptionsFromEnv } from "./emulator/index.js";
 import { createLogger } from "./logger.js";
+import { registerStoppingReadiness } from "./server/plugins/stopping.js";
+import { startTracing, TracingConfigError, type Tracing } from "./telemetry/tracing.js";
 
 /** The only module with start-up side effects: config, wiring, listen, signals. */
 async function main(): Promise<void> {
   let config;
+  let tracing: Tracing | undefined;
   try {
     config = loadConfig(process.env);
+    const tracingLogger = createLogger({ level: config.logLevel }).child({ component: "tracing" });
+    tracing = startTracing(process.env, {
+      onProblem: (message) => tracingLogger.warn({ detail: message }, "trace export problem"),
+    });
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(error.message);
+      process.exit(1);
+    }
+    if (error instanceof TracingConfigError) {
+      console.error(`invalid configuration:\n  - ${error.message}`);
       process.exit(1);
     }
     throw error;
@@ -22,32 +33,51 @@ async function main(): Promise<void> {
   const emulator = embedded ? embeddedEmulatorOptions() : undefined;
 
   const app = await createApp(config, { logger, emulator });
+  const stopping = registerStoppingReadiness(app.server.fastify);
+  const stop = (signal: string) => {
+    if (stopping.stopping) {
+      return;
+    }
+    stopping.begin();
+    const drainMs = config.shutdownDrainDelayMs;
+    logger.info({ signal, drainMs }, "shutting down");
+    // The drain delay plus 10 s for in-flight requests, Redis and the exporter's last flush.
+    const force = setTimeout(() => {
+      logger.error("shutdown took too long; exiting");
+      process.exit(1);
+    }, drainMs + 10_000);
+    force.unref();
+    // Keep serving during the delay (only /readyz says 503): a load balancer that has not yet
+    // noticed the stop would otherwise send requests to a closed port.
+    const drained = new Promise<void>((resolve) => setTimeout(resolve, drainMs));
+    drained
+      .then(() => app.close())
+      .then(() => tracing?.shutdown())
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error(
+            { err: error instanceof Error ? error.message : String(error) },
+            "error while shutting down",
+          );
+          process.exit(1);
+        },
+      );
+  };
+  // Before listening: the "ready" line tells process managers (and tests) that a signal is now
+  // handled; one arriving before a handler exists would kill the process on the spot.
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+
   const url = await app.listen();
   const upstream = embedded
     ? `the embedded ACS emulator at ${app.acs.endpoint}`
     : new URL(app.acs.endpoint).host;
   const sandbox = config.production ? "" : " (open it in a browser for Apollo Sandbox)";
   logger.info(
-    { url, upstream, cache: config.redis.mode },
+    { url, upstream, cache: config.redis.mode, tracing: tracing !== undefined },
     `ACS identity gateway ready at ${url}${sandbox}, using ${upstream}`,
   );
-
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) {
-      return;
-    }
-    stopping = true;
-    logger.info({ signal }, "shutting down");
-    const force = setTimeout(() => process.exit(1), 10_000);
-    force.unref();
-    app.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGTERM", () => stop("SIGTERM"));
 }
 
 /**

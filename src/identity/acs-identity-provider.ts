@@ -1,7 +1,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { TokenCredential } from "@azure/identity";
 import { CommunicationIdentityClient } from "@azure/communication-identity";
+import { SpanKind } from "@opentelemetry/api";
 import type { Logger } from "../logger.js";
+import { withSpan } from "../telemetry/tracing.js";
 import type { Metrics } from "../server/metrics.js";
 import type { AcsScope } from "../tokens/scopes.js";
 import type { IdentityProvider, IssuedToken } from "./identity-provider.js";
@@ -130,6 +132,7 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
   const timeoutMs = options.timeoutMs ?? 10_000;
   const retries = options.retries ?? 1;
   const { metrics, logger } = options;
+  const acsHost = new URL(options.endpoint).host;
 
   async function call<T>(
     operation: Operation,
@@ -139,13 +142,32 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
       const started = performance.now();
       let status = 0;
       try {
-        const result = await run(AbortSignal.timeout(timeoutMs));
-        status =
-          operation === "createUser" || operation === "createUserAndToken"
-            ? 201
-            : operation === "issueToken" || operation === "exchangeTeamsToken"
-              ? 200
-              : 204;
+        // A span per attempt (a retry is a second HTTP call): the ACS host and the outcome only,
+        // never the user id, the token or the signed request.
+        const result = await withSpan(
+          `acs ${operation}`,
+          { "acsgw.acs.operation": operation, "server.address": acsHost, "acsgw.attempt": attempt },
+          async (span) => {
+            try {
+              const value = await run(AbortSignal.timeout(timeoutMs));
+              status =
+                operation === "createUser" || operation === "createUserAndToken"
+                  ? 201
+                  : operation === "issueToken" || operation === "exchangeTeamsToken"
+                    ? 200
+                    : 204;
+              span.setAttribute("http.response.status_code", status);
+              return value;
+            } catch (error) {
+              const upstream = toUpstreamError(error);
+              if (upstream.options.status !== undefined) {
+                span.setAttribute("http.response.status_code", upstream.options.status);
+              }
+              throw upstream;
+            }
+          },
+          { kind: SpanKind.CLIENT },
+        );
         return result;
       } catch (error) {
         const upstream = toUpstreamError(error);

@@ -27,6 +27,7 @@ import {
   loadTrustedDocuments,
   type TrustedDocuments,
 } from "./persisted-documents.js";
+import { createTracingPlugin, traceGraphQLHandler, withOperationSpan } from "./plugins/tracing.js";
 
 export interface HttpServerDeps {
   config: Readonly<Config>;
@@ -85,6 +86,9 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     schema: deps.schema,
     introspection: !config.production,
     csrfPrevention: true,
+    // main.ts owns the signals: Apollo's own SIGTERM handler would stop the server (and, through
+    // the drain plugin, close the listener) at once, defeating SHUTDOWN_DRAIN_DELAY_MS.
+    stopOnTerminationSignals: false,
     includeStacktraceInErrorResponses: !config.production,
     hideSchemaDetailsFromClientErrors: config.production,
     validationRules: [documentBoundsRule, ...createQueryLimitRules(config.limits)],
@@ -105,6 +109,7 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
       fastifyApolloDrainPlugin(fastify),
       documentBoundsPlugin(),
       errorLoggingPlugin(logger, (error) => isUnexpected(error.toJSON(), error)),
+      createTracingPlugin<GatewayContext>(),
       config.production
         ? ApolloServerPluginLandingPageDisabled()
         : ApolloServerPluginLandingPageLocalDefault(createLandingPage(config)),
@@ -134,9 +139,11 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
       url: "/graphql",
       // No OPTIONS: preflights are answered by the CORS hook; Apollo would refuse them as CSRF.
       method: ["GET", "POST"],
-      handler: fastifyApolloHandler(apollo, {
-        context: async (request) => deps.createContext(request.raw),
-      }),
+      handler: traceGraphQLHandler(
+        fastifyApolloHandler(apollo, {
+          context: async (request) => deps.createContext(request.raw),
+        }),
+      ),
     });
   });
 
@@ -152,12 +159,14 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
   return {
     fastify,
     apollo,
-    async execute(request, headers = {}) {
+    execute(request, headers = {}) {
       const rawHeaders = Object.entries(headers).flatMap(([name, value]) =>
         (Array.isArray(value) ? value : [value]).map((v) => [name, String(v)]).flat(),
       );
-      const contextValue = await deps.createContext({ headers, rawHeaders });
-      return apollo.executeOperation(request, { contextValue });
+      return withOperationSpan(async () => {
+        const contextValue = await deps.createContext({ headers, rawHeaders });
+        return apollo.executeOperation(request, { contextValue });
+      }, headers);
     },
   };
 }
