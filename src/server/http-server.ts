@@ -10,6 +10,7 @@ import type { GatewayContext } from "../graphql/context.js";
 import { createFormatError } from "../graphql/errors.js";
 import { createQueryLimitRules } from "../graphql/query-limits.js";
 import { quieter, type Logger } from "../logger.js";
+import { createDocumentStore } from "./document-store.js";
 import type { Metrics } from "./metrics.js";
 
 export interface ReadinessReport {
@@ -62,6 +63,8 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     includeStacktraceInErrorResponses: !config.production,
     hideSchemaDetailsFromClientErrors: config.production,
     validationRules: createQueryLimitRules(config.limits),
+    // Bounded by what parsed documents really hold (see document-store.ts), not Apollo's JSON size.
+    documentStore: createDocumentStore(),
     formatError: createFormatError({ production: config.production, logger }),
     // Apollo's info lines (e.g. "Enabling inline tracing") are start-up noise for operators.
     logger: logger.child({ component: "apollo" }, { level: quieter(logger.level, "warn") }),
