@@ -538,6 +538,24 @@ try {
       );
     }
   }
+  // Redis commands per cache hit, from Redis's own counters around a fixed number of hits.
+  const commandStats = async () => {
+    const stats = new Map<string, number>();
+    for (const [, name, calls] of (await redis!.client().info("commandstats")).matchAll(
+      /^cmdstat_([\w|-]+):calls=(\d+)/gm,
+    )) {
+      stats.set(name!, Number(calls));
+    }
+    return stats;
+  };
+  const hitsCounted = 2000;
+  const statsBefore = await commandStats();
+  await load({ ...throughput[2]!.job, seconds: 0, amount: hitsCounted });
+  const statsAfter = await commandStats();
+  const perHit = [...statsAfter.entries()]
+    .map(([name, calls]) => [name, (calls - (statsBefore.get(name) ?? 0)) / hitsCounted] as const)
+    .filter(([name, calls]) => calls > 0.01 && name !== "info")
+    .sort((a, b) => b[1] - a[1]);
   const floor = await refresh({
     mode: "direct",
     connectionString: slowAcs.connectionString,
@@ -581,6 +599,8 @@ try {
       "| scenario | req/s | x ceiling req/s | p50 ms | p99 ms | x ceiling p99 | failed |",
       "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
       ...tableRows,
+      "",
+      `Redis commands per cache-hit \`issueToken\` (Redis's \`INFO commandstats\` around ${hitsCounted} hits): ${perHit.map(([name, calls]) => `${f2(calls)} ${name.toUpperCase()}`).join(", ") || "none"}. Each is a write system call and a round trip on the gateway's event loop.`,
     ].join("\n"),
   );
   const rpsOf = (i: number) => median(results.get(throughput[i]!.name)!.map((r) => r.rps));
