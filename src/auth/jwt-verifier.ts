@@ -1,4 +1,12 @@
-import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload } from "jose";
+import { createHash } from "node:crypto";
+import {
+  createRemoteJWKSet,
+  errors,
+  jwksCache,
+  jwtVerify,
+  type ExportedJWKSCache,
+  type JWTPayload,
+} from "jose";
 import { AuthError, callerKey, type Caller } from "./caller.js";
 
 export interface JwtVerifierOptions {
@@ -12,11 +20,36 @@ export interface JwtVerifierOptions {
   timeoutMs?: number;
   /** Least time between two JWKS fetches caused by unknown `kid`s. @default 30000 */
   cooldownMs?: number;
+  /**
+   * How many verified tokens are remembered (least recently used dropped first), so a client that
+   * sends the same bearer token on every request pays for the signature check once. `0` turns
+   * the cache off. @default 10000
+   */
+  cacheEntries?: number;
+  /**
+   * Longest a remembered verification is served before the token is checked again in full
+   * (which also lets a stale key set be refetched, so a key the issuer withdrew without a
+   * rotation stops being honoured within this time plus jose's 10-minute key-set cache).
+   * @default 60000
+   */
+  cacheMaxAgeMs?: number;
+  /** The clock for the cache (epoch ms); jose's own checks read Date.now. @default Date.now */
+  now?: () => number;
 }
 
 export interface JwtVerifier {
   /** The caller behind an `Authorization` header; throws AuthError for anything not acceptable. */
   verify(authorization: string | undefined): Promise<Caller>;
+  /** How many verified tokens are remembered now (for tests and metrics). */
+  cachedTokens(): number;
+}
+
+interface Remembered {
+  caller: Caller;
+  /** Epoch ms from which the entry may be served (the token's `nbf`, or 0). */
+  from: number;
+  /** Epoch ms from which it may not: the token's `exp`, or the entry's max age if sooner. */
+  until: number;
 }
 
 /**
@@ -69,16 +102,86 @@ function isKeySetUnavailable(error: unknown): boolean {
   );
 }
 
+/**
+ * Verified tokens by the SHA-256 of the token (never the token itself: a heap dump shows no
+ * credential, and an entry is 43 bytes of key whatever the token's size). A Map keeps insertion
+ * order, so re-inserting on a hit makes the first key the least recently used.
+ */
+function createVerifiedCache(capacity: number) {
+  const entries = new Map<string, Remembered>();
+  return {
+    get(key: string, now: number): Caller | undefined {
+      const entry = entries.get(key);
+      if (!entry) {
+        return undefined;
+      }
+      if (now < entry.from || now >= entry.until) {
+        // Expired (or not yet valid): verify in full again, which gives the right refusal.
+        entries.delete(key);
+        return undefined;
+      }
+      entries.delete(key);
+      entries.set(key, entry);
+      return entry.caller;
+    },
+    set(key: string, entry: Remembered): void {
+      entries.delete(key);
+      entries.set(key, entry);
+      while (entries.size > capacity) {
+        entries.delete(entries.keys().next().value!);
+      }
+    },
+    clear: () => entries.clear(),
+    size: () => entries.size,
+  };
+}
+
 export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
+  const now = options.now ?? Date.now;
+  const capacity = options.cacheEntries ?? 10_000;
+  const maxAgeMs = options.cacheMaxAgeMs ?? 60_000;
+  if (!Number.isInteger(capacity) || capacity < 0) {
+    throw new TypeError("cacheEntries must be a whole number, 0 or more");
+  }
+  if (!Number.isFinite(maxAgeMs) || maxAgeMs < 0) {
+    throw new TypeError("cacheMaxAgeMs must be a number, 0 or more");
+  }
+  // jose writes every successful key-set fetch here (`uat`, `jwks`), which is how the verifier
+  // learns of a refetch without fetching anything itself.
+  const keySet = {} as ExportedJWKSCache;
   // Keys are cached; an unknown kid triggers a refetch (at most once per cooldown), which is how
   // a key rotation at the issuer is picked up without a restart.
   const keys = createRemoteJWKSet(new URL(options.jwksUrl), {
     timeoutDuration: options.timeoutMs ?? 5000,
     cooldownDuration: options.cooldownMs ?? 30_000,
     cacheMaxAge: 10 * 60_000,
+    [jwksCache]: keySet,
   });
+  const verified = createVerifiedCache(capacity);
+  let seenFetch: number | undefined;
+  let seenKeys: string | undefined;
+  /** Bumped whenever the key set's content changes; a verification that spans a bump is not kept. */
+  let generation = 0;
+
+  /**
+   * A token verified under a key the issuer has since withdrawn must not be served from memory:
+   * when a fetch brought a different key set, everything remembered is dropped.
+   */
+  function noticeKeySetChange(): void {
+    if (keySet.uat === seenFetch) {
+      return;
+    }
+    seenFetch = keySet.uat;
+    const content = JSON.stringify(keySet.jwks);
+    if (seenKeys !== undefined && content !== seenKeys) {
+      verified.clear();
+      generation++;
+    }
+    seenKeys = content;
+  }
 
   return {
+    cachedTokens: () => verified.size(),
     async verify(authorization) {
       if (authorization === undefined || authorization === "") {
         throw new AuthError("missing", "Sign in: send an Authorization: Bearer token.");
@@ -91,9 +194,20 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
       if (!match) {
         throw new AuthError("malformed", "The Authorization header must be 'Bearer <token>'.");
       }
+      const token = match[1]!;
+      const cacheKey =
+        capacity > 0 ? createHash("sha256").update(token).digest("base64url") : undefined;
+      if (cacheKey !== undefined) {
+        noticeKeySetChange();
+        const known = verified.get(cacheKey, now());
+        if (known) {
+          return known;
+        }
+      }
+      const startedIn = generation;
       let payload: JWTPayload;
       try {
-        ({ payload } = await jwtVerify(match[1]!, keys, {
+        ({ payload } = await jwtVerify(token, keys, {
           issuer: options.issuer,
           audience: options.audience,
           algorithms: ALGORITHMS,
@@ -101,6 +215,7 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
           requiredClaims: ["sub", "exp"],
         }));
       } catch (error) {
+        noticeKeySetChange();
         // jose's messages are safe (they never quote the token), but they describe why a forgery
         // failed; callers get one of four fixed sentences instead.
         if (error instanceof errors.JWTExpired) {
@@ -123,15 +238,28 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
       // Entra ID's object id: what a Teams token exchange must match (the rights table's rule).
       const objectId =
         typeof payload.oid === "string" && payload.oid !== "" ? payload.oid : undefined;
-      return {
+      // Frozen: one remembered caller is handed to many requests.
+      const caller: Caller = Object.freeze({
         subject,
         objectId,
         // jwtVerify checked `iss` equals the configured issuer exactly.
         issuer: options.issuer,
-        roles,
+        roles: Object.freeze(roles),
         isAdmin: roles.includes(options.adminRole),
         key: callerKey(options.issuer, subject),
-      };
+      });
+      noticeKeySetChange();
+      if (cacheKey !== undefined && generation === startedIn) {
+        // Served from memory only inside [nbf, exp) and for at most maxAgeMs: never past the
+        // token's own expiry, even where jose's clock tolerance would still accept it.
+        const at = now();
+        verified.set(cacheKey, {
+          caller,
+          from: typeof payload.nbf === "number" ? payload.nbf * 1000 : 0,
+          until: Math.min((payload.exp as number) * 1000, at + maxAgeMs),
+        });
+      }
+      return caller;
     },
   };
 }

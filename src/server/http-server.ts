@@ -14,6 +14,7 @@ import { createQueryLimitRules } from "../graphql/query-limits.js";
 import { quieter, type Logger } from "../logger.js";
 import { registerCors } from "./cors.js";
 import { createLandingPage, isBrowserPageRequest, PRODUCTION_GET_MESSAGE } from "./landing-page.js";
+import { createDocumentStore } from "./document-store.js";
 import type { Metrics } from "./metrics.js";
 import type { RequestHeaders } from "./plugins/authentication.js";
 import { documentBoundsPlugin, documentBoundsRule } from "./plugins/document-bounds.js";
@@ -95,6 +96,8 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     // Bounds parsing itself: a 32 KB body can hold about 16,000 tokens; no operation needs 2,000.
     parseOptions: { maxTokens: MAX_DOCUMENT_TOKENS },
     formatError: createFormatError({ production: config.production }),
+    // Bounded by what parsed documents really hold (see document-store.ts), not Apollo's JSON size.
+    documentStore: createDocumentStore(),
     // Apollo's info lines (e.g. "Enabling inline tracing") are start-up noise for operators.
     logger: logger.child({ component: "apollo" }, { level: quieter(logger.level, "warn") }),
     persistedQueries: {

@@ -391,3 +391,151 @@ describe("the issuer's key set", () => {
     expect((await refusal(bearer(await issuer.sign({})), down)).reason).toBe("unavailable");
   });
 });
+
+describe("remembered verifications", () => {
+  let own: TestIssuer;
+  beforeAll(async () => {
+    own = await startTestIssuer();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+  afterAll(() => own.close());
+
+  const remembering = (options: Partial<Parameters<typeof createJwtVerifier>[0]> = {}) =>
+    createJwtVerifier({
+      jwksUrl: own.jwksUrl,
+      issuer: own.issuer,
+      audience: own.audience,
+      adminRole: "acs.admin",
+      cooldownMs: 0,
+      ...options,
+    });
+
+  // A remembered verification hands back the very caller object it built the first time; a full
+  // verification builds a new one. That identity is how these tests see which path answered.
+
+  it("serve the same token again without a new verification, until the token's exp and not a millisecond past it", async () => {
+    vi.useFakeTimers({ toFake: ["Date"], now: 1_800_000_000_000 });
+    const exp = 1_800_000_000 + 90;
+    const token = bearer(await own.sign({}, { subject: "ann", expiresIn: exp }));
+    const cached = remembering({ clockToleranceSeconds: 0, cacheMaxAgeMs: 10 * 60_000 });
+    const first = await cached.verify(token);
+    expect(cached.cachedTokens()).toBe(1);
+    vi.setSystemTime(exp * 1000 - 1);
+    expect(await cached.verify(token)).toBe(first);
+    vi.setSystemTime(exp * 1000);
+    expect((await refusal(token, cached)).reason).toBe("expired");
+    expect(cached.cachedTokens()).toBe(0);
+  });
+
+  it("never serve a remembered token after exp, even where the clock tolerance would accept it in full", async () => {
+    vi.useFakeTimers({ toFake: ["Date"], now: 1_800_000_000_000 });
+    const exp = 1_800_000_000 + 60;
+    const token = bearer(await own.sign({}, { expiresIn: exp }));
+    const cached = remembering({ clockToleranceSeconds: 30, cacheMaxAgeMs: 10 * 60_000 });
+    const first = await cached.verify(token);
+    vi.setSystemTime(exp * 1000 + 10_000);
+    const again = await cached.verify(token);
+    expect(again).not.toBe(first);
+    expect(again).toEqual(first);
+    vi.setSystemTime(exp * 1000 + 31_000);
+    expect((await refusal(token, cached)).reason).toBe("expired");
+  });
+
+  it("are not served before the token's nbf", async () => {
+    vi.useFakeTimers({ toFake: ["Date"], now: 1_800_000_000_000 });
+    const nbf = 1_800_000_000 + 20;
+    // Within the 30 s tolerance: accepted in full, but not remembered as valid before nbf.
+    const token = bearer(await own.sign({}, { notBefore: nbf, expiresIn: nbf + 600 }));
+    const cached = remembering({ cacheMaxAgeMs: 10 * 60_000 });
+    const first = await cached.verify(token);
+    const second = await cached.verify(token);
+    expect(second).not.toBe(first);
+    vi.setSystemTime(nbf * 1000);
+    const third = await cached.verify(token);
+    expect(await cached.verify(token)).toBe(third);
+  });
+
+  it("are verified in full again after the max age", async () => {
+    vi.useFakeTimers({ toFake: ["Date"], now: 1_800_000_000_000 });
+    const token = bearer(await own.sign({}, { expiresIn: "1h" }));
+    const cached = remembering({ cacheMaxAgeMs: 60_000 });
+    const first = await cached.verify(token);
+    vi.advanceTimersByTime(59_999);
+    expect(await cached.verify(token)).toBe(first);
+    vi.advanceTimersByTime(1);
+    expect(await cached.verify(token)).not.toBe(first);
+  });
+
+  it("are all dropped when a refetch brings a changed key set, and kept when it brings the same", async () => {
+    const cached = remembering();
+    const ann = bearer(await own.sign({}, { subject: "ann" }));
+    const bob = bearer(await own.sign({}, { subject: "bob", alg: "ES256" }));
+    const annCaller = await cached.verify(ann);
+    const bobCaller = await cached.verify(bob);
+    expect(cached.cachedTokens()).toBe(2);
+
+    // An unknown kid refetches the set; it is unchanged, so nothing is forgotten.
+    const fetched = own.fetches();
+    await refusal(bearer(await own.sign({}, { key: "foreign", kid: "unknown" })), cached);
+    expect(own.fetches()).toBe(fetched + 1);
+    expect(await cached.verify(ann)).toBe(annCaller);
+
+    // The issuer rotates its RSA key: the next refetch (for the new kid) changes the set...
+    const kid = await own.rotate();
+    await cached.verify(bearer(await own.sign({}, { kid, subject: "carol" })));
+    expect(own.fetches()).toBe(fetched + 2);
+    // ...so the token signed with the withdrawn key is refused, not served from memory,
+    expect((await refusal(ann, cached)).reason).toBe("invalid");
+    // and one whose key is still published is verified again rather than served.
+    const bobAgain = await cached.verify(bob);
+    expect(bobAgain).not.toBe(bobCaller);
+    expect(bobAgain).toEqual(bobCaller);
+  });
+
+  it("keep at most the configured count, dropping the least recently used", async () => {
+    const cached = remembering({ cacheEntries: 3 });
+    const tokens = await Promise.all(
+      ["t1", "t2", "t3", "t4", "t5"].map(async (subject) =>
+        bearer(await own.sign({}, { subject })),
+      ),
+    );
+    const t1 = await cached.verify(tokens[0]);
+    const t2 = await cached.verify(tokens[1]);
+    await cached.verify(tokens[2]);
+    // t1 used again: t2 is now the least recently used and goes first.
+    expect(await cached.verify(tokens[0])).toBe(t1);
+    await cached.verify(tokens[3]);
+    expect(cached.cachedTokens()).toBe(3);
+    expect(await cached.verify(tokens[0])).toBe(t1);
+    expect(await cached.verify(tokens[1])).not.toBe(t2);
+    for (const token of tokens) {
+      await cached.verify(token);
+    }
+    expect(cached.cachedTokens()).toBe(3);
+  });
+
+  it("are never made of refused tokens, and are off with cacheEntries 0", async () => {
+    const cached = remembering();
+    await refusal(bearer(await own.sign({}, { key: "foreign" })), cached);
+    await refusal(bearer(await own.sign({}, { audience: "api://else" })), cached);
+    expect(cached.cachedTokens()).toBe(0);
+
+    const off = remembering({ cacheEntries: 0 });
+    const token = bearer(await own.sign({}));
+    expect(await off.verify(token)).not.toBe(await off.verify(token));
+    expect(off.cachedTokens()).toBe(0);
+    expect(() => remembering({ cacheEntries: -1 })).toThrow(TypeError);
+    expect(() => remembering({ cacheEntries: 1.5 })).toThrow(TypeError);
+  });
+
+  it("hand out a caller that cannot be altered for the next request", async () => {
+    const cached = remembering();
+    const token = bearer(await own.sign({ roles: ["reader"] }));
+    const caller = await cached.verify(token);
+    expect(Object.isFrozen(caller) && Object.isFrozen(caller.roles)).toBe(true);
+    expect(() => ((caller as { isAdmin: boolean }).isAdmin = true)).toThrow(TypeError);
+    expect((await cached.verify(token)).isAdmin).toBe(false);
+  });
+});
