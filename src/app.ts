@@ -28,6 +28,7 @@ import {
 import { createLogger, quieter, type Logger } from "./logger.js";
 import { createHttpServer, type HttpServer } from "./server/http-server.js";
 import { createMetrics, type Metrics } from "./server/metrics.js";
+import { currentRequestStats } from "./server/request-stats.js";
 import { createAuthentication } from "./server/plugins/authentication.js";
 import { createCallerContext } from "./server/plugins/caller-context.js";
 import { checkAcsCredentials, createReadiness, type ReadinessReport } from "./server/readiness.js";
@@ -148,7 +149,13 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
             acs.accessKey ?? config.tokenCacheEncryptionKey?.toString("base64") ?? acs.endpoint,
         },
         redisClient: redis,
-        onLookup: (result) => metrics.cacheRequests.inc({ result }),
+        onLookup: (result) => {
+          metrics.cacheRequests.inc({ result });
+          const stats = currentRequestStats();
+          if (stats) {
+            stats[result === "hit" ? "cacheHits" : "cacheMisses"]++;
+          }
+        },
       }),
     ));
 
@@ -190,7 +197,13 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
         config.limits.adminAcsCallsPerWindow > 0
           ? limiter(config.limits.adminAcsCallsPerWindow, "admin")
           : undefined,
-      onRefused: () => metrics.rateLimited.inc(),
+      onRefused: (caller) => metrics.rateLimited.inc({ caller }),
+      onCall: () => {
+        const stats = currentRequestStats();
+        if (stats) {
+          stats.upstreamCalls++;
+        }
+      },
     });
 
     const readiness = createReadiness({
@@ -211,7 +224,17 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       throw new AcsCredentialsRejectedError(acs.endpoint);
     }
     const identity = readiness.track(upstream);
+    const auditLog = logger.child({ component: "audit" });
     const tokens = createTokenService({
+      // The audit trail of identity changes: who (issuer and the hashed caller key, never the
+      // subject in clear), what, which identity, and whether it was self-service.
+      audit: ({ event, userId, actor, via }) => {
+        metrics.auditEvents.inc({ event });
+        auditLog.info(
+          { audit: event, userId, via, actor: { iss: actor.issuer ?? "none", key: actor.key } },
+          `audit: ${event}`,
+        );
+      },
       identity,
       budget,
       cache,

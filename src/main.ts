@@ -3,6 +3,7 @@ import { createApp } from "./app.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { emulatorOptionsFromEnv } from "./emulator/index.js";
 import { createLogger } from "./logger.js";
+import { createMetrics } from "./server/metrics.js";
 import { registerStoppingReadiness } from "./server/plugins/stopping.js";
 import { startTracing, TracingConfigError, type Tracing } from "./telemetry/tracing.js";
 
@@ -32,7 +33,10 @@ async function main(): Promise<void> {
   const embedded = config.acs === undefined;
   const emulator = embedded ? embeddedEmulatorOptions() : undefined;
 
-  const app = await createApp(config, { logger, emulator });
+  // Process and Node metrics (event loop lag, heap, GC, handles) only for the real process: tests
+  // create many apps in one process.
+  const metrics = createMetrics({ defaultMetrics: true });
+  const app = await createApp(config, { logger, emulator, metrics });
   const stopping = registerStoppingReadiness(app.server.fastify);
   const stop = (signal: string) => {
     if (stopping.stopping) {

@@ -3,6 +3,7 @@ import { ApolloServerPluginLandingPageDisabled } from "@apollo/server/plugin/dis
 import { ApolloServerPluginLandingPageLocalDefault } from "@apollo/server/plugin/landingPage/default";
 import { fastifyApolloDrainPlugin, fastifyApolloHandler } from "@as-integrations/fastify";
 import Fastify, { LogController } from "fastify";
+import { randomUUID } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import type { GraphQLSchema } from "graphql";
 import type { RedisClient } from "../redis/index.js";
@@ -16,6 +17,8 @@ import { registerCors } from "./cors.js";
 import { createLandingPage, isBrowserPageRequest, PRODUCTION_GET_MESSAGE } from "./landing-page.js";
 import { createDocumentStore } from "./document-store.js";
 import type { Metrics } from "./metrics.js";
+import { accessLogPlugin } from "./plugins/access-log.js";
+import { withRequestStats } from "./request-stats.js";
 import type { RequestHeaders } from "./plugins/authentication.js";
 import { documentBoundsPlugin, documentBoundsRule } from "./plugins/document-bounds.js";
 import { errorLoggingPlugin } from "./plugins/error-logging.js";
@@ -44,6 +47,8 @@ export interface HttpServerDeps {
   trustedDocuments?: TrustedDocuments;
 }
 
+const REQUEST_ID = /^[\w.:-]{1,128}$/;
+
 function createFastify(config: Readonly<Config>, logger: Logger) {
   return Fastify({
     // Fastify's own info lines (one "listening" line per interface) would bury the gateway's one
@@ -54,7 +59,13 @@ function createFastify(config: Readonly<Config>, logger: Logger) {
     bodyLimit: config.limits.bodyLimitBytes,
     trustProxy: false,
     return503OnClosing: true,
-    requestIdHeader: "x-request-id",
+    // A caller's (or the router's) x-request-id is kept when it is a sane token, so one id follows
+    // the request through logs; anything else gets a fresh id. Echoed in every response.
+    requestIdHeader: false,
+    genReqId: (request) => {
+      const given = request.headers["x-request-id"];
+      return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+    },
     // Node's defaults let a client that sends part of a request and then nothing hold the
     // connection for minutes (Fastify's request and connection timeouts default to none).
     requestTimeout: config.http.requestTimeoutMs,
@@ -113,12 +124,20 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
       documentBoundsPlugin(),
       errorLoggingPlugin(logger, (error) => isUnexpected(error.toJSON(), error)),
       createTracingPlugin<GatewayContext>(),
+      accessLogPlugin({ logger: logger.child({ component: "access" }), metrics: deps.metrics }),
       config.production
         ? ApolloServerPluginLandingPageDisabled()
         : ApolloServerPluginLandingPageLocalDefault(createLandingPage(config)),
     ],
   });
   await apollo.start();
+
+  const apolloHandler = fastifyApolloHandler(apollo, {
+    context: async (request) => deps.createContext(request.raw),
+  });
+  fastify.addHook("onRequest", async (request, reply) => {
+    reply.header("x-request-id", request.id);
+  });
 
   const trusted = config.persistedDocumentsOnly
     ? createTrustedDocumentsHandler(deps.trustedDocuments ?? loadTrustedDocuments())
@@ -142,11 +161,7 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
       url: "/graphql",
       // No OPTIONS: preflights are answered by the CORS hook; Apollo would refuse them as CSRF.
       method: ["GET", "POST"],
-      handler: traceGraphQLHandler(
-        fastifyApolloHandler(apollo, {
-          context: async (request) => deps.createContext(request.raw),
-        }),
-      ),
+      handler: traceGraphQLHandler(withStats(apolloHandler)),
     });
   });
 
@@ -171,5 +186,14 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
         return apollo.executeOperation(request, { contextValue });
       }, headers);
     },
+  };
+}
+
+/** Runs a route handler with the request's own counters (request-stats.ts) for its log line. */
+function withStats<This, Request extends { id: string }, Reply, T>(
+  handler: (this: This, request: Request, reply: Reply) => T,
+): (this: This, request: Request, reply: Reply) => T {
+  return function (this: This, request, reply) {
+    return withRequestStats(request.id, () => handler.call(this, request, reply));
   };
 }

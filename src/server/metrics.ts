@@ -9,8 +9,11 @@ export interface Metrics {
   cacheRequests: Counter<"result">;
   upstreamRequests: Counter<"operation" | "status">;
   upstreamDuration: Histogram<"operation">;
-  rateLimited: Counter;
+  rateLimited: Counter<"caller">;
   authRefusals: Counter<"reason">;
+  graphqlRequests: Counter<"field" | "type" | "outcome">;
+  graphqlDuration: Histogram<"field" | "type">;
+  auditEvents: Counter<"event">;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -41,7 +44,27 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     rateLimited: new Counter({
       name: "acsgw_rate_limited_total",
-      help: "ACS calls refused by the per-caller budget (RATE_LIMITED answers).",
+      help: "ACS calls refused by the per-caller budget (RATE_LIMITED answers), by caller kind (user, admin).",
+      labelNames: ["caller"],
+      registers: [registry],
+    }),
+    graphqlRequests: new Counter({
+      name: "acsgw_graphql_requests_total",
+      help: "GraphQL requests by first root field, operation type and outcome (ok or the first error's code).",
+      labelNames: ["field", "type", "outcome"],
+      registers: [registry],
+    }),
+    graphqlDuration: new Histogram({
+      name: "acsgw_graphql_request_duration_seconds",
+      help: "GraphQL request duration by first root field and operation type.",
+      labelNames: ["field", "type"],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    auditEvents: new Counter({
+      name: "acsgw_audit_events_total",
+      help: "Identity changes by event (identity.created, tokens.revoked, identity.deleted).",
+      labelNames: ["event"],
       registers: [registry],
     }),
     authRefusals: new Counter({

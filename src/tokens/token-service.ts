@@ -89,7 +89,18 @@ export interface TokenService {
   recoverPendingIdentities(): Promise<number>;
 }
 
+/** An identity change, for the audit trail (who changed which identity). */
+export interface AuditEvent {
+  event: "identity.created" | "tokens.revoked" | "identity.deleted";
+  userId: string;
+  actor: Actor;
+  /** How: an admin operation, or the caller's own identity (self-service). */
+  via: "admin" | "self-service";
+}
+
 export interface TokenServiceDeps {
+  /** Told of every identity change after ACS accepted it. @default nothing */
+  audit?: (event: AuditEvent) => void;
   identity: IdentityProvider;
   /** Charged once per ACS call on behalf of a caller; throws `rate-limited` when spent. */
   budget: UpstreamBudget;
@@ -206,6 +217,8 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
   const acs = meterUpstream(deps.identity, deps.budget);
   const mappings = guardedMappings(deps.mappings, logger);
   const now = deps.now ?? Date.now;
+  const audit = deps.audit ?? (() => {});
+  const via = (actor: Actor, self: boolean) => (self || !actor.isAdmin ? "self-service" : "admin");
   /** One identity creation per subject at a time in this process (the store arbitrates across instances). */
   const provisioning = new Map<string, Promise<string>>();
   // Compensating deletes are the gateway's own clean-up: not charged to the caller.
@@ -260,7 +273,11 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     let flight = provisioning.get(actor.key);
     if (!flight) {
       flight = provisioner
-        .identityOf(actor.key, () => acs.createUser(actor))
+        .identityOf(actor.key, async () => {
+          const userId = await acs.createUser(actor);
+          audit({ event: "identity.created", userId, actor, via: "self-service" });
+          return userId;
+        })
         .finally(() => provisioning.delete(actor.key));
       provisioning.set(actor.key, flight);
     }
@@ -275,30 +292,37 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     return userId;
   }
 
-  async function revokeIdentity(actor: Actor, userId: string): Promise<number> {
+  async function revokeIdentity(actor: Actor, userId: string, self: boolean): Promise<number> {
     const { at, confirmed } = await invalidate(
       userId,
       () => acs.revokeTokens(actor, userId),
       false,
     );
+    audit({ event: "tokens.revoked", userId, actor, via: via(actor, self) });
     return confirmedAt(confirmed, at);
   }
 
-  async function deleteIdentity(actor: Actor, userId: string): Promise<number> {
+  async function deleteIdentity(actor: Actor, userId: string, self: boolean): Promise<number> {
     const { at, confirmed } = await invalidate(userId, () => acs.deleteUser(actor, userId), true);
+    audit({ event: "identity.deleted", userId, actor, via: via(actor, self) });
     // The identity is gone at ACS whatever the cache could record: its mapping goes too.
     await mappings.removeByUserId(userId);
     return confirmedAt(confirmed, at);
   }
 
   return {
-    createUser: (actor) => acs.createUser(actor),
+    async createUser(actor) {
+      const userId = await acs.createUser(actor);
+      audit({ event: "identity.created", userId, actor, via: "admin" });
+      return userId;
+    },
 
     async issueToken(actor, input) {
       const scopes = checkScopes(input.scopes);
       checkLifetime(input.expiresInMinutes);
       if (input.userId === undefined) {
         const created = await acs.createUserAndToken(actor, scopes, input.expiresInMinutes);
+        audit({ event: "identity.created", userId: created.userId, actor, via: "admin" });
         return { userId: created.userId, ...created.token, scopes };
       }
       assertUserId(input.userId);
@@ -307,12 +331,12 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
 
     async revokeTokens(actor, userId) {
       assertUserId(userId);
-      return revokeIdentity(actor, userId);
+      return revokeIdentity(actor, userId, false);
     },
 
     async deleteUser(actor, userId) {
       assertUserId(userId);
-      return deleteIdentity(actor, userId);
+      return deleteIdentity(actor, userId, false);
     },
 
     userIdOf: (subjectKey) => mappings.get(subjectKey),
@@ -341,13 +365,13 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
 
     async revokeMyTokens(actor) {
       const userId = await ownIdentity(actor);
-      return { userId, revokedAt: await revokeIdentity(actor, userId) };
+      return { userId, revokedAt: await revokeIdentity(actor, userId, true) };
     },
 
     async deleteMe(actor) {
       const userId = await ownIdentity(actor);
       try {
-        return { userId, deletedAt: await deleteIdentity(actor, userId) };
+        return { userId, deletedAt: await deleteIdentity(actor, userId, true) };
       } catch (error) {
         if (!isGone(error)) {
           throw error;

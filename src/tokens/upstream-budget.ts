@@ -7,6 +7,8 @@ export interface Actor {
   /** `Caller.key`: issuer and subject, hashed. */
   key: string;
   isAdmin: boolean;
+  /** The token's issuer, for logs (a `Caller` has it; scripts may not). */
+  issuer?: string | undefined;
 }
 
 /** What ACS calls a caller may still make; the rate limiters implement it (auth/upstream-budget). */
@@ -32,17 +34,21 @@ export function createUpstreamBudget(options: {
   endUser: Limiter;
   /** Undefined: admins are not limited. */
   admin?: Limiter | undefined;
-  onRefused?: () => void;
+  /** A refusal, by caller kind (for metrics). */
+  onRefused?: (caller: "user" | "admin") => void;
+  /** Every ACS call made for a caller, charged or not (for the request's access log line). */
+  onCall?: () => void;
 }): UpstreamBudget {
   return {
     async charge(actor) {
+      options.onCall?.();
       const limiter = actor.isAdmin ? options.admin : options.endUser;
       if (!limiter) {
         return;
       }
       const verdict = await limiter.consume(actor.key);
       if (!verdict.allowed) {
-        options.onRefused?.();
+        options.onRefused?.(actor.isAdmin ? "admin" : "user");
         throw rateLimited(
           "Too many Azure Communication Services calls for this caller. Try again later.",
           verdict.retryAfterSeconds,

@@ -1,0 +1,84 @@
+import { createHash } from "node:crypto";
+import type { ApolloServerPlugin } from "@apollo/server";
+import { Kind, type OperationDefinitionNode } from "graphql";
+import type { GatewayContext } from "../../graphql/context.js";
+import type { Logger } from "../../logger.js";
+import type { Metrics } from "../metrics.js";
+import { currentRequestStats } from "../request-stats.js";
+
+/** At most this many root fields are named in a line (an operation may have a few). */
+const MAX_FIELDS_LOGGED = 8;
+
+/** A caller's subject, hashed: lines can be correlated per user without holding personal data. */
+function subjectHash(subject: string): string {
+  return createHash("sha256").update(subject).digest("base64url").slice(0, 16);
+}
+
+function rootFields(operation: OperationDefinitionNode | undefined): string[] {
+  const names: string[] = [];
+  for (const selection of operation?.selectionSet.selections ?? []) {
+    if (selection.kind === Kind.FIELD && names.length < MAX_FIELDS_LOGGED) {
+      names.push(selection.name.value);
+    }
+  }
+  return names;
+}
+
+/**
+ * One structured line per GraphQL request (pino, `msg: "graphql request"`) and the per-operation
+ * metrics: request id, operation name and type, root fields, outcome (the first error's code, or
+ * `ok`), duration, cache hits and misses, upstream calls, and the caller as issuer plus a hash
+ * of the subject. Written after the response is formed, from what the request already computed.
+ */
+export function accessLogPlugin(deps: {
+  logger: Logger;
+  metrics: Metrics;
+}): ApolloServerPlugin<GatewayContext> {
+  const { logger, metrics } = deps;
+  return {
+    async requestDidStart() {
+      const started = performance.now();
+      return {
+        async willSendResponse({ contextValue, operation, operationName, errors, response }) {
+          const seconds = (performance.now() - started) / 1000;
+          const type = operation?.operation ?? "unknown";
+          // The formatted errors carry the contract's codes (formatError ran before this hook).
+          const firstError =
+            (response.body.kind === "single"
+              ? response.body.singleResult.errors?.[0]
+              : undefined) ?? errors?.[0];
+          const outcome = firstError
+            ? String(firstError.extensions?.code ?? "INTERNAL_SERVER_ERROR")
+            : "ok";
+          const fields = rootFields(operation ?? undefined);
+          // Metric labels come from the schema (the first root field), never from the client's
+          // operation name, so a client cannot grow the number of series.
+          const field = fields[0] ?? "none";
+          metrics.graphqlRequests.inc({ field, type, outcome });
+          metrics.graphqlDuration.observe({ field, type }, seconds);
+          if (!logger.isLevelEnabled("info")) {
+            return;
+          }
+          const stats = currentRequestStats();
+          const caller = contextValue?.caller;
+          logger.info(
+            {
+              reqId: stats?.requestId,
+              operation: (operationName ?? "anonymous").slice(0, 64),
+              type,
+              fields,
+              outcome,
+              ms: Math.round(seconds * 10_000) / 10,
+              cache: stats ? { hits: stats.cacheHits, misses: stats.cacheMisses } : undefined,
+              upstreamCalls: stats?.upstreamCalls,
+              caller: caller
+                ? { iss: caller.issuer ?? "none", sub: subjectHash(caller.subject) }
+                : { router: true },
+            },
+            "graphql request",
+          );
+        },
+      };
+    },
+  };
+}
