@@ -1,0 +1,157 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Emulator } from "../../src/emulator/index.js";
+import { createTestCa, startTestEmulator, type TestCa } from "../helpers/emulator.js";
+import { freePort } from "../helpers/ports.js";
+
+/**
+ * The gateway authenticating to ACS with Entra ID (ACS_ENDPOINT, no access key), as a real process:
+ * DefaultAzureCredential's managed-identity credential gets its token from the emulator's own
+ * managed-identity endpoint (App Service protocol: IDENTITY_ENDPOINT and IDENTITY_HEADER), and the
+ * ACS SDK sends it as a bearer token over TLS, which the emulator checks (ACS_EMULATOR_ENTRA=on).
+ * The process trusts the emulator's throwaway CA through NODE_EXTRA_CA_CERTS, as a deployment
+ * with a private CA would.
+ */
+let ca: TestCa;
+let emulator: Emulator;
+
+beforeAll(async () => {
+  ca = createTestCa();
+  emulator = await startTestEmulator({
+    host: "127.0.0.1",
+    tls: { cert: ca.cert, key: ca.key },
+    entra: "on",
+  });
+});
+
+afterAll(async () => {
+  await emulator?.close();
+  ca?.remove();
+});
+
+interface Gateway {
+  url: string;
+  child: ChildProcess;
+  output: () => string;
+}
+
+/** `node --import tsx src/main.ts` with only the given settings; resolves once it listens. */
+async function startGatewayProcess(env: Record<string, string>): Promise<Gateway> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    env: { PATH: process.env.PATH ?? "", HOST: "127.0.0.1", PORT: String(port), ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout!.on("data", (chunk) => (output += chunk));
+  child.stderr!.on("data", (chunk) => (output += chunk));
+  await new Promise<void>((resolve, reject) => {
+    const onData = () => output.includes("ready at") && done(resolve);
+    const onExit = (code: number | null) =>
+      done(() => reject(new Error(`the gateway exited (${code}): ${output}`)));
+    const done = (then: () => void) => {
+      child.stdout!.off("data", onData);
+      child.off("exit", onExit);
+      then();
+    };
+    child.stdout!.on("data", onData);
+    child.on("exit", onExit);
+  });
+  return { url: `http://127.0.0.1:${port}/graphql`, child, output: () => output };
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) {
+      resolve();
+      return;
+    }
+    child.once("exit", () => resolve());
+    child.kill("SIGTERM");
+  });
+}
+
+async function gql(url: string, query: string, variables: Record<string, unknown> = {}) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ query, variables }),
+  });
+  return (await response.json()) as { data?: any; errors?: { extensions?: any }[] };
+}
+
+describe("Entra ID to ACS", () => {
+  it("runs every mutation against ACS with a managed identity's bearer token over HTTPS", async () => {
+    expect(emulator.endpoint).toMatch(/^https:/);
+    const before = { ...emulator.counters };
+    const gateway = await startGatewayProcess({
+      ACS_ENDPOINT: emulator.endpoint,
+      IDENTITY_ENDPOINT: emulator.managedIdentity!.endpoint,
+      IDENTITY_HEADER: emulator.managedIdentity!.header,
+      NODE_EXTRA_CA_CERTS: ca.caFile,
+    });
+    try {
+      const created = await gql(gateway.url, "mutation { createUser { id } }");
+      expect(created.errors).toBeUndefined();
+      const userId = created.data.createUser.id as string;
+      const issued = await gql(
+        gateway.url,
+        "mutation ($u: ID) { issueToken(userId: $u, scopes: [VOIP]) { token } }",
+        { u: userId },
+      );
+      expect(issued.errors).toBeUndefined();
+      const fresh = await gql(
+        gateway.url,
+        "mutation { issueToken(scopes: [CHAT]) { user { id } } }",
+      );
+      expect(fresh.errors).toBeUndefined();
+      const mine = await gql(gateway.url, "mutation { issueMyToken(scopes: [CHAT]) { token } }");
+      expect(mine.errors).toBeUndefined();
+      const revoked = await gql(
+        gateway.url,
+        "mutation ($u: ID!) { revokeTokens(userId: $u) { revokedAt } }",
+        { u: userId },
+      );
+      expect(revoked.errors).toBeUndefined();
+      const deleted = await gql(
+        gateway.url,
+        "mutation ($u: ID!) { deleteUser(userId: $u) { deletedAt } }",
+        { u: userId },
+      );
+      expect(deleted.errors).toBeUndefined();
+      expect((await gql(gateway.url, "{ acsEndpoint }")).data.acsEndpoint).toBe(emulator.endpoint);
+      // Every call reached the emulator (nothing was answered by a cache or refused).
+      expect(emulator.counters.createIdentity - before.createIdentity).toBeGreaterThanOrEqual(3);
+      expect(emulator.counters.deleteIdentity - before.deleteIdentity).toBe(1);
+      expect(gateway.output()).not.toContain(emulator.managedIdentity!.header);
+    } finally {
+      await stop(gateway.child);
+    }
+  });
+
+  it("refuses to start when no credential can get a token, saying what to configure", async () => {
+    // A managed-identity endpoint that refuses this header: the credential gets no token (and,
+    // told where its endpoint is, never probes anything off this machine).
+    const port = await freePort();
+    const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+      env: {
+        PATH: process.env.PATH ?? "",
+        HOST: "127.0.0.1",
+        PORT: String(port),
+        ACS_ENDPOINT: emulator.endpoint,
+        IDENTITY_ENDPOINT: emulator.managedIdentity!.endpoint,
+        IDENTITY_HEADER: "not-the-header",
+        NODE_EXTRA_CA_CERTS: ca.caFile,
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout!.on("data", (chunk) => (output += chunk));
+    child.stderr!.on("data", (chunk) => (output += chunk));
+    const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+    expect(code).not.toBe(0);
+    expect(output).toContain("no Entra ID credential could get a token");
+    expect(output).toContain("AZURE_CLIENT_ID");
+    expect(output).not.toContain("ready at");
+  });
+});
