@@ -1,5 +1,9 @@
 import { ApolloServer, type GraphQLRequest } from "@apollo/server";
-import { ApolloServerPluginLandingPageDisabled } from "@apollo/server/plugin/disabled";
+import {
+  ApolloServerPluginCacheControlDisabled,
+  ApolloServerPluginInlineTraceDisabled,
+  ApolloServerPluginLandingPageDisabled,
+} from "@apollo/server/plugin/disabled";
 import { ApolloServerPluginLandingPageLocalDefault } from "@apollo/server/plugin/landingPage/default";
 import { fastifyApolloDrainPlugin, fastifyApolloHandler } from "@as-integrations/fastify";
 import Fastify, { LogController } from "fastify";
@@ -54,8 +58,11 @@ function createFastify(config: Readonly<Config>, logger: Logger) {
     // Fastify's own info lines (one "listening" line per interface) would bury the gateway's one
     // start-up line; its warnings and errors still come through.
     loggerInstance: logger.child({ component: "http" }, { level: quieter(logger.level, "warn") }),
-    // A line per request would double the cost of a cached token; errors are logged where they happen.
+    // Fastify's own request lines are off: the access-log plugin writes one richer line per
+    // GraphQL request. And no child logger per request (Fastify's default): every line that
+    // matters carries the request id itself, and the child would cost each cached token.
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: (parent) => parent,
     bodyLimit: config.limits.bodyLimitBytes,
     trustProxy: false,
     return503OnClosing: true,
@@ -123,6 +130,11 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
       fastifyApolloDrainPlugin(fastify),
       documentBoundsPlugin(),
       errorLoggingPlugin(logger, (error) => isUnexpected(error.toJSON(), error)),
+      // Not used by this subgraph, and each costs every request some set-up: federated (ftv1)
+      // traces for Apollo Studio (OpenTelemetry covers tracing) and cache-control hints (no
+      // answer here may be cached by a CDN: tokens are secrets).
+      ApolloServerPluginInlineTraceDisabled(),
+      ApolloServerPluginCacheControlDisabled(),
       createTracingPlugin<GatewayContext>(),
       accessLogPlugin({ logger: logger.child({ component: "access" }), metrics: deps.metrics }),
       config.production
