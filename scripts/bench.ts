@@ -224,7 +224,7 @@ async function startGateway(
       COMMUNICATION_SERVICES_CONNECTION_STRING: connectionString,
       // The per-caller mint budget still runs (its Redis round trip is part of the cost); the
       // benchmark's single admin must not exhaust it.
-      RATE_LIMIT_TOKENS_PER_MINUTE: "1000000",
+      RATE_LIMIT_ACS_CALLS_PER_MINUTE: "1000000",
     },
     /gateway ready at/,
     nodeArgs,

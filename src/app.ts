@@ -1,4 +1,5 @@
 import "reflect-metadata";
+import { Gauge } from "prom-client";
 import { createHash } from "node:crypto";
 import { createJwtVerifier } from "./auth/jwt-verifier.js";
 import { createRateLimiter, type RateLimiter } from "./auth/rate-limiter.js";
@@ -149,6 +150,8 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
             acs.accessKey ?? config.tokenCacheEncryptionKey?.toString("base64") ?? acs.endpoint,
         },
         redisClient: redis,
+        onWait: (scope) => metrics.cacheWaits.inc({ scope }),
+        onBreakerOpen: () => metrics.cacheBreakerOpened.inc(),
         onLookup: (result) => {
           metrics.cacheRequests.inc({ result });
           const stats = currentRequestStats();
@@ -158,6 +161,16 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
         },
       }),
     ));
+
+    // The cache's state at each scrape: 0 while Redis is unreachable or its breaker is open.
+    new Gauge({
+      name: "acsgw_token_cache_ready",
+      help: "1 when the token cache's store can be used now; 0 while Redis is unreachable or the cache's breaker is open.",
+      registers: [metrics.registry],
+      async collect() {
+        this.set((await cache.isReady().catch(() => false)) ? 1 : 0);
+      },
+    });
 
     // Per ACS resource (its endpoint, not its key: a key rotation keeps the identities), so
     // repointing a deployment at another resource never maps a caller to a foreign identity.

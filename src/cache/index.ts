@@ -38,6 +38,10 @@ export interface TokenCacheDeps {
   /** A client to share (the caller closes it); without one, Redis mode creates and owns its own. */
   redisClient?: RedisClient | undefined;
   onLookup?: (result: LookupResult) => void;
+  /** A miss waited for another mint (in this process, or another instance's lock holder). */
+  onWait?: (scope: "process" | "instance") => void;
+  /** Redis kept failing: the breaker opened (Redis mode only). */
+  onBreakerOpen?: () => void;
   /** @default Date.now */
   now?: () => number;
 }
@@ -51,6 +55,7 @@ export function createTokenCache(config: Readonly<Config>, deps: TokenCacheDeps)
       minRemainingMs,
       now: deps.now,
       onLookup: deps.onLookup,
+      onWait: deps.onWait,
     });
   }
   const encryptionKey = assertCacheKey(
@@ -67,5 +72,7 @@ export function createTokenCache(config: Readonly<Config>, deps: TokenCacheDeps)
     now: deps.now,
     logger: deps.logger,
     onLookup: deps.onLookup,
+    onWait: deps.onWait,
+    onBreakerOpen: deps.onBreakerOpen,
   });
 }

@@ -1,5 +1,9 @@
 import { createMemoryTokenStore } from "./memory-token-store.js";
-import { createCoordinatedTokenCache, type LookupResult } from "./token-cache-coordinator.js";
+import {
+  createCoordinatedTokenCache,
+  type CoordinatorOptions,
+  type LookupResult,
+} from "./token-cache-coordinator.js";
 import type { TokenCache } from "./token-cache.js";
 
 export interface MemoryTokenCacheOptions {
@@ -10,6 +14,7 @@ export interface MemoryTokenCacheOptions {
   /** @default Date.now */
   now?: () => number;
   onLookup?: (result: LookupResult) => void;
+  onWait?: CoordinatorOptions["onWait"];
 }
 
 /** The in-process token cache for a single instance: the one algorithm over the memory store. */

