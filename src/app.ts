@@ -66,9 +66,13 @@ export interface App {
 /** Thrown by `createApp` when ACS refuses the configured credentials: the process must not serve. */
 export class AcsCredentialsRejectedError extends Error {
   override readonly name = "AcsCredentialsRejectedError";
-  constructor(endpoint: string) {
+  constructor(endpoint: string, entra: boolean) {
     super(
-      `ACS at ${new URL(endpoint).host} refused the gateway's credentials (401): check the access key in COMMUNICATION_SERVICES_CONNECTION_STRING`,
+      `ACS at ${new URL(endpoint).host} refused the gateway's credentials (401): ${
+        entra
+          ? "give the Entra ID identity a role on the ACS resource (e.g. Communication and Email Service Owner)"
+          : "check the access key in COMMUNICATION_SERVICES_CONNECTION_STRING"
+      }`,
     );
   }
 }
@@ -234,7 +238,7 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
         logger: logger.child({ component: "acs" }),
       });
     if ((await checkAcsCredentials(upstream)) === "rejected") {
-      throw new AcsCredentialsRejectedError(acs.endpoint);
+      throw new AcsCredentialsRejectedError(acs.endpoint, credential !== undefined);
     }
     const identity = readiness.track(upstream);
     const auditLog = logger.child({ component: "audit" });

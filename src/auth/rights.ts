@@ -5,7 +5,7 @@ import type { Caller } from "./caller.js";
 /**
  * Who may do what: the whole rights table, in one place (docs/security.md states it for people).
  * Every root field and every federation entity type has exactly one rule here; the GraphQL layer
- * enforces the table for all of them before any resolver runs (graphql/rights.middleware.ts), and
+ * enforces the table for all of them before any resolver runs (graphql/rights.ts), and
  * a field without a rule is refused at start-up, so a new operation cannot skip the check.
  *
  * Rules:

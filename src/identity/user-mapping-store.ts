@@ -1,5 +1,4 @@
-import type { RedisClient } from "../cache/redis-client.js";
-import { redisScript, runScript } from "../cache/redis-scripts.js";
+import { hashTag, redisScript, runScript, type RedisClient } from "../redis/index.js";
 
 /**
  * Self-service mappings: a caller (`Caller.key`) to its one ACS identity. This is data, not a
@@ -331,8 +330,9 @@ export function createRedisUserMappingStore(options: {
   keyPrefix: string;
 }): UserMappingStore {
   const { redis, keyPrefix } = options;
-  const subjectKeyOf = (subjectKey: string) => `${keyPrefix}s:{${subjectKey}}`;
-  const ownerKeyOf = (userId: string) => `${keyPrefix}u:{${userId}}`;
+  // The shared escaping rule (redis/keys.ts): the names of existing mappings do not change.
+  const subjectKeyOf = (subjectKey: string) => `${keyPrefix}s:${hashTag(subjectKey)}`;
+  const ownerKeyOf = (userId: string) => `${keyPrefix}u:${hashTag(userId)}`;
   const pendingKey = `${keyPrefix}pending`;
   const pendingMember = (subjectKey: string, userId: string) =>
     JSON.stringify([subjectKey, userId]);

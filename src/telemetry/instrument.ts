@@ -1,7 +1,7 @@
 import { SpanKind, trace } from "@opentelemetry/api";
 import type { Command } from "ioredis";
 import type { TokenCache } from "../cache/token-cache.js";
-import type { RedisClient } from "../cache/redis-client.js";
+import type { RedisClient } from "../redis/index.js";
 import { recordFailure, tracer, withSpan } from "./tracing.js";
 
 /**

@@ -221,12 +221,17 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
   const via = (actor: Actor, self: boolean) => (self || !actor.isAdmin ? "self-service" : "admin");
   /** One identity creation per subject at a time in this process (the store arbitrates across instances). */
   const provisioning = new Map<string, Promise<string>>();
-  // Compensating deletes are the gateway's own clean-up: not charged to the caller.
+  // The provisioner gets no raw ACS handle: its creates are the caller's (charged, passed per
+  // call below), its compensating deletes the gateway's own clean-up (uncharged, named so).
   const provisioner = createProvisioner({
     now,
     ...deps.provisioning,
     store: mappings,
-    identity: deps.identity,
+    identity: {
+      createUser: () =>
+        Promise.reject(new Error("identityOf is always given a charged createUser")),
+      deleteUser: (userId) => acs.uncharged.deleteUser(userId),
+    },
     logger,
   });
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createRedisClient, type RedisClient } from "../../src/cache/redis-client.js";
+import { createRedisClient, type RedisClient } from "../../src/redis/index.js";
 import type { Config } from "../../src/config.js";
 import pg from "pg";
 import { migrate } from "../../src/identity/migrations/index.js";

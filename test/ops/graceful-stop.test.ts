@@ -139,8 +139,7 @@ afterEach(() => {
   }
 });
 
-// Each test starts its own `npm start` on its own port; they wait on child processes, not CPU.
-describe.concurrent("npm start and SIGTERM", () => {
+describe("npm start and SIGTERM", () => {
   it("stops every process it started and frees the port when npm receives SIGTERM", async () => {
     const gateway = await npmStart();
     const port = await readyPort(gateway);
