@@ -19,7 +19,7 @@ export default defineConfig({
     // Azure SDK and graphql again for each of ~60 files cost more than a third of the suite's
     // time. Every file starts and stops what it uses (servers, fake timers), so nothing leaks.
     isolate: false,
-    maxWorkers: 2,
+    maxWorkers: 3,
     testTimeout: 30_000,
     hookTimeout: 60_000,
     setupFiles: ["reflect-metadata"],
