@@ -190,6 +190,8 @@ describe("npm start and SIGTERM", () => {
     const gateway = await npmStart({
       OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${closedPort}`,
       OTEL_BSP_SCHEDULE_DELAY: "100",
+      // The exporter retries a refused connection until this bound (10 s by default).
+      OTEL_EXPORTER_OTLP_TIMEOUT: "1000",
     });
     const port = await readyPort(gateway, /"tracing":true.*ready at/);
     const response = await fetch(`http://127.0.0.1:${port}/graphql`, {
