@@ -176,7 +176,14 @@ export function startTracing(env: Env, options: StartTracingOptions = {}): Traci
         timer = setTimeout(resolve, timeoutMs);
         timer.unref();
       });
-      stopped ??= Promise.race([provider.shutdown(), deadline]).finally(() => {
+      // A last export that fails (collector down) loses those spans; it must not turn a clean
+      // stop into a failed one, so the failure is reported as a problem, not thrown.
+      const flushed = provider.shutdown().catch((error: unknown) => {
+        onProblem?.(
+          `the last trace export failed: ${error instanceof Error ? error.message : String(error)}`,
+        );
+      });
+      stopped ??= Promise.race([flushed, deadline]).finally(() => {
         clearTimeout(timer);
         active = false;
         trace.disable();
