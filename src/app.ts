@@ -63,6 +63,9 @@ export interface App {
   close(): Promise<void>;
 }
 
+/** The mapping store's Redis command timeout (its own connection; the cache's is 250 ms). */
+const MAPPING_COMMAND_TIMEOUT_MS = 2000;
+
 /** Thrown by `createApp` when ACS refuses the configured credentials: the process must not serve. */
 export class AcsCredentialsRejectedError extends Error {
   override readonly name = "AcsCredentialsRejectedError";
@@ -86,6 +89,7 @@ interface Resources {
   pool?: { end(): Promise<void> };
   cache?: TokenCache;
   redis?: RedisClient;
+  mappingRedis?: RedisClient;
   emulator?: Emulator;
 }
 
@@ -101,6 +105,7 @@ const SHUTDOWN_ORDER: ((r: Resources) => Promise<unknown> | undefined)[] = [
   (r) => r.pool?.end(),
   (r) => r.cache?.close(),
   (r) => (r.redis ? Promise.resolve(r.redis.disconnect()) : undefined),
+  (r) => (r.mappingRedis ? Promise.resolve(r.mappingRedis.disconnect()) : undefined),
   (r) => r.emulator?.close(),
 ];
 
@@ -179,9 +184,23 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
     // Per ACS resource (its endpoint, not its key: a key rotation keeps the identities), so
     // repointing a deployment at another resource never maps a caller to a foreign identity.
     const resource = createHash("sha256").update(acsUrl.host).digest("hex").slice(0, 12);
-    const redisMappings = redis
+    // The mapping store is data, not a cache: a slow answer is better than a failed call, so it
+    // has a connection of its own with a longer command timeout than the cache's 250 ms (which
+    // also counts this process's event-loop lag under load).
+    const mappingRedis = (resources.mappingRedis =
+      config.redis.mode === "memory"
+        ? undefined
+        : traceRedis(
+            createRedisClient(config.redis, logger.child({ component: "redis-mappings" }), {
+              commandTimeoutMs: MAPPING_COMMAND_TIMEOUT_MS,
+            }),
+          ));
+    if (mappingRedis) {
+      await waitUntilReady(mappingRedis, 5000);
+    }
+    const redisMappings = mappingRedis
       ? createRedisUserMappingStore({
-          redis,
+          redis: mappingRedis,
           keyPrefix: mappingKeyPrefix(config.redisKeyPrefix, resource),
         })
       : undefined;

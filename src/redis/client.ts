@@ -36,12 +36,22 @@ export function redactRedisUrl(url: string): string {
  * per-request retries (the caller falls back to ACS instead), a short command timeout, and
  * reconnection forever with a capped backoff so caching resumes by itself when Redis returns.
  */
-export function createRedisClient(config: RedisConnectionConfig, logger: Logger): RedisClient {
+export function createRedisClient(
+  config: RedisConnectionConfig,
+  logger: Logger,
+  options: {
+    /**
+     * Longest wait for one command's answer (it includes this process's own event-loop lag).
+     * @default COMMAND_TIMEOUT_MS
+     */
+    commandTimeoutMs?: number;
+  } = {},
+): RedisClient {
   const backoff = (times: number) =>
     Math.min(50 * 2 ** Math.min(times, 10), MAX_RECONNECT_DELAY_MS);
 
   const common: RedisOptions = {
-    commandTimeout: COMMAND_TIMEOUT_MS,
+    commandTimeout: options.commandTimeoutMs ?? COMMAND_TIMEOUT_MS,
     connectTimeout: CONNECT_TIMEOUT_MS,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
