@@ -18,8 +18,6 @@ import type { TokenCredential } from "@azure/identity";
 import { createAcsIdentityProvider } from "./identity/acs-identity-provider.js";
 import { createEntraCredential } from "./identity/entra-credential.js";
 import type { IdentityProvider } from "./identity/identity-provider.js";
-import { migrate } from "./identity/migrations/index.js";
-import { createMappingPool, createPgUserMappingStore } from "./identity/pg-user-mapping-store.js";
 import { exitAfterStepFromEnv } from "./identity/provisioning.js";
 import {
   createMemoryUserMappingStore,
@@ -205,6 +203,10 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
         })
       : undefined;
     if (config.databaseUrl) {
+      // node-postgres and the migrations load only when PostgreSQL is configured.
+      const { createMappingPool, createPgUserMappingStore } =
+        await import("./identity/pg-user-mapping-store.js");
+      const { migrate } = await import("./identity/migrations/index.js");
       const pool = (resources.pool = createMappingPool(config.databaseUrl, (error) =>
         logger.warn({ err: error.message }, "mapping database connection error"),
       ));

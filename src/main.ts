@@ -14,7 +14,7 @@ async function main(): Promise<void> {
   try {
     config = loadConfig(process.env);
     const tracingLogger = createLogger({ level: config.logLevel }).child({ component: "tracing" });
-    tracing = startTracing(process.env, {
+    tracing = await startTracing(process.env, {
       onProblem: (message) => tracingLogger.warn({ detail: message }, "trace export problem"),
     });
   } catch (error) {

@@ -13,14 +13,6 @@ import {
   type Context,
   type Span,
 } from "@opentelemetry/api";
-import {
-  CompositePropagator,
-  W3CBaggagePropagator,
-  W3CTraceContextPropagator,
-} from "@opentelemetry/core";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
-import { detectResources, envDetector, resourceFromAttributes } from "@opentelemetry/resources";
-import { BatchSpanProcessor, NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 
 /**
  * OpenTelemetry tracing, configured only by the standard `OTEL_*` variables. Off unless an OTLP
@@ -129,15 +121,14 @@ export interface StartTracingOptions {
  * `OTEL_TRACES_SAMPLER` (default `parentbased_always_on`); headers, timeout and compression follow
  * the exporter's own `OTEL_EXPORTER_OTLP_*` variables from the process environment.
  */
-export function startTracing(env: Env, options: StartTracingOptions = {}): Tracing | undefined {
+export async function startTracing(
+  env: Env,
+  options: StartTracingOptions = {},
+): Promise<Tracing | undefined> {
   const settings = tracingSettingsFromEnv(env);
   if (!settings) {
     return undefined;
   }
-  const resource = resourceFromAttributes({
-    "service.name": options.serviceName ?? DEFAULT_SERVICE_NAME,
-    ...(options.serviceVersion ? { "service.version": options.serviceVersion } : {}),
-  }).merge(detectResources({ detectors: [envDetector] }));
   const { onProblem } = options;
   if (onProblem) {
     const report = (message: string, ...args: unknown[]) =>
@@ -156,14 +147,11 @@ export function startTracing(env: Env, options: StartTracingOptions = {}): Traci
       { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true },
     );
   }
-  const provider = new NodeTracerProvider({
-    resource,
-    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: settings.url }))],
-  });
-  provider.register({
-    propagator: new CompositePropagator({
-      propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()],
-    }),
+  const { registerProvider } = await import("./sdk.js");
+  const provider = registerProvider({
+    url: settings.url,
+    serviceName: options.serviceName ?? DEFAULT_SERVICE_NAME,
+    serviceVersion: options.serviceVersion,
   });
   active = true;
   let stopped: Promise<void> | undefined;

@@ -84,10 +84,10 @@ beforeAll(async () => {
   await once(receiver.server, "listening");
   const address = receiver.server.address();
   const port = typeof address === "object" && address ? address.port : 0;
-  tracing = startTracing({
+  tracing = (await startTracing({
     OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}/`,
     OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
-  })!;
+  }))!;
   expect(tracing).toBeDefined();
   redis = await startRedis();
   app = await startGateway({ REDIS_URL: redis.url });
@@ -282,7 +282,7 @@ describe("span attributes", () => {
 });
 
 describe("tracing settings", () => {
-  it("is off unless an OTLP endpoint is set, or when the SDK is disabled", () => {
+  it("is off unless an OTLP endpoint is set, or when the SDK is disabled", async () => {
     expect(tracingSettingsFromEnv({})).toBeUndefined();
     expect(tracingSettingsFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "" })).toBeUndefined();
     expect(
@@ -297,7 +297,7 @@ describe("tracing settings", () => {
         OTEL_TRACES_EXPORTER: "none",
       }),
     ).toBeUndefined();
-    expect(startTracing({})).toBeUndefined();
+    expect(await startTracing({})).toBeUndefined();
   });
 
   it("appends /v1/traces to the general endpoint and takes the traces endpoint as it is", () => {
