@@ -20,13 +20,7 @@ const logger = createLogger({ level, name: "acs-emulator" }, process.stderr);
 
 try {
   const emulator = await startEmulator({ ...options, logger });
-  let lines = `COMMUNICATION_SERVICES_CONNECTION_STRING=${emulator.connectionString}\n`;
-  if (emulator.managedIdentity) {
-    lines += `IDENTITY_ENDPOINT=${emulator.managedIdentity.endpoint}\n`;
-    lines += `IDENTITY_HEADER=${emulator.managedIdentity.header}\n`;
-  }
-  process.stdout.write(lines);
-
+  // Handlers first, then the line: whoever reads the line may signal at once.
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
@@ -39,8 +33,15 @@ try {
       () => process.exit(1),
     );
   };
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+
+  let lines = `COMMUNICATION_SERVICES_CONNECTION_STRING=${emulator.connectionString}\n`;
+  if (emulator.managedIdentity) {
+    lines += `IDENTITY_ENDPOINT=${emulator.managedIdentity.endpoint}\n`;
+    lines += `IDENTITY_HEADER=${emulator.managedIdentity.header}\n`;
+  }
+  process.stdout.write(lines);
 } catch (error) {
   // e.g. EADDRINUSE or an unreadable signing key: say which, without the settings' values.
   console.error(

@@ -91,8 +91,8 @@ function runScript(
 ): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(
-      "node_modules/.bin/tsx",
-      ["scripts/quickstart.ts"],
+      process.execPath,
+      ["--import", "tsx", "scripts/quickstart.ts"],
       { env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000 },
       (error, stdout, stderr) =>
         resolve({ status: error ? (error.code as number | null) : 0, stdout, stderr }),
