@@ -459,7 +459,7 @@ describe("secrets in output", () => {
 
 describe("production", () => {
   it("refuses to start with AUTH_MODE=none, listing every problem, with a non-zero exit", () => {
-    const result = spawnSync("npx", ["tsx", "src/main.ts"], {
+    const result = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts"], {
       env: {
         PATH: process.env.PATH,
         HOME: process.env.HOME,
