@@ -9,9 +9,19 @@ import { currentRequestStats } from "../request-stats.js";
 /** At most this many root fields are named in a line (an operation may have a few). */
 const MAX_FIELDS_LOGGED = 8;
 
-/** A caller's subject, hashed: lines can be correlated per user without holding personal data. */
-function subjectHash(subject: string): string {
-  return createHash("sha256").update(subject).digest("base64url").slice(0, 16);
+/**
+ * A caller's subject, hashed: lines can be correlated per user without holding personal data.
+ * Remembered per caller object: the JWT verifier hands the same frozen caller to every request of
+ * a cached token, so a busy client costs one hash, not one per request.
+ */
+const subjectHashes = new WeakMap<object, string>();
+function subjectHash(caller: { subject: string }): string {
+  let hash = subjectHashes.get(caller);
+  if (hash === undefined) {
+    hash = createHash("sha256").update(caller.subject).digest("base64url").slice(0, 16);
+    subjectHashes.set(caller, hash);
+  }
+  return hash;
 }
 
 function rootFields(operation: OperationDefinitionNode | undefined): string[] {
@@ -72,7 +82,7 @@ export function accessLogPlugin(deps: {
               cache: stats ? { hits: stats.cacheHits, misses: stats.cacheMisses } : undefined,
               upstreamCalls: stats?.upstreamCalls,
               caller: caller
-                ? { iss: caller.issuer ?? "none", sub: subjectHash(caller.subject) }
+                ? { iss: caller.issuer ?? "none", sub: subjectHash(caller) }
                 : { router: true },
             },
             "graphql request",
