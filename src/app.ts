@@ -27,7 +27,6 @@ import {
 import { createLogger, quieter, type Logger } from "./logger.js";
 import { createHttpServer, type HttpServer } from "./server/http-server.js";
 import { createMetrics, type Metrics } from "./server/metrics.js";
-import { currentRequestStats } from "./server/request-stats.js";
 import { createAuthentication } from "./server/plugins/authentication.js";
 import { createCallerContext } from "./server/plugins/caller-context.js";
 import { checkAcsCredentials, createReadiness, type ReadinessReport } from "./server/readiness.js";
@@ -159,13 +158,7 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
         redisClient: redis,
         onWait: (scope) => metrics.cacheWaits.inc({ scope }),
         onBreakerOpen: () => metrics.cacheBreakerOpened.inc(),
-        onLookup: (result) => {
-          metrics.cacheRequests.inc({ result });
-          const stats = currentRequestStats();
-          if (stats) {
-            stats[result === "hit" ? "cacheHits" : "cacheMisses"]++;
-          }
-        },
+        onLookup: (result) => metrics.cacheRequests.inc({ result }),
       }),
     ));
 
@@ -236,12 +229,6 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
           ? limiter(config.limits.adminAcsCallsPerWindow, "admin")
           : undefined,
       onRefused: (caller) => metrics.rateLimited.inc({ caller }),
-      onCall: () => {
-        const stats = currentRequestStats();
-        if (stats) {
-          stats.upstreamCalls++;
-        }
-      },
     });
 
     const readiness = createReadiness({

@@ -37,6 +37,24 @@ export function createLogger(
   return destination ? pino(opts, destination) : pino(opts);
 }
 
+/**
+ * A logger for lines whose every field the gateway builds itself from known values (the access
+ * line: ids, names, counts, hashes): the same destination, level and format as `parent`, plus
+ * `bindings`, without pino's redaction pass. That pass walks every line's keys for REDACT_PATHS'
+ * wildcards and cost about 5% of a cached token's CPU time, to blank keys such a line never has.
+ * Never log request, header or error objects through it.
+ */
+export function unredactedChild(parent: Logger, bindings: Record<string, string>): Logger {
+  return pino(
+    {
+      level: parent.level,
+      base: { ...parent.bindings(), ...bindings },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    (parent as unknown as Record<symbol, pino.DestinationStream>)[pino.symbols.streamSym],
+  );
+}
+
 const LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
 
 /** The less verbose of two pino levels: for components whose info lines are noise to operators. */

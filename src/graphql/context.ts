@@ -1,6 +1,7 @@
 import type { Caller } from "../auth/caller.js";
 import type { Logger } from "../logger.js";
-import type { TokenService } from "../tokens/token-service.js";
+import type { Actor, TokenService } from "../tokens/token-service.js";
+import type { Usage } from "../tokens/upstream-budget.js";
 
 /** What every resolver gets. Built per request by the authentication plugin (server/plugins). */
 export interface GatewayContext {
@@ -9,6 +10,12 @@ export interface GatewayContext {
    * bearer token: such a request may read `_service { sdl }` and nothing else (the rights table).
    */
   caller: Caller | undefined;
+  /** The caller as the token service's actor, carrying this request's `usage`. */
+  actor: Actor | undefined;
+  /** The request id (from `x-request-id` or made), echoed in the response and in log lines. */
+  requestId: string;
+  /** What this request cost (cache hits and misses, ACS calls), for its access log line. */
+  usage: Usage;
   /** May this request read the subgraph schema (`_service`) without being an admin? */
   schemaReadable: boolean;
   tokens: TokenService;
@@ -23,4 +30,4 @@ export interface GatewayContext {
 }
 
 /** The context a resolver sees: the rights table let it through, so a caller is known. */
-export type SignedInContext = GatewayContext & { caller: Caller };
+export type SignedInContext = GatewayContext & { caller: Caller; actor: Actor };

@@ -16,13 +16,12 @@ import type { GatewayContext } from "../graphql/context.js";
 import { createFormatError, isUnexpected } from "../graphql/errors.js";
 import { MAX_DOCUMENT_TOKENS } from "../graphql/document-bounds.js";
 import { createQueryLimitRules } from "../graphql/query-limits.js";
-import { quieter, type Logger } from "../logger.js";
+import { quieter, unredactedChild, type Logger } from "../logger.js";
 import { registerCors } from "./cors.js";
 import { createLandingPage, isBrowserPageRequest, PRODUCTION_GET_MESSAGE } from "./landing-page.js";
 import { createDocumentStore } from "./document-store.js";
 import type { Metrics } from "./metrics.js";
 import { accessLogPlugin } from "./plugins/access-log.js";
-import { withRequestStats } from "./request-stats.js";
 import type { RequestHeaders } from "./plugins/authentication.js";
 import { documentBoundsPlugin, documentBoundsRule } from "./plugins/document-bounds.js";
 import { errorLoggingPlugin } from "./plugins/error-logging.js";
@@ -41,7 +40,7 @@ export interface HttpServerDeps {
   config: Readonly<Config>;
   schema: GraphQLSchema;
   /** Builds the per-request context from the request headers; throws a GraphQLError to refuse. */
-  createContext(request: RequestHeaders): Promise<GatewayContext>;
+  createContext(request: RequestHeaders, requestId: string): Promise<GatewayContext>;
   readiness: Readiness;
   metrics: Metrics;
   logger: Logger;
@@ -136,7 +135,10 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
       ApolloServerPluginInlineTraceDisabled(),
       ApolloServerPluginCacheControlDisabled(),
       createTracingPlugin<GatewayContext>(),
-      accessLogPlugin({ logger: logger.child({ component: "access" }), metrics: deps.metrics }),
+      accessLogPlugin({
+        logger: unredactedChild(logger, { component: "access" }),
+        metrics: deps.metrics,
+      }),
       config.production
         ? ApolloServerPluginLandingPageDisabled()
         : ApolloServerPluginLandingPageLocalDefault(createLandingPage(config)),
@@ -145,10 +147,13 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
   await apollo.start();
 
   const apolloHandler = fastifyApolloHandler(apollo, {
-    context: async (request) => deps.createContext(request.raw),
+    context: async (request) => deps.createContext(request.raw, request.id),
   });
-  fastify.addHook("onRequest", async (request, reply) => {
+  // Hooks on every request are callback-style where they need not wait: an async hook costs each
+  // request a promise and a microtask turn.
+  fastify.addHook("onRequest", (request, reply, done) => {
     reply.header("x-request-id", request.id);
+    done();
   });
 
   const trusted = config.persistedDocumentsOnly
@@ -157,15 +162,19 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
   // CORS lives in its own encapsulated context, so its hooks touch /graphql only (not /metrics).
   await fastify.register(async (graphql) => {
     await registerCors(graphql, config.cors);
-    graphql.addHook("onRequest", async (request, reply) => {
-      if (config.production && isBrowserPageRequest(request)) {
-        await reply
+    if (config.production) {
+      graphql.addHook("onRequest", (request, reply, done) => {
+        if (!isBrowserPageRequest(request)) {
+          done();
+          return;
+        }
+        reply
           .code(200)
           .header("cache-control", "no-store")
           .type("text/plain; charset=utf-8")
           .send(PRODUCTION_GET_MESSAGE);
-      }
-    });
+      });
+    }
     if (trusted) {
       graphql.addHook("preHandler", trusted);
     }
@@ -173,7 +182,7 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
       url: "/graphql",
       // No OPTIONS: preflights are answered by the CORS hook; Apollo would refuse them as CSRF.
       method: ["GET", "POST"],
-      handler: traceGraphQLHandler(withStats(apolloHandler)),
+      handler: traceGraphQLHandler(apolloHandler),
     });
   });
 
@@ -194,18 +203,9 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
         (Array.isArray(value) ? value : [value]).map((v) => [name, String(v)]).flat(),
       );
       return withOperationSpan(async () => {
-        const contextValue = await deps.createContext({ headers, rawHeaders });
+        const contextValue = await deps.createContext({ headers, rawHeaders }, randomUUID());
         return apollo.executeOperation(request, { contextValue });
       }, headers);
     },
-  };
-}
-
-/** Runs a route handler with the request's own counters (request-stats.ts) for its log line. */
-function withStats<This, Request extends { id: string }, Reply, T>(
-  handler: (this: This, request: Request, reply: Reply) => T,
-): (this: This, request: Request, reply: Reply) => T {
-  return function (this: This, request, reply) {
-    return withRequestStats(request.id, () => handler.call(this, request, reply));
   };
 }

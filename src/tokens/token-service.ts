@@ -242,9 +242,12 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     expiresInMinutes: number | undefined,
   ): Promise<TokenGrant> {
     try {
-      const { token } = await cache.getOrMint({ userId, scopes, expiresInMinutes }, () =>
+      const { token, cached } = await cache.getOrMint({ userId, scopes, expiresInMinutes }, () =>
         acs.issueToken(actor, userId, scopes, expiresInMinutes),
       );
+      if (actor.usage) {
+        actor.usage[cached ? "cacheHits" : "cacheMisses"]++;
+      }
       return { userId, token: token.token, expiresOn: token.expiresOn, scopes };
     } catch (error) {
       if (error instanceof UserDeletedError) {

@@ -39,7 +39,7 @@ export function deletePayload(userId: string, deletedAt: number): DeleteUserPayl
 export class IdentityResolver {
   @Mutation(() => CommunicationUser, { description: "Creates a new ACS identity. Admins only." })
   async createUser(@Ctx() context: SignedInContext): Promise<CommunicationUser> {
-    return CommunicationUser.of(await context.tokens.createUser(context.caller));
+    return CommunicationUser.of(await context.tokens.createUser(context.actor));
   }
 
   @Mutation(() => AccessToken, {
@@ -50,7 +50,7 @@ export class IdentityResolver {
     @Ctx() context: SignedInContext,
     @Args(() => IssueTokenArgs) { userId, scopes, expiresInMinutes }: IssueTokenArgs,
   ): Promise<AccessToken> {
-    const grant = await context.tokens.issueToken(context.caller, {
+    const grant = await context.tokens.issueToken(context.actor, {
       userId: userId ?? undefined,
       scopes,
       expiresInMinutes: expiresInMinutes ?? undefined,
@@ -65,7 +65,7 @@ export class IdentityResolver {
     @Ctx() context: SignedInContext,
     @Arg("userId", () => ID) userId: string,
   ): Promise<RevokeTokensPayload> {
-    return revokePayload(userId, await context.tokens.revokeTokens(context.caller, userId));
+    return revokePayload(userId, await context.tokens.revokeTokens(context.actor, userId));
   }
 
   @Mutation(() => DeleteUserPayload, {
@@ -76,6 +76,6 @@ export class IdentityResolver {
     @Ctx() context: SignedInContext,
     @Arg("userId", () => ID) userId: string,
   ): Promise<DeleteUserPayload> {
-    return deletePayload(userId, await context.tokens.deleteUser(context.caller, userId));
+    return deletePayload(userId, await context.tokens.deleteUser(context.actor, userId));
   }
 }

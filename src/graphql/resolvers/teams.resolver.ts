@@ -14,7 +14,7 @@ export class TeamsResolver {
     @Ctx() context: SignedInContext,
     @Args(() => ExchangeTeamsTokenArgs) args: ExchangeTeamsTokenArgs,
   ): Promise<TeamsAccessToken> {
-    const grant = await context.tokens.exchangeTeamsToken(context.caller, args);
+    const grant = await context.tokens.exchangeTeamsToken(context.actor, args);
     const result = new TeamsAccessToken();
     result.token = grant.token;
     result.expiresOn = grant.expiresOn;

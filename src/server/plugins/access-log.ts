@@ -4,7 +4,6 @@ import { Kind, type OperationDefinitionNode } from "graphql";
 import type { GatewayContext } from "../../graphql/context.js";
 import type { Logger } from "../../logger.js";
 import type { Metrics } from "../metrics.js";
-import { currentRequestStats } from "../request-stats.js";
 
 /** At most this many root fields are named in a line (an operation may have a few). */
 const MAX_FIELDS_LOGGED = 8;
@@ -41,6 +40,7 @@ function rootFields(operation: OperationDefinitionNode | undefined): string[] {
  * of the subject. Written after the response is formed, from what the request already computed.
  */
 export function accessLogPlugin(deps: {
+  /** Without redaction (`unredactedChild`): the line holds only the fields built below. */
   logger: Logger;
   metrics: Metrics;
 }): ApolloServerPlugin<GatewayContext> {
@@ -69,18 +69,19 @@ export function accessLogPlugin(deps: {
           if (!logger.isLevelEnabled("info")) {
             return;
           }
-          const stats = currentRequestStats();
+          // No context: the request was refused before it had one (a bad credential).
+          const usage = contextValue?.usage;
           const caller = contextValue?.caller;
           logger.info(
             {
-              reqId: stats?.requestId,
+              reqId: contextValue?.requestId,
               operation: (operationName ?? "anonymous").slice(0, 64),
               type,
               fields,
               outcome,
               ms: Math.round(seconds * 10_000) / 10,
-              cache: stats ? { hits: stats.cacheHits, misses: stats.cacheMisses } : undefined,
-              upstreamCalls: stats?.upstreamCalls,
+              cache: usage ? { hits: usage.cacheHits, misses: usage.cacheMisses } : undefined,
+              upstreamCalls: usage?.upstreamCalls,
               caller: caller
                 ? { iss: caller.issuer ?? "none", sub: subjectHash(caller) }
                 : { router: true },

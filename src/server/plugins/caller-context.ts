@@ -17,9 +17,9 @@ export function createCallerContext(deps: {
   acsEndpoint: string;
   logger: Logger;
   metrics: Metrics;
-}): (request: RequestHeaders) => Promise<GatewayContext> {
+}): (request: RequestHeaders, requestId: string) => Promise<GatewayContext> {
   const { tokens, acsEndpoint, logger } = deps;
-  return async (request) => {
+  return async (request, requestId) => {
     let principal;
     try {
       principal = await deps.authenticate(request);
@@ -31,9 +31,19 @@ export function createCallerContext(deps: {
       throw error;
     }
     const { caller } = principal;
+    const usage = { cacheHits: 0, cacheMisses: 0, upstreamCalls: 0 };
     let own: Promise<string | undefined> | undefined;
     return {
       caller,
+      // A fresh object per request: the caller itself is shared by every request of a token.
+      actor: caller && {
+        key: caller.key,
+        isAdmin: caller.isAdmin,
+        issuer: caller.issuer,
+        usage,
+      },
+      requestId,
+      usage,
       schemaReadable: principal.schemaReadable,
       tokens,
       acsEndpoint,

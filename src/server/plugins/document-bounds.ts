@@ -19,17 +19,17 @@ function standIn(problem: string): DocumentNode {
  * (the token path) pay nothing.
  */
 export function documentBoundsPlugin(bounds?: DocumentBounds): ApolloServerPlugin {
-  return {
-    async requestDidStart() {
-      return {
-        async validationDidStart(requestContext) {
-          const problem = documentBoundsProblem(requestContext.document, bounds);
-          if (problem !== undefined) {
-            (requestContext as { document: DocumentNode }).document = standIn(problem);
-          }
-        },
-      };
+  // No per-request state: one listener for every request.
+  const listener = {
+    async validationDidStart(requestContext: { document: DocumentNode }) {
+      const problem = documentBoundsProblem(requestContext.document, bounds);
+      if (problem !== undefined) {
+        requestContext.document = standIn(problem);
+      }
     },
+  };
+  return {
+    requestDidStart: async () => listener,
   };
 }
 

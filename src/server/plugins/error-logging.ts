@@ -1,4 +1,4 @@
-import type { ApolloServerPlugin } from "@apollo/server";
+import type { ApolloServerPlugin, BaseContext, GraphQLRequestListener } from "@apollo/server";
 import { unwrapResolverError } from "@apollo/server/errors";
 import type { GraphQLError } from "graphql";
 import type { Logger } from "../../logger.js";
@@ -12,43 +12,39 @@ export function errorLoggingPlugin(
   logger: Logger,
   isUnexpected: (error: GraphQLError) => boolean,
 ): ApolloServerPlugin {
-  return {
-    async requestDidStart() {
-      return {
-        async didEncounterErrors({ errors, operationName }) {
-          const seen = new Map<string, { error: unknown; count: number; path: unknown }>();
-          for (const error of errors) {
-            if (!isUnexpected(error)) {
-              continue;
-            }
-            const original = unwrapResolverError(error);
-            const key =
-              original instanceof Error
-                ? `${original.name}\0${original.message}`
-                : String(original);
-            const entry = seen.get(key);
-            if (entry) {
-              entry.count++;
-            } else {
-              seen.set(key, { error: original, count: 1, path: error.path });
-            }
-          }
-          for (const { error, count, path } of seen.values()) {
-            logger.error(
-              {
-                err:
-                  error instanceof Error
-                    ? { name: error.name, message: error.message, stack: error.stack }
-                    : String(error),
-                path,
-                count,
-                operationName,
-              },
-              "unexpected error while resolving",
-            );
-          }
-        },
-      };
+  // No per-request state: one listener for every request.
+  const listener: GraphQLRequestListener<BaseContext> = {
+    async didEncounterErrors({ errors, operationName }) {
+      const seen = new Map<string, { error: unknown; count: number; path: unknown }>();
+      for (const error of errors) {
+        if (!isUnexpected(error)) {
+          continue;
+        }
+        const original = unwrapResolverError(error);
+        const key =
+          original instanceof Error ? `${original.name}\0${original.message}` : String(original);
+        const entry = seen.get(key);
+        if (entry) {
+          entry.count++;
+        } else {
+          seen.set(key, { error: original, count: 1, path: error.path });
+        }
+      }
+      for (const { error, count, path } of seen.values()) {
+        logger.error(
+          {
+            err:
+              error instanceof Error
+                ? { name: error.name, message: error.message, stack: error.stack }
+                : String(error),
+            path,
+            count,
+            operationName,
+          },
+          "unexpected error while resolving",
+        );
+      }
     },
   };
+  return { requestDidStart: async () => listener };
 }
