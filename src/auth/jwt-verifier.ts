@@ -189,6 +189,16 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
       if (authorization.length > MAX_HEADER_LENGTH) {
         throw new AuthError("malformed", "The Authorization header is too long.");
       }
+      // The common spelling first: a remembered token was checked against BEARER when it was
+      // verified, so an exact match of its hash needs no second look at the header's syntax.
+      const plain = authorization.startsWith("Bearer ") ? authorization.slice(7) : undefined;
+      if (plain !== undefined && capacity > 0) {
+        noticeKeySetChange();
+        const known = verified.get(createHash("sha256").update(plain).digest("base64url"), now());
+        if (known) {
+          return known;
+        }
+      }
       // The scheme is case-insensitive (RFC 9110 section 11.1).
       const match = BEARER.exec(authorization.trim());
       if (!match) {
@@ -197,7 +207,7 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
       const token = match[1]!;
       const cacheKey =
         capacity > 0 ? createHash("sha256").update(token).digest("base64url") : undefined;
-      if (cacheKey !== undefined) {
+      if (cacheKey !== undefined && token !== plain) {
         noticeKeySetChange();
         const known = verified.get(cacheKey, now());
         if (known) {

@@ -1,4 +1,11 @@
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from "node:crypto";
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHmac,
+  hkdfSync,
+  randomBytes,
+  type CipherKey,
+} from "node:crypto";
 import type { IssuedToken } from "../identity/identity-provider.js";
 
 /**
@@ -9,12 +16,14 @@ import type { IssuedToken } from "../identity/identity-provider.js";
  *
  * Sealed layout: 12-byte random IV | ciphertext | 16-byte tag.
  * Plaintext layout: expiresOn (float64 BE, epoch ms) | token (utf8). No JSON on the hot path.
+ * The key may be a KeyObject (`createSecretKey`, made once): a Buffer is turned into one by every
+ * cipher created with it.
  */
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 const KEY_BYTES = 32;
 
-export function seal(key: Buffer, aad: string, plaintext: Buffer): Buffer {
+export function seal(key: CipherKey, aad: string, plaintext: Buffer): Buffer {
   const iv = randomBytes(IV_BYTES);
   const cipher = createCipheriv("aes-256-gcm", key, iv);
   cipher.setAAD(Buffer.from(aad, "utf8"));
@@ -24,7 +33,7 @@ export function seal(key: Buffer, aad: string, plaintext: Buffer): Buffer {
 }
 
 /** `undefined` when the value is malformed, tampered with, bound to another key, or sealed with another key. */
-export function open(key: Buffer, aad: string, sealed: Buffer): Buffer | undefined {
+export function open(key: CipherKey, aad: string, sealed: Buffer): Buffer | undefined {
   if (sealed.length < IV_BYTES + TAG_BYTES) {
     return undefined;
   }
@@ -55,11 +64,11 @@ export function decodeToken(plaintext: Buffer): IssuedToken | undefined {
   return { expiresOn: plaintext.readDoubleBE(0), token: plaintext.toString("utf8", 8) };
 }
 
-export function sealToken(key: Buffer, aad: string, token: IssuedToken): Buffer {
+export function sealToken(key: CipherKey, aad: string, token: IssuedToken): Buffer {
   return seal(key, aad, encodeToken(token));
 }
 
-export function openToken(key: Buffer, aad: string, sealed: Buffer): IssuedToken | undefined {
+export function openToken(key: CipherKey, aad: string, sealed: Buffer): IssuedToken | undefined {
   const plaintext = open(key, aad, sealed);
   return plaintext && decodeToken(plaintext);
 }

@@ -1,3 +1,4 @@
+import { createSecretKey } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { RedisClient } from "../redis/client.js";
 import { redisScript, runScript } from "../redis/scripts.js";
@@ -104,7 +105,8 @@ export function createRedisTokenStore(options: RedisTokenStoreOptions): TokenSto
 } {
   // Redis and Cluster share the command API; one view keeps the call sites simple.
   const redis = options.client as Redis;
-  const key = options.encryptionKey;
+  // Made once: with a Buffer, each cipher would build (and look up) a key object per request.
+  const key = createSecretKey(options.encryptionKey);
   const keys = createKeyScheme(options.keyPrefix);
   const run = (
     script: typeof BEGIN,

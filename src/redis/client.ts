@@ -57,6 +57,7 @@ export function createRedisClient(
     maxRetriesPerRequest: 0,
     enableReadyCheck: true,
     connectionName: CONNECTION_NAME,
+    enableAutoPipelining: true,
     retryStrategy: backoff,
     // A READONLY error after a failover: reconnect to find the new primary.
     reconnectOnError: (error) => error.message.startsWith("READONLY"),
@@ -72,6 +73,7 @@ export function createRedisClient(
       redisOptions: common,
       enableOfflineQueue: false,
       enableReadyCheck: true,
+      enableAutoPipelining: true,
       clusterRetryStrategy: backoff,
       // Redirections and cluster-down retries add latency; keep them short (bounded latency).
       maxRedirections: 6,
