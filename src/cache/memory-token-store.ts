@@ -1,5 +1,5 @@
 import type { IssuedToken } from "../identity/identity-provider.js";
-import type { TokenStore } from "./token-store.js";
+import type { StoredEntry, TokenStore } from "./token-store.js";
 
 /** How long a deleted user is answered NOT_FOUND without an upstream call. */
 export const TOMBSTONE_TTL_MS = 7 * 24 * 60 * 60 * 1000;
@@ -82,29 +82,38 @@ export function createMemoryTokenStore(options: MemoryTokenStoreOptions): TokenS
     return true;
   }
 
+  /** The entry, if written under `epoch` and not expired (an expired one is dropped). */
+  function current(userId: string, suffix: string, epoch: string): StoredEntry | undefined {
+    const k = entryKey(userId, suffix);
+    const entry = entries.get(k);
+    if (!entry) {
+      return undefined;
+    }
+    if (entry.epoch !== epoch || now() >= entry.expiresAt) {
+      entries.delete(k);
+      forgetEntry(k);
+      return undefined;
+    }
+    entries.delete(k);
+    entries.set(k, entry);
+    return { token: entry.token, beganAtMs: entry.beganAtMs };
+  }
+
   return {
     async read(userId, suffix) {
       const epoch = epochs.get(userId) ?? "";
-      const k = entryKey(userId, suffix);
-      let entry = entries.get(k);
-      if (entry && (entry.epoch !== epoch || now() >= entry.expiresAt)) {
-        entries.delete(k);
-        forgetEntry(k);
-        entry = undefined;
-      } else if (entry) {
-        entries.delete(k);
-        entries.set(k, entry);
-      }
       return {
         epoch,
         deleted: isTombstoned(userId),
-        entry: entry && { token: entry.token, beganAtMs: entry.beganAtMs },
+        entry: current(userId, suffix, epoch),
         lockedByOther: false,
       };
     },
 
-    async begin(userId) {
-      return { epoch: epochOf(userId), locked: true, beganAtMs: now() };
+    async begin(userId, suffix) {
+      const epoch = epochOf(userId);
+      const entry = current(userId, suffix, epoch);
+      return { epoch, locked: entry === undefined, beganAtMs: now(), written: !!entry, entry };
     },
 
     async write(userId, suffix, { epoch, beganAtMs, token, ttlMs }) {

@@ -1,7 +1,7 @@
 import type { Logger } from "../logger.js";
 import type { RedisClient } from "../redis/client.js";
 import { createBreaker } from "./breaker.js";
-import type { EntryRead, TokenStore } from "./token-store.js";
+import type { EntryRead, StoredEntry, TokenStore } from "./token-store.js";
 
 /** After this many Redis failures in a row, reads and writes skip Redis for BREAKER_OPEN_MS. */
 export const BREAKER_FAILURES = 5;
@@ -166,6 +166,9 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
     return recovering;
   }
 
+  /** Begun before the fence: not served by this instance. */
+  const fenced = (entry: StoredEntry) => fenceMs > 0 && !(entry.beganAtMs >= fenceMs);
+
   /** Throws rather than send a command when Redis is known to be unusable. */
   async function assertUsable(): Promise<void> {
     if (closed || client.status !== "ready" || !breaker.canTry()) {
@@ -198,13 +201,21 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
         throw new StoreUnavailableError("this user's invalidation is not recorded yet");
       }
       const read: EntryRead = await guarded("read", () => store.read(userId, suffix, withLock));
-      if (read.entry && fenceMs > 0 && !(read.entry.beganAtMs >= fenceMs)) {
+      if (read.entry && fenced(read.entry)) {
         return { ...read, entry: undefined };
       }
       return read;
     },
 
-    begin: (userId, suffix, owner) => guarded("begin", () => store.begin(userId, suffix, owner)),
+    async begin(userId, suffix, owner) {
+      const begun = await guarded("begin", () => store.begin(userId, suffix, owner));
+      // The read's rules apply to an entry handed back here too. No lock was taken with it, so
+      // the caller then mints without one and replaces it (the write still checks the epoch).
+      if (begun.entry && (fenced(begun.entry) || journal.has(userId))) {
+        return { ...begun, entry: undefined };
+      }
+      return begun;
+    },
     write: (userId, suffix, write) => guarded("write", () => store.write(userId, suffix, write)),
     release: (userId, suffix, owner, epoch) =>
       guarded("release", () => store.release(userId, suffix, owner, epoch)),

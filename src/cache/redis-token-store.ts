@@ -27,16 +27,25 @@ const PIPE = 0x7c; // "|"
 // could). 1.7e15 is far below 2^53, so Lua's doubles hold it exactly; "%.0f" prints it whole.
 
 /**
- * KEYS: epoch, lock. ARGV: lockOwner, lockTtlMs, epochTtlMs. -> {epoch, locked, nowMs}
+ * KEYS: epoch, lock, entry. ARGV: lockOwner, lockTtlMs, epochTtlMs.
+ * -> {epoch, locked, nowMs} or, when an entry was written under the epoch since the caller's read
+ * (a flight that just finished), {epoch, 0, nowMs, entry} and no lock: the caller serves it
+ * instead of minting the same token again.
  * The lock's value is "<owner>|<epoch>": a lock taken under an older epoch (its holder is minting
  * for a user revoked since) is taken over at once instead of making post-revoke callers wait.
  */
 const BEGIN = redisScript(`
 local e = redis.call('GET', KEYS[1])
 local t = redis.call('TIME')
+local nowMs = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 if not e then
   e = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
   redis.call('SET', KEYS[1], e, 'PX', ARGV[3])
+else
+  local entry = redis.call('GET', KEYS[3])
+  if entry and string.sub(entry, 1, #e + 1) == e .. '|' then
+    return {e, 0, nowMs, entry}
+  end
 end
 local locked = 0
 local held = redis.call('GET', KEYS[2])
@@ -44,7 +53,7 @@ if not held or string.sub(held, -(#e + 1)) ~= '|' .. e then
   redis.call('SET', KEYS[2], ARGV[1] .. '|' .. e, 'PX', ARGV[2])
   locked = 1
 end
-return {e, locked, string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))}
+return {e, locked, nowMs}
 `);
 
 /**
@@ -159,12 +168,22 @@ export function createRedisTokenStore(options: RedisTokenStoreOptions): TokenSto
     },
 
     async begin(userId, suffix, owner) {
-      const [epoch, locked, beganAtMs] = (await run(
+      const entryKey = keys.entry(userId, suffix);
+      // Buffers: the entry holds sealed bytes.
+      const [epoch, locked, beganAtMs, raw] = (await runScript(
+        redis,
         BEGIN,
-        [keys.epoch(userId), keys.lock(userId, suffix)],
+        [keys.epoch(userId), keys.lock(userId, suffix), entryKey],
         [owner, options.lockTtlMs, EPOCH_TTL_MS],
-      )) as [string, number, string];
-      return { epoch, locked: locked === 1, beganAtMs: Number(beganAtMs) };
+        "buffer",
+      )) as [Buffer, number, Buffer, Buffer | undefined];
+      return {
+        epoch: epoch.toString("latin1"),
+        locked: locked === 1,
+        beganAtMs: Number(beganAtMs.toString("latin1")),
+        written: raw !== undefined && raw !== null,
+        entry: raw ? decode(entryKey, epoch, raw) : undefined,
+      };
     },
 
     async write(userId, suffix, { epoch, beganAtMs, token, ttlMs, owner }) {

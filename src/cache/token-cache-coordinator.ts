@@ -3,7 +3,7 @@ import type { IssuedToken } from "../identity/identity-provider.js";
 import { entrySuffix } from "./keys.js";
 import { createSingleflight } from "./singleflight.js";
 import { UserDeletedError, type TokenCache, type TokenCacheResult } from "./token-cache.js";
-import type { EntryRead, TokenStore } from "./token-store.js";
+import type { EntryRead, StoredEntry, TokenStore } from "./token-store.js";
 
 export type LookupResult = "hit" | "miss";
 
@@ -54,7 +54,7 @@ export function createCoordinatedTokenCache(
   const now = options.now ?? Date.now;
   const flights = createSingleflight<TokenCacheResult>();
 
-  const servable = (read: EntryRead): IssuedToken | undefined => {
+  const servable = (read: { entry?: StoredEntry | undefined }): IssuedToken | undefined => {
     const token = read.entry?.token;
     return token && token.expiresOn - now() >= minRemainingMs ? token : undefined;
   };
@@ -139,6 +139,15 @@ export function createCoordinatedTokenCache(
         begun = await store.begin(userId, suffix, owner);
       } catch {
         return straight(mint);
+      }
+      if (begun.written) {
+        // Another flight finished between our read and this call: its token, not a second mint.
+        const token = begun.entry && servable({ entry: begun.entry });
+        if (token) {
+          return { token, cached: true };
+        }
+        // One this instance may not serve (fenced, unreadable, nearly expired): replace it.
+        return mintAndWrite(userId, suffix, begun.epoch, begun.beganAtMs, undefined, mint);
       }
       if (begun.locked) {
         return mintAndWrite(userId, suffix, begun.epoch, begun.beganAtMs, owner, mint);

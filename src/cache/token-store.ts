@@ -33,12 +33,22 @@ export interface Begun {
   locked: boolean;
   /** Store clock, ms. */
   beganAtMs: number;
+  /**
+   * An entry was written under `epoch` since the caller's read (a flight that just finished): no
+   * lock was taken, and the caller serves `entry` instead of minting a second token for the key.
+   */
+  written: boolean;
+  /** With `written`: the entry, when it opens and this instance may serve it. */
+  entry?: StoredEntry | undefined;
 }
 
 export interface TokenStore {
   /** Epoch, tombstone and the entry (a hit costs this one call; Redis: one MGET). */
   read(userId: string, suffix: string, withLock?: boolean): Promise<EntryRead>;
-  /** Read (or create) the epoch and take the entry's lock as `owner` unless a flight of this epoch holds it. */
+  /**
+   * Read (or create) the epoch; hand back the entry if one was written under it since the caller's
+   * read, else take the entry's lock as `owner` unless a flight of this epoch holds it.
+   */
   begin(userId: string, suffix: string, owner: string): Promise<Begun>;
   /**
    * Store `token` only if the user's epoch is still `epoch` (the late-answer race is closed

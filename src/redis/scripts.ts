@@ -11,6 +11,12 @@ export function redisScript(lua: string): RedisScript {
   return { lua, sha: createHash("sha1").update(lua).digest("hex") };
 }
 
+/** ioredis has the *Buffer variants of every command, but its typings omit these two. */
+interface BufferScripts {
+  evalshaBuffer(...args: (string | Buffer | number)[]): Promise<unknown>;
+  evalBuffer(...args: (string | Buffer | number)[]): Promise<unknown>;
+}
+
 /**
  * EVALSHA, falling back to EVAL when the server does not know the script yet (a new or restarted
  * node, or a Cluster node seeing the script for the first time); EVAL also loads it for next time.
@@ -21,12 +27,23 @@ export async function runScript(
   script: RedisScript,
   keys: readonly string[],
   args: readonly (string | Buffer | number)[],
+  /** "buffer": bulk replies as Buffers (binary values); integers stay numbers. */
+  reply: "string" | "buffer" = "string",
 ): Promise<unknown> {
   try {
-    return await redis.evalsha(script.sha, keys.length, ...keys, ...args);
+    return reply === "buffer"
+      ? await (redis as unknown as BufferScripts).evalshaBuffer(
+          script.sha,
+          keys.length,
+          ...keys,
+          ...args,
+        )
+      : await redis.evalsha(script.sha, keys.length, ...keys, ...args);
   } catch (error) {
     if (error instanceof Error && error.message.startsWith("NOSCRIPT")) {
-      return redis.eval(script.lua, keys.length, ...keys, ...args);
+      return reply === "buffer"
+        ? (redis as unknown as BufferScripts).evalBuffer(script.lua, keys.length, ...keys, ...args)
+        : redis.eval(script.lua, keys.length, ...keys, ...args);
     }
     throw error;
   }
