@@ -6,7 +6,7 @@ import {
 } from "@apollo/server/plugin/disabled";
 import { ApolloServerPluginLandingPageLocalDefault } from "@apollo/server/plugin/landingPage/default";
 import { fastifyApolloDrainPlugin, fastifyApolloHandler } from "@as-integrations/fastify";
-import Fastify, { LogController } from "fastify";
+import Fastify, { LogController, type FastifyInstance } from "fastify";
 import { randomUUID } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import type { GraphQLSchema } from "graphql";
@@ -21,10 +21,11 @@ import { registerCors } from "./cors.js";
 import { createLandingPage, isBrowserPageRequest, PRODUCTION_GET_MESSAGE } from "./landing-page.js";
 import { createDocumentStore } from "./document-store.js";
 import type { Metrics } from "./metrics.js";
-import { accessLogPlugin } from "./plugins/access-log.js";
+import { accessLogPlugin, createAccessLog } from "./plugins/access-log.js";
 import type { RequestHeaders } from "./plugins/authentication.js";
 import { documentBoundsPlugin, documentBoundsRule } from "./plugins/document-bounds.js";
-import { errorLoggingPlugin } from "./plugins/error-logging.js";
+import { createErrorLogger, errorLoggingPlugin } from "./plugins/error-logging.js";
+import { createDirectOperations } from "./direct-operations.js";
 import { operationsEndpoints } from "./plugins/operations-endpoints.js";
 import type { Readiness } from "./readiness.js";
 import {
@@ -32,6 +33,7 @@ import {
   createApqCache,
   createTrustedDocumentsHandler,
   loadTrustedDocuments,
+  operationsByName,
   type TrustedDocuments,
 } from "./persisted-documents.js";
 import { createTracingPlugin, traceGraphQLHandler, withOperationSpan } from "./plugins/tracing.js";
@@ -100,6 +102,25 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
   const fastify = createFastify(config, logger);
   fastify.server.maxConnections = config.http.maxConnections;
 
+  const formatError = createFormatError({ production: config.production });
+  const validationRules = [documentBoundsRule, ...createQueryLimitRules(config.limits)];
+  const logErrors = createErrorLogger(logger, (error) => isUnexpected(error.toJSON(), error));
+  const accessLog = createAccessLog({
+    logger: unredactedChild(logger, { component: "access" }),
+    metrics: deps.metrics,
+  });
+  const direct = createDirectOperations({
+    schema: deps.schema,
+    documents: operationsByName(),
+    validationRules,
+    createContext: deps.createContext,
+    formatError,
+    includeStacktrace: !config.production,
+    logErrors,
+    accessLog,
+    onAnswered: () => deps.metrics.graphqlDirect.inc(),
+  });
+
   const apollo = new ApolloServer<GatewayContext>({
     schema: deps.schema,
     introspection: !config.production,
@@ -109,10 +130,10 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     stopOnTerminationSignals: false,
     includeStacktraceInErrorResponses: !config.production,
     hideSchemaDetailsFromClientErrors: config.production,
-    validationRules: [documentBoundsRule, ...createQueryLimitRules(config.limits)],
+    validationRules,
     // Bounds parsing itself: a 32 KB body can hold about 16,000 tokens; no operation needs 2,000.
     parseOptions: { maxTokens: MAX_DOCUMENT_TOKENS },
-    formatError: createFormatError({ production: config.production }),
+    formatError,
     // Bounded by what parsed documents really hold (see document-store.ts), not Apollo's JSON size.
     documentStore: createDocumentStore(),
     // Apollo's info lines (e.g. "Enabling inline tracing") are start-up noise for operators.
@@ -128,17 +149,15 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     plugins: [
       fastifyApolloDrainPlugin(fastify),
       documentBoundsPlugin(),
-      errorLoggingPlugin(logger, (error) => isUnexpected(error.toJSON(), error)),
+      errorLoggingPlugin(logErrors),
       // Not used by this subgraph, and each costs every request some set-up: federated (ftv1)
       // traces for Apollo Studio (OpenTelemetry covers tracing) and cache-control hints (no
       // answer here may be cached by a CDN: tokens are secrets).
       ApolloServerPluginInlineTraceDisabled(),
       ApolloServerPluginCacheControlDisabled(),
       createTracingPlugin<GatewayContext>(),
-      accessLogPlugin({
-        logger: unredactedChild(logger, { component: "access" }),
-        metrics: deps.metrics,
-      }),
+      accessLogPlugin(accessLog),
+      direct.plugin,
       config.production
         ? ApolloServerPluginLandingPageDisabled()
         : ApolloServerPluginLandingPageLocalDefault(createLandingPage(config)),
@@ -147,10 +166,23 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
   await apollo.start();
 
   const apolloHandler = fastifyApolloHandler(apollo, {
-    context: async (request) => deps.createContext(request.raw, request.id),
+    context: (request) =>
+      direct.contextFor(request, () => deps.createContext(request.raw, request.id)),
   });
   // Hooks on every request are callback-style where they need not wait: an async hook costs each
   // request a promise and a microtask turn.
+  /** The client's token operations directly (direct-operations.ts); everything else, Apollo. */
+  async function graphqlHandler(
+    this: FastifyInstance,
+    request: Parameters<typeof apolloHandler>[0],
+    reply: Parameters<typeof apolloHandler>[1],
+  ): Promise<string | void> {
+    if (await direct.handle(request, reply)) {
+      return; // sent, and awaited
+    }
+    return apolloHandler.call(this, request, reply);
+  }
+
   fastify.addHook("onRequest", (request, reply, done) => {
     reply.header("x-request-id", request.id);
     done();
@@ -182,7 +214,7 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
       url: "/graphql",
       // No OPTIONS: preflights are answered by the CORS hook; Apollo would refuse them as CSRF.
       method: ["GET", "POST"],
-      handler: traceGraphQLHandler(apolloHandler),
+      handler: traceGraphQLHandler(graphqlHandler),
     });
   });
 

@@ -154,6 +154,13 @@ export function loadTrustedDocuments(
   return { get: (id) => byId.get(id), size: byId.size };
 }
 
+/** The manifest's operation texts by operation name (the direct path's documents). */
+export function operationsByName(
+  manifest: PersistedQueryManifest = TRUSTED_DOCUMENTS_MANIFEST,
+): Map<string, string> {
+  return new Map(manifest.operations.map((operation) => [operation.name, operation.body]));
+}
+
 type Params = Record<string, unknown>;
 
 function refuse(reply: FastifyReply, code: string, message: string): FastifyReply {

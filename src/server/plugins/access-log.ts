@@ -39,55 +39,86 @@ function rootFields(operation: OperationDefinitionNode | undefined): string[] {
  * `ok`), duration, cache hits and misses, upstream calls, and the caller as issuer plus a hash
  * of the subject. Written after the response is formed, from what the request already computed.
  */
-export function accessLogPlugin(deps: {
+export interface AccessLog {
+  /** The line and the metrics for one finished request. */
+  record(entry: {
+    contextValue: GatewayContext | undefined;
+    operation: OperationDefinitionNode | null | undefined;
+    operationName: string | null | undefined;
+    /** The first error's code (formatted: the contract's codes), or undefined when none. */
+    errorCode: string | undefined;
+    seconds: number;
+  }): void;
+}
+
+/** Shared by the Apollo plugin below and the direct path for the client's token operations. */
+export function createAccessLog(deps: {
   /** Without redaction (`unredactedChild`): the line holds only the fields built below. */
   logger: Logger;
   metrics: Metrics;
-}): ApolloServerPlugin<GatewayContext> {
+}): AccessLog {
   const { logger, metrics } = deps;
+  return {
+    record({ contextValue, operation, operationName, errorCode, seconds }) {
+      const type = operation?.operation ?? "unknown";
+      const outcome = errorCode ?? "ok";
+      const fields = rootFields(operation ?? undefined);
+      // Metric labels come from the schema (the first root field), never from the client's
+      // operation name, so a client cannot grow the number of series.
+      const field = fields[0] ?? "none";
+      metrics.graphqlRequests.inc({ field, type, outcome });
+      metrics.graphqlDuration.observe({ field, type }, seconds);
+      if (!logger.isLevelEnabled("info")) {
+        return;
+      }
+      // No context: the request was refused before it had one (a bad credential).
+      const usage = contextValue?.usage;
+      const caller = contextValue?.caller;
+      logger.info(
+        {
+          reqId: contextValue?.requestId,
+          operation: (operationName ?? "anonymous").slice(0, 64),
+          type,
+          fields,
+          outcome,
+          ms: Math.round(seconds * 10_000) / 10,
+          cache: usage ? { hits: usage.cacheHits, misses: usage.cacheMisses } : undefined,
+          upstreamCalls: usage?.upstreamCalls,
+          caller: caller
+            ? { iss: caller.issuer ?? "none", sub: subjectHash(caller) }
+            : { router: true },
+        },
+        "graphql request",
+      );
+    },
+  };
+}
+
+/** The error code a client sees first: formatted errors carry the contract's codes. */
+export function firstErrorCode(
+  errors: readonly { extensions?: Record<string, unknown> | undefined }[] | undefined,
+): string | undefined {
+  const first = errors?.[0];
+  return first ? String(first.extensions?.code ?? "INTERNAL_SERVER_ERROR") : undefined;
+}
+
+export function accessLogPlugin(accessLog: AccessLog): ApolloServerPlugin<GatewayContext> {
   return {
     async requestDidStart() {
       const started = performance.now();
       return {
         async willSendResponse({ contextValue, operation, operationName, errors, response }) {
-          const seconds = (performance.now() - started) / 1000;
-          const type = operation?.operation ?? "unknown";
-          // The formatted errors carry the contract's codes (formatError ran before this hook).
-          const firstError =
-            (response.body.kind === "single"
-              ? response.body.singleResult.errors?.[0]
-              : undefined) ?? errors?.[0];
-          const outcome = firstError
-            ? String(firstError.extensions?.code ?? "INTERNAL_SERVER_ERROR")
-            : "ok";
-          const fields = rootFields(operation ?? undefined);
-          // Metric labels come from the schema (the first root field), never from the client's
-          // operation name, so a client cannot grow the number of series.
-          const field = fields[0] ?? "none";
-          metrics.graphqlRequests.inc({ field, type, outcome });
-          metrics.graphqlDuration.observe({ field, type }, seconds);
-          if (!logger.isLevelEnabled("info")) {
-            return;
-          }
-          // No context: the request was refused before it had one (a bad credential).
-          const usage = contextValue?.usage;
-          const caller = contextValue?.caller;
-          logger.info(
-            {
-              reqId: contextValue?.requestId,
-              operation: (operationName ?? "anonymous").slice(0, 64),
-              type,
-              fields,
-              outcome,
-              ms: Math.round(seconds * 10_000) / 10,
-              cache: usage ? { hits: usage.cacheHits, misses: usage.cacheMisses } : undefined,
-              upstreamCalls: usage?.upstreamCalls,
-              caller: caller
-                ? { iss: caller.issuer ?? "none", sub: subjectHash(caller) }
-                : { router: true },
-            },
-            "graphql request",
-          );
+          // formatError ran before this hook; `errors` is the fallback for responses without a
+          // single result.
+          const formatted =
+            response.body.kind === "single" ? response.body.singleResult.errors : undefined;
+          accessLog.record({
+            contextValue,
+            operation,
+            operationName,
+            errorCode: firstErrorCode(formatted) ?? firstErrorCode(errors),
+            seconds: (performance.now() - started) / 1000,
+          });
         },
       };
     },

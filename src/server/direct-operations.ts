@@ -1,0 +1,267 @@
+import type { ApolloServerPlugin } from "@apollo/server";
+import {
+  execute,
+  type GraphQLError,
+  Kind,
+  parse,
+  specifiedRules,
+  validate,
+  type DocumentNode,
+  type GraphQLFormattedError,
+  type GraphQLSchema,
+  type OperationDefinitionNode,
+  type ValidationRule,
+} from "graphql";
+import type { FastifyReply, FastifyRequest } from "fastify";
+import type { GatewayContext } from "../graphql/context.js";
+import type { RequestHeaders } from "./plugins/authentication.js";
+import { firstErrorCode, type AccessLog } from "./plugins/access-log.js";
+import { tracingActive } from "../telemetry/tracing.js";
+
+/**
+ * The direct path for the client's token operations.
+ *
+ * A cache-hit token through Apollo's request pipeline cost about 1.85x the CPU of a bare Apollo
+ * Server answering `{ hello }` (BENCHMARKS.md): the pipeline's per-request work (query hash,
+ * content negotiation, a dozen plugin hook rounds, response assembly) was most of the difference.
+ * The operations a frontend repeats all day are the client package's own documents
+ * (`src/client/operations.graphql`, sent byte for byte by `createTokenRefresher`). For exactly
+ * those texts this module does what Apollo would, with everything per-document done once at start:
+ * the document is parsed and validated against the schema with the same rules, and each request
+ * is only authenticated and executed by graphql-js (`execute`, the function Apollo calls), through
+ * the same rights-wrapped resolvers, error formatter, error logger and access line.
+ *
+ * Anything else goes to Apollo, untouched: another text (even one space apart), GET, batches,
+ * `extensions` (APQ), an `accept` header outside the few below, tracing on, a stopping server. A
+ * request whose credential is refused, or whose variables do not coerce, is handed to Apollo with
+ * what was already computed (nothing ran), so its answer is Apollo's own. An execution that ends in
+ * errors is answered here, formatted as Apollo formats them (`formatResult` below);
+ * `test/server/direct-operations.test.ts` compares every case with Apollo's answer for the same
+ * document sent one space apart.
+ */
+
+/** The operations of the client's manifest that take this path: the token path. */
+export const DIRECT_OPERATION_NAMES = ["IssueToken", "IssueMyToken"] as const;
+
+const JSON_TYPE = "application/json; charset=utf-8";
+const GRAPHQL_RESPONSE_TYPE = "application/graphql-response+json; charset=utf-8";
+
+/**
+ * `accept` values answered here, with the type Apollo's negotiation picks for each (its server
+ * preference is JSON, but an accept header's own order wins between equal weights). Any other
+ * value is negotiated by Apollo.
+ */
+const CONTENT_TYPES = new Map<string | undefined, string>([
+  [undefined, JSON_TYPE],
+  ["*/*", JSON_TYPE],
+  ["application/json", JSON_TYPE],
+  // createTokenRefresher and the client package
+  ["application/graphql-response+json, application/json", GRAPHQL_RESPONSE_TYPE],
+  // Apollo Client 3.8+
+  ["application/graphql-response+json,application/json;q=0.9", GRAPHQL_RESPONSE_TYPE],
+]);
+
+interface Operation {
+  document: DocumentNode;
+  operation: OperationDefinitionNode;
+  name: string;
+}
+
+/** What this path already did for a request it hands to Apollo (see `createContext`). */
+type HandOff = { context: GatewayContext } | { failure: unknown };
+
+export interface DirectOperations {
+  /** Answers the request and resolves true, or resolves false: Apollo must answer it. */
+  handle(request: FastifyRequest, reply: FastifyReply): Promise<boolean>;
+  /**
+   * Apollo's context function: the context this path already built for a handed-off request (or
+   * its refusal, thrown again), so a credential is never checked twice; `create` otherwise.
+   */
+  contextFor(
+    request: FastifyRequest,
+    create: () => Promise<GatewayContext>,
+  ): Promise<GatewayContext>;
+  /** Stops taking requests once Apollo begins to stop (Apollo then answers them as it does). */
+  plugin: ApolloServerPlugin<GatewayContext>;
+  /** Requests answered here (the rest went to Apollo), for the metrics. */
+  readonly answered: number;
+}
+
+export function createDirectOperations(deps: {
+  schema: GraphQLSchema;
+  /** Operation texts by name: the client's persisted-documents manifest. */
+  documents: ReadonlyMap<string, string>;
+  /** The validation rules Apollo applies on top of graphql-js's own. */
+  validationRules: readonly ValidationRule[];
+  createContext(request: RequestHeaders, requestId: string): Promise<GatewayContext>;
+  /** Apollo's `formatError`. */
+  formatError(formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError;
+  /** Apollo's `includeStacktraceInErrorResponses`. */
+  includeStacktrace: boolean;
+  logErrors(errors: readonly GraphQLError[], operationName: string | null | undefined): void;
+  accessLog: AccessLog;
+  /** Counted per answered request. */
+  onAnswered?: () => void;
+}): DirectOperations {
+  const byText = new Map<string, Operation>();
+  for (const name of DIRECT_OPERATION_NAMES) {
+    const text = deps.documents.get(name);
+    if (text === undefined) {
+      throw new Error(`the client manifest has no ${name} operation`);
+    }
+    const document = parse(text);
+    const errors = validate(deps.schema, document, [...specifiedRules, ...deps.validationRules]);
+    if (errors.length > 0) {
+      throw new Error(`the client's ${name} operation does not validate: ${errors[0]!.message}`);
+    }
+    const operation = document.definitions.find(
+      (d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION,
+    )!;
+    byText.set(text, { document, operation, name });
+  }
+  const handedOff = new WeakMap<FastifyRequest, HandOff>();
+  let open = true;
+  let answered = 0;
+
+  /** The request's operation when this path may take it, else undefined. */
+  function match(request: FastifyRequest): Operation | undefined {
+    if (!open || request.method !== "POST" || tracingActive()) {
+      return undefined;
+    }
+    const body = request.body as Record<string, unknown> | null | undefined;
+    // Fastify parses only application/json into an object: Apollo's CSRF check would pass too.
+    if (typeof body !== "object" || body === null || Array.isArray(body)) {
+      return undefined;
+    }
+    const operation = typeof body.query === "string" ? byText.get(body.query) : undefined;
+    if (operation === undefined) {
+      return undefined;
+    }
+    for (const key in body) {
+      if (key !== "query" && key !== "variables" && key !== "operationName") {
+        return undefined; // extensions (APQ), documentId, anything Apollo may act on
+      }
+    }
+    const { variables, operationName } = body;
+    if (
+      (variables !== undefined &&
+        variables !== null &&
+        (typeof variables !== "object" || Array.isArray(variables))) ||
+      (operationName !== undefined && operationName !== null && operationName !== operation.name)
+    ) {
+      return undefined;
+    }
+    return operation;
+  }
+
+  /** Apollo's error normalisation (errorNormalize.ts) and then `formatError`, per error. */
+  function formatResult(errors: readonly GraphQLError[]): {
+    formatted: GraphQLFormattedError[];
+    status: number | undefined;
+  } {
+    let status: number | undefined;
+    const formatted = errors.map((error) => {
+      const extensions: Record<string, unknown> = {
+        ...error.extensions,
+        code: error.extensions.code ?? "INTERNAL_SERVER_ERROR",
+      };
+      const http = extensions.http as { status?: unknown } | undefined;
+      if (http !== undefined) {
+        if (typeof http === "object" && http !== null && typeof http.status === "number") {
+          status = http.status;
+        }
+        delete extensions.http;
+      }
+      if (deps.includeStacktrace) {
+        extensions.stacktrace = error.stack?.split("\n");
+      }
+      try {
+        return deps.formatError({ ...error.toJSON(), extensions }, error);
+      } catch {
+        return { message: "Internal server error", extensions: { code: "INTERNAL_SERVER_ERROR" } };
+      }
+    });
+    return { formatted, status };
+  }
+
+  return {
+    get answered() {
+      return answered;
+    },
+
+    async handle(request, reply) {
+      const found = match(request);
+      const contentType = CONTENT_TYPES.get(request.headers.accept);
+      if (found === undefined || contentType === undefined) {
+        return false;
+      }
+      const started = performance.now();
+      const body = request.body as { variables?: Record<string, unknown> | null };
+      let contextValue: GatewayContext;
+      try {
+        contextValue = await deps.createContext(request.raw, request.id);
+      } catch (failure) {
+        handedOff.set(request, { failure });
+        return false;
+      }
+      const result = await execute({
+        schema: deps.schema,
+        document: found.document,
+        variableValues: body.variables ?? undefined,
+        contextValue,
+      });
+      if (result.data === undefined) {
+        // Variables that do not coerce: nothing ran; Apollo answers (400) as it always does.
+        handedOff.set(request, { context: contextValue });
+        return false;
+      }
+      let status = 200;
+      let payload: { errors?: GraphQLFormattedError[]; data: unknown };
+      if (result.errors?.length) {
+        deps.logErrors(result.errors, found.name);
+        const formatted = formatResult(result.errors);
+        status = formatted.status ?? 200;
+        payload = { errors: formatted.formatted, data: result.data };
+      } else {
+        payload = { data: result.data };
+      }
+      answered++;
+      deps.onAnswered?.();
+      deps.accessLog.record({
+        contextValue,
+        operation: found.operation,
+        operationName: found.name,
+        errorCode: firstErrorCode(payload.errors),
+        seconds: (performance.now() - started) / 1000,
+      });
+      // Apollo's body: errors before data, a newline at the end.
+      await reply
+        .code(status)
+        .header("content-type", contentType)
+        .send(`${JSON.stringify(payload)}\n`);
+      return true;
+    },
+
+    async contextFor(request, create) {
+      const handed = handedOff.get(request);
+      if (handed === undefined) {
+        return create();
+      }
+      handedOff.delete(request);
+      if ("failure" in handed) {
+        throw handed.failure;
+      }
+      return handed.context;
+    },
+
+    plugin: {
+      async serverWillStart() {
+        return {
+          async serverWillStop() {
+            open = false;
+          },
+        };
+      },
+    },
+  };
+}
