@@ -17,11 +17,13 @@ export function registerStoppingReadiness<Logger extends FastifyBaseLogger>(
   fastify: FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, Logger>,
 ): StoppingSwitch {
   let stopping = false;
-  fastify.addHook("onRequest", async (request, reply) => {
+  // Callback-style: it runs on every request, and an async hook costs each one a promise.
+  fastify.addHook("onRequest", (request, reply, done) => {
     if (stopping && request.routeOptions.url === "/readyz") {
-      return reply.code(503).header("cache-control", "no-store").send({ status: "stopping" });
+      reply.code(503).header("cache-control", "no-store").send({ status: "stopping" });
+      return;
     }
-    return undefined;
+    done();
   });
   return {
     begin() {
