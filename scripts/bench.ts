@@ -22,7 +22,7 @@ import type { RefreshJob, RefreshResult } from "../bench/refresh.js";
 import { createTokenCache } from "../src/cache/index.js";
 import { loadConfig, parseConnectionString } from "../src/config.js";
 import { createLogger } from "../src/logger.js";
-import { operationsByName } from "../src/server/persisted-documents.js";
+import { operationsByName, TRUSTED_DOCUMENTS_MANIFEST } from "../src/server/persisted-documents.js";
 import { startTestIssuer, type TestIssuer } from "../test/helpers/jwks.js";
 import { freePort } from "../test/helpers/ports.js";
 import { startRedis, type RedisProcess } from "../test/helpers/redis.js";
@@ -446,6 +446,19 @@ try {
   const issueTokenText = clientDocuments.get("IssueToken")!;
   const issueMyTokenText = clientDocuments.get("IssueMyToken")!;
   const hitVariables = { userId, scopes: ["VOIP", "CHAT"], expiresInMinutes: 60 };
+  /** The body createGatewayClient (and so createTokenRefresher) sends by default. */
+  const clientBody = (name: string, variables: Record<string, unknown>) =>
+    JSON.stringify({
+      operationName: name,
+      variables,
+      extensions: {
+        persistedQuery: {
+          version: 1,
+          sha256Hash: TRUSTED_DOCUMENTS_MANIFEST.operations.find((o) => o.name === name)!.id,
+        },
+      },
+      query: clientDocuments.get(name)!,
+    });
   const hitQuery =
     "mutation ($u: ID!) { issueToken(userId: $u, scopes: [VOIP, CHAT], expiresInMinutes: 60) { token expiresOn } }";
   const first = await graphql(gateway.url, admin, issueTokenText, hitVariables);
@@ -490,7 +503,7 @@ try {
         url: gateway.url,
         connections: CONNECTIONS,
         headers: { authorization: admin },
-        body: JSON.stringify({ query: issueTokenText, variables: hitVariables }),
+        body: clientBody("IssueToken", hitVariables),
       },
     },
     {
@@ -500,7 +513,7 @@ try {
         url: gateway.url,
         connections: CONNECTIONS,
         headers: { authorization: endUser },
-        body: JSON.stringify({ query: issueMyTokenText, variables: { scopes: ["CHAT"] } }),
+        body: clientBody("IssueMyToken", { scopes: ["CHAT"] }),
       },
     },
     {
@@ -514,9 +527,10 @@ try {
       },
     },
   ];
-  const missBody = JSON.stringify({
-    query: issueTokenText,
-    variables: { userId: "__U__", scopes: ["CHAT"], expiresInMinutes: 0 },
+  const missBody = clientBody("IssueToken", {
+    userId: "__U__",
+    scopes: ["CHAT"],
+    expiresInMinutes: 0,
   }).replace('"expiresInMinutes":0', '"expiresInMinutes":__M__');
   const misses: Scenario[] = [1, CONNECTIONS].map((connections) => ({
     name: `gateway \`issueToken\`, cache miss, ACS +${LATENCY_MS} ms, ${connections} connection${connections > 1 ? "s" : ""}`,

@@ -25,14 +25,19 @@ import { tracingActive } from "../telemetry/tracing.js";
  * Server answering `{ hello }` (BENCHMARKS.md): the pipeline's per-request work (query hash,
  * content negotiation, a dozen plugin hook rounds, response assembly) was most of the difference.
  * The operations a frontend repeats all day are the client package's own documents
- * (`src/client/operations.graphql`, sent byte for byte by `createTokenRefresher`). For exactly
- * those texts this module does what Apollo would, with everything per-document done once at start:
+ * (`src/client/operations.graphql`): `createTokenRefresher` sends the manifest's text byte for
+ * byte with the automatic-persisted-query extension naming its id, or (`send: "id"`) the id alone.
+ * For exactly those requests this module does what Apollo would, with everything per-document
+ * done once at start:
  * the document is parsed and validated against the schema with the same rules, and each request
  * is only authenticated and executed by graphql-js (`execute`, the function Apollo calls), through
  * the same rights-wrapped resolvers, error formatter, error logger and access line.
  *
- * Anything else goes to Apollo, untouched: another text (even one space apart), GET, batches,
- * `extensions` (APQ), an `accept` header outside the few below, tracing on, a stopping server. A
+ * Anything else goes to Apollo, untouched: another text (even one space apart), a hash that is not
+ * the text's, any other extension, GET, batches, an `accept` header outside the few below, tracing
+ * on, a stopping server. One difference is deliberate: the id alone of a manifest operation is
+ * answered even before Apollo's APQ cache holds its text (Apollo would ask for the text first with
+ * PERSISTED_QUERY_NOT_FOUND); the manifest already vouches for it. A
  * request whose credential is refused, or whose variables do not coerce, is handed to Apollo with
  * what was already computed (nothing ran), so its answer is Apollo's own. An execution that ends in
  * errors is answered here, formatted as Apollo formats them (`formatResult` below);
@@ -65,6 +70,7 @@ interface Operation {
   document: DocumentNode;
   operation: OperationDefinitionNode;
   name: string;
+  text: string;
 }
 
 /** What this path already did for a request it hands to Apollo (see `createContext`). */
@@ -89,8 +95,8 @@ export interface DirectOperations {
 
 export function createDirectOperations(deps: {
   schema: GraphQLSchema;
-  /** Operation texts by name: the client's persisted-documents manifest. */
-  documents: ReadonlyMap<string, string>;
+  /** The client's persisted-documents manifest: each operation's name, id (sha256) and text. */
+  documents: readonly { name: string; id: string; body: string }[];
   /** The validation rules Apollo applies on top of graphql-js's own. */
   validationRules: readonly ValidationRule[];
   createContext(request: RequestHeaders, requestId: string): Promise<GatewayContext>;
@@ -104,11 +110,13 @@ export function createDirectOperations(deps: {
   onAnswered?: () => void;
 }): DirectOperations {
   const byText = new Map<string, Operation>();
+  const byId = new Map<string, Operation>();
   for (const name of DIRECT_OPERATION_NAMES) {
-    const text = deps.documents.get(name);
-    if (text === undefined) {
+    const entry = deps.documents.find((d) => d.name === name);
+    if (entry === undefined) {
       throw new Error(`the client manifest has no ${name} operation`);
     }
+    const text = entry.body;
     const document = parse(text);
     const errors = validate(deps.schema, document, [...specifiedRules, ...deps.validationRules]);
     if (errors.length > 0) {
@@ -117,7 +125,9 @@ export function createDirectOperations(deps: {
     const operation = document.definitions.find(
       (d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION,
     )!;
-    byText.set(text, { document, operation, name });
+    const known = { document, operation, name, text };
+    byText.set(text, known);
+    byId.set(entry.id, known);
   }
   const handedOff = new WeakMap<FastifyRequest, HandOff>();
   let open = true;
@@ -133,13 +143,29 @@ export function createDirectOperations(deps: {
     if (typeof body !== "object" || body === null || Array.isArray(body)) {
       return undefined;
     }
-    const operation = typeof body.query === "string" ? byText.get(body.query) : undefined;
+    const { query, extensions } = body;
+    let operation: Operation | undefined;
+    if (extensions === undefined) {
+      operation = typeof query === "string" ? byText.get(query) : undefined;
+    } else {
+      // The client package's shape: the text (or, with `send: "id"`, only its id) with the
+      // automatic-persisted-query extension naming the manifest's id of that very text.
+      operation = byId.get(persistedQueryId(extensions) ?? "");
+      if (operation !== undefined && query !== undefined && query !== operation.text) {
+        return undefined;
+      }
+    }
     if (operation === undefined) {
       return undefined;
     }
     for (const key in body) {
-      if (key !== "query" && key !== "variables" && key !== "operationName") {
-        return undefined; // extensions (APQ), documentId, anything Apollo may act on
+      if (
+        key !== "query" &&
+        key !== "variables" &&
+        key !== "operationName" &&
+        key !== "extensions"
+      ) {
+        return undefined; // documentId, anything else Apollo may act on
       }
     }
     const { variables, operationName } = body;
@@ -152,6 +178,30 @@ export function createDirectOperations(deps: {
       return undefined;
     }
     return operation;
+  }
+
+  /** `{ persistedQuery: { version: 1, sha256Hash } }` and nothing else: its hash. */
+  function persistedQueryId(extensions: unknown): string | undefined {
+    if (typeof extensions !== "object" || extensions === null || Array.isArray(extensions)) {
+      return undefined;
+    }
+    let persisted: unknown;
+    for (const key in extensions) {
+      if (key !== "persistedQuery") {
+        return undefined;
+      }
+      persisted = (extensions as Record<string, unknown>)[key];
+    }
+    if (typeof persisted !== "object" || persisted === null) {
+      return undefined;
+    }
+    const { version, sha256Hash } = persisted as Record<string, unknown>;
+    for (const key in persisted) {
+      if (key !== "version" && key !== "sha256Hash") {
+        return undefined;
+      }
+    }
+    return version === 1 && typeof sha256Hash === "string" ? sha256Hash : undefined;
   }
 
   /** Apollo's error normalisation (errorNormalize.ts) and then `formatError`, per error. */

@@ -33,7 +33,7 @@ import {
   createApqCache,
   createTrustedDocumentsHandler,
   loadTrustedDocuments,
-  operationsByName,
+  TRUSTED_DOCUMENTS_MANIFEST,
   type TrustedDocuments,
 } from "./persisted-documents.js";
 import { createTracingPlugin, traceGraphQLHandler, withOperationSpan } from "./plugins/tracing.js";
@@ -111,7 +111,7 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
   });
   const direct = createDirectOperations({
     schema: deps.schema,
-    documents: operationsByName(),
+    documents: TRUSTED_DOCUMENTS_MANIFEST.operations,
     validationRules,
     createContext: deps.createContext,
     formatError,

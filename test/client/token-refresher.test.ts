@@ -91,8 +91,8 @@ describe("createTokenRefresher against a running gateway", () => {
     expect((error as GatewayClientError).code).toBe("BAD_USER_INPUT");
   });
 
-  it("sends only the id first when told to, and registers the text when the gateway asks", async () => {
-    // A gateway of its own: the other tests here already registered the text on `app`.
+  it("sends only the id when told to: the gateway knows the client's own operations by id", async () => {
+    // A gateway of its own, whose automatic-persisted-query cache has never seen the text.
     const fresh = await startGateway();
     const freshUrl = await fresh.listen(0);
     const bodies: any[] = [];
@@ -107,15 +107,38 @@ describe("createTokenRefresher against a running gateway", () => {
       fetch: spy,
     });
     try {
-      await refresher();
+      expect((await refresher()).split(".")).toHaveLength(3);
       await refresher();
     } finally {
       await fresh.close();
     }
-    expect(bodies.map((b) => b.query === undefined)).toEqual([true, false, true]);
+    expect(bodies.map((b) => b.query === undefined)).toEqual([true, true]);
     expect(bodies[0].extensions.persistedQuery.sha256Hash).toBe(
       persistedOperations.IssueMyToken.id,
     );
+  });
+
+  it("sends the text once when a gateway answers PERSISTED_QUERY_NOT_FOUND, then the id again", async () => {
+    const bodies: any[] = [];
+    // As an older gateway, or one whose APQ cache lost the text, answers an unknown id.
+    const spy: typeof fetch = async (input, init) => {
+      bodies.push(JSON.parse(String(init?.body)));
+      if (bodies.length === 1) {
+        return Response.json({
+          errors: [
+            {
+              message: "PersistedQueryNotFound",
+              extensions: { code: "PERSISTED_QUERY_NOT_FOUND" },
+            },
+          ],
+        });
+      }
+      return fetch(input, init);
+    };
+    const refresher = createTokenRefresher({ url, scopes: ["VOIP"], send: "id", fetch: spy });
+    expect((await refresher()).split(".")).toHaveLength(3);
+    await refresher();
+    expect(bodies.map((b) => b.query === undefined)).toEqual([true, false, true]);
   });
 });
 

@@ -17,17 +17,13 @@ import { createTestCa } from "../helpers/emulator.js";
 const children: ChildProcess[] = [];
 
 function runEmulator(env: Record<string, string>) {
-  // The tsx CLI that `npm run emulator` runs, started directly: npx/npm would stand between the test
-  // and tsx and end on the signal themselves instead of relaying the emulator's exit code.
-  const child = spawn(
-    join(process.cwd(), "node_modules", ".bin", "tsx"),
-    ["src/emulator/main.ts"],
-    {
-      cwd: process.cwd(),
-      env: { ...process.env, LOG_LEVEL: "info", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
+  // What `npm run emulator` execs (node with tsx's loader: one process, so a signal reaches the
+  // emulator itself), started directly: npm would stand between the test and the emulator.
+  const child = spawn(process.execPath, ["--import", "tsx", "src/emulator/main.ts"], {
+    cwd: process.cwd(),
+    env: { ...process.env, LOG_LEVEL: "info", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   children.push(child);
   let stdout = "";
   let stderr = "";

@@ -3,7 +3,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
 import type { Emulator } from "../../src/emulator/index.js";
 import { createLogger } from "../../src/logger.js";
-import { operationsByName } from "../../src/server/persisted-documents.js";
+import { createGatewayClient } from "../../src/client/gateway-client.js";
+import {
+  operationsByName,
+  TRUSTED_DOCUMENTS_MANIFEST,
+} from "../../src/server/persisted-documents.js";
 import { startTestEmulator } from "../helpers/emulator.js";
 import { startGateway } from "../helpers/gateway.js";
 import { startTestIssuer, type TestIssuer } from "../helpers/jwks.js";
@@ -18,6 +22,10 @@ import { startTestIssuer, type TestIssuer } from "../helpers/jwks.js";
 const DOCUMENTS = operationsByName();
 const ISSUE_TOKEN = DOCUMENTS.get("IssueToken")!;
 const ISSUE_MY_TOKEN = DOCUMENTS.get("IssueMyToken")!;
+const idOf = (name: string) =>
+  TRUSTED_DOCUMENTS_MANIFEST.operations.find((o) => o.name === name)!.id;
+/** An accept header the direct path leaves to Apollo, whose negotiation still picks JSON. */
+const APOLLO_ACCEPT = "application/json, text/plain";
 
 let emulator: Emulator;
 let issuer: TestIssuer;
@@ -241,6 +249,67 @@ describe("the direct path for the client's token operations", () => {
     );
     expect(badVariables.status).toBe(400);
     expect(badVariables.body.errors[0].extensions.code).toBe("BAD_USER_INPUT");
+  });
+
+  it("answers the client package's own request shapes: the text with its hash, and the id alone", async () => {
+    const variables = { userId, scopes: ["CHAT", "VOIP"], expiresInMinutes: 60 };
+    const persisted = { persistedQuery: { version: 1, sha256Hash: idOf("IssueToken") } };
+    const withText = {
+      query: ISSUE_TOKEN,
+      operationName: "IssueToken",
+      variables,
+      extensions: persisted,
+    };
+    const before = await directCount();
+    const direct = await send(withText, { authorization: admin });
+    expect(await directCount()).toBe(before + 1);
+    // Apollo's answer to the same body (it also registers the text for the id alone).
+    const viaApollo = await send(withText, { authorization: admin, accept: APOLLO_ACCEPT });
+    expect(await directCount()).toBe(before + 1);
+    expect({ ...direct, requestId: undefined }).toEqual({ ...viaApollo, requestId: undefined });
+
+    const idAlone = { operationName: "IssueToken", variables, extensions: persisted };
+    const directId = await send(idAlone, { authorization: admin });
+    const apolloId = await send(idAlone, { authorization: admin, accept: APOLLO_ACCEPT });
+    expect(await directCount()).toBe(before + 2);
+    expect({ ...directId, requestId: undefined }).toEqual({ ...apolloId, requestId: undefined });
+    expect(directId.body.data.issueToken.token).toBe(direct.body.data.issueToken.token);
+
+    // A text that is not the one the id names, or another extension: Apollo's to judge.
+    for (const body of [
+      { ...withText, query: ISSUE_MY_TOKEN },
+      { ...withText, extensions: { ...persisted, other: true } },
+    ]) {
+      await send(body, { authorization: admin });
+      expect(await directCount()).toBe(before + 2);
+    }
+  });
+
+  it("serves createGatewayClient's requests, in both of its send modes, on the direct path", async () => {
+    const injected: typeof fetch = async (input, init) => {
+      const response = await app.server.fastify.inject({
+        method: "POST",
+        url: "/graphql",
+        headers: Object.fromEntries(new Headers(init?.headers).entries()),
+        payload: String(init?.body),
+      });
+      return new Response(response.body, {
+        status: response.statusCode,
+        headers: response.headers as Record<string, string>,
+      });
+    };
+    for (const mode of ["text", "id"] as const) {
+      const client = createGatewayClient({
+        url: "http://gateway.test/graphql",
+        fetch: injected,
+        send: mode,
+        getHeaders: () => ({ authorization: endUser }),
+      });
+      const before = await directCount();
+      const data = await client.request("IssueMyToken", { scopes: ["CHAT"] });
+      expect(data.issueMyToken.token).toMatch(/\./);
+      expect(await directCount()).toBe(before + 1);
+    }
   });
 
   it("leaves to Apollo what it does not take: extensions, another operation name, variables that are not an object", async () => {
