@@ -198,6 +198,16 @@ async function startEmulatorProcess(env: Record<string, string>): Promise<Emulat
   };
 }
 
+/**
+ * node's flags in `npm run start:prod` (and the Dockerfile's CMD): the gateway is measured as it
+ * runs in production, e.g. with its young-generation size.
+ */
+const PRODUCTION_NODE_FLAGS = (
+  JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as {
+    scripts: Record<string, string>;
+  }
+).scripts["start:prod"]!.split(/\s+/).filter((word) => word.startsWith("--"));
+
 interface Gateway extends Child {
   url: string;
   pid: number;
@@ -228,7 +238,7 @@ async function startGateway(
       RATE_LIMIT_ACS_CALLS_PER_MINUTE: "1000000",
     },
     /gateway ready at/,
-    nodeArgs,
+    [...PRODUCTION_NODE_FLAGS, ...nodeArgs],
     watch,
   );
   return { ...child, url: `http://127.0.0.1:${port}/graphql`, pid: child.process.pid! };
@@ -967,7 +977,7 @@ const report = [
   "",
   `Written by \`npm run bench${quick ? " -- --quick" : ""}\` on ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC in ${f0((Date.now() - started) / 1000)} s. Commit ${revision}. Machine: ${machine}.${quick ? " **Quick run: one short round, for checking the harness; the numbers mean little.**" : ""}`,
   "",
-  "How it runs: every server is compiled JavaScript in its own process with `NODE_ENV=production`; the load generator (autocannon 9, `bench/load.ts`) is another process; callers present RS256 JWTs verified against a JWKS the benchmark serves on loopback; Redis is a `redis-server` on a free port; ACS is the bundled emulator in its own process. Latencies are each response's own time (sub-millisecond), not autocannon's 1 ms histogram. All of it shares this machine's cores, so the load generator competes with the server it measures, as in the numbers of issue 14.",
+  `How it runs: every server is compiled JavaScript in its own process with \`NODE_ENV=production\` (the gateway with node's flags from \`npm run start:prod\`: \`${PRODUCTION_NODE_FLAGS.join(" ")}\`); the load generator (autocannon 9, \`bench/load.ts\`) is another process; callers present RS256 JWTs verified against a JWKS the benchmark serves on loopback; Redis is a \`redis-server\` on a free port; ACS is the bundled emulator in its own process. Latencies are each response's own time (sub-millisecond), not autocannon's 1 ms histogram. All of it shares this machine's cores, so the load generator competes with the server it measures, as in the numbers of issue 14.`,
   "",
   "## Targets",
   "",
