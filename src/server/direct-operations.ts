@@ -89,8 +89,6 @@ export interface DirectOperations {
   ): Promise<GatewayContext>;
   /** Stops taking requests once Apollo begins to stop (Apollo then answers them as it does). */
   plugin: ApolloServerPlugin<GatewayContext>;
-  /** Requests answered here (the rest went to Apollo), for the metrics. */
-  readonly answered: number;
 }
 
 export function createDirectOperations(deps: {
@@ -131,7 +129,6 @@ export function createDirectOperations(deps: {
   }
   const handedOff = new WeakMap<FastifyRequest, HandOff>();
   let open = true;
-  let answered = 0;
 
   /** The request's operation when this path may take it, else undefined. */
   function match(request: FastifyRequest): Operation | undefined {
@@ -208,17 +205,28 @@ export function createDirectOperations(deps: {
   function formatResult(errors: readonly GraphQLError[]): {
     formatted: GraphQLFormattedError[];
     status: number | undefined;
+    headers: Map<string, string>;
   } {
     let status: number | undefined;
+    const headers = new Map<string, string>();
     const formatted = errors.map((error) => {
       const extensions: Record<string, unknown> = {
         ...error.extensions,
         code: error.extensions.code ?? "INTERNAL_SERVER_ERROR",
       };
-      const http = extensions.http as { status?: unknown } | undefined;
-      if (http !== undefined) {
-        if (typeof http === "object" && http !== null && typeof http.status === "number") {
-          status = http.status;
+      // An HTTP status (and headers) an error asks for, taken out of its extensions.
+      const http = extensions.http as { status?: unknown; headers?: unknown } | undefined;
+      if (
+        typeof http === "object" &&
+        http !== null &&
+        (!("status" in http) || typeof http.status === "number") &&
+        (!("headers" in http) || http.headers instanceof Map)
+      ) {
+        if (http.status) {
+          status = http.status as number;
+        }
+        for (const [name, value] of (http.headers as Map<string, string> | undefined) ?? []) {
+          headers.set(name, value);
         }
         delete extensions.http;
       }
@@ -228,17 +236,14 @@ export function createDirectOperations(deps: {
       try {
         return deps.formatError({ ...error.toJSON(), extensions }, error);
       } catch {
+        // A formatter that throws: the answer Apollo gives in production.
         return { message: "Internal server error", extensions: { code: "INTERNAL_SERVER_ERROR" } };
       }
     });
-    return { formatted, status };
+    return { formatted, status, headers };
   }
 
   return {
-    get answered() {
-      return answered;
-    },
-
     async handle(request, reply) {
       const found = match(request);
       const contentType = CONTENT_TYPES.get(request.headers.accept);
@@ -271,11 +276,13 @@ export function createDirectOperations(deps: {
         deps.logErrors(result.errors, found.name);
         const formatted = formatResult(result.errors);
         status = formatted.status ?? 200;
+        for (const [name, value] of formatted.headers) {
+          void reply.header(name, value);
+        }
         payload = { errors: formatted.formatted, data: result.data };
       } else {
         payload = { data: result.data };
       }
-      answered++;
       deps.onAnswered?.();
       deps.accessLog.record({
         contextValue,
