@@ -169,8 +169,6 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     context: (request) =>
       direct.contextFor(request, () => deps.createContext(request.raw, request.id)),
   });
-  // Hooks on every request are callback-style where they need not wait: an async hook costs each
-  // request a promise and a microtask turn.
   /** The client's token operations directly (direct-operations.ts); everything else, Apollo. */
   async function graphqlHandler(
     this: FastifyInstance,
@@ -183,6 +181,8 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     return apolloHandler.call(this, request, reply);
   }
 
+  // Hooks on every request are callback-style where they need not wait: an async hook costs each
+  // request a promise and a microtask turn.
   fastify.addHook("onRequest", (request, reply, done) => {
     reply.header("x-request-id", request.id);
     done();
