@@ -1,20 +1,15 @@
 import type { ApolloServerPluginLandingPageLocalDefaultOptions } from "@apollo/server/plugin/landingPage/default";
 import type { FastifyRequest } from "fastify";
+import manifest from "../client/generated/persisted-documents.json" with { type: "json" };
 import type { Config } from "../config.js";
 
-/** The operation Apollo Sandbox opens with in development: a token for the caller's own identity. */
+/**
+ * The operation Apollo Sandbox opens with in development: a token for the caller's own identity,
+ * the client package's own IssueMyToken text (src/client/operations.graphql) under two comments.
+ */
 export const SANDBOX_EXAMPLE_OPERATION = `# A token for your own ACS identity (created on first use), for the calling SDK.
 # Press the Run button; then try scopes: [CHAT] or expiresInMinutes: 60.
-mutation IssueMyToken($scopes: [TokenScope!]!, $expiresInMinutes: Int) {
-  issueMyToken(scopes: $scopes, expiresInMinutes: $expiresInMinutes) {
-    token
-    expiresOn
-    scopes
-    user {
-      id
-    }
-  }
-}
+${manifest.operations.find((operation) => operation.name === "IssueMyToken")!.body}
 `;
 
 /**
