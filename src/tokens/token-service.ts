@@ -1,6 +1,7 @@
 import { UserDeletedError, type TokenCache } from "../cache/token-cache.js";
 import { DomainError, invalidInput, notFound } from "../errors.js";
 import type { IdentityProvider, IssuedToken } from "../identity/identity-provider.js";
+import { createKnownMappings, type KnownMappings } from "../identity/known-mappings.js";
 import { createProvisioner, type ProvisionerOptions } from "../identity/provisioning.js";
 import type { UserMappingStore } from "../identity/user-mapping-store.js";
 import { UpstreamError } from "../identity/upstream-error.js";
@@ -106,6 +107,11 @@ export interface TokenServiceDeps {
   budget: UpstreamBudget;
   cache: TokenCache;
   mappings: UserMappingStore;
+  /**
+   * Mappings this process has seen, read by `issueMyToken` before the store (known-mappings.ts).
+   * @default 10,000 entries for at most 60 s
+   */
+  knownMappings?: KnownMappings;
   logger: Logger;
   now?: () => number;
   /** Provisioning knobs (lease, waits, test hooks); the store and ACS client come from above. */
@@ -216,6 +222,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
   // The only handle on ACS below: every call is charged to the caller it is made for.
   const acs = meterUpstream(deps.identity, deps.budget);
   const mappings = guardedMappings(deps.mappings, logger);
+  const known = deps.knownMappings ?? createKnownMappings();
   const now = deps.now ?? Date.now;
   const audit = deps.audit ?? (() => {});
   const via = (actor: Actor, self: boolean) => (self || !actor.isAdmin ? "self-service" : "admin");
@@ -273,9 +280,23 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     return { at: now(), confirmed };
   }
 
+  /** Forgets a deleted identity's mapping, in the store and in this process. */
+  async function forgetMapping(userId: string): Promise<void> {
+    const subjectKey = await mappings.removeByUserId(userId);
+    if (subjectKey !== undefined) {
+      known.forget(subjectKey);
+    }
+  }
+
+  /** The caller's identity for the token path: may be stale (known-mappings.ts says why that is safe). */
   async function ensureIdentity(actor: Actor): Promise<string> {
+    const remembered = known.get(actor.key);
+    if (remembered !== undefined) {
+      return remembered;
+    }
     const mapped = await mappings.get(actor.key);
     if (mapped !== undefined) {
+      known.remember(actor.key, mapped);
       return mapped;
     }
     let flight = provisioning.get(actor.key);
@@ -284,6 +305,10 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
         .identityOf(actor.key, async () => {
           const userId = await acs.createUser(actor);
           audit({ event: "identity.created", userId, actor, via: "self-service" });
+          return userId;
+        })
+        .then((userId) => {
+          known.remember(actor.key, userId);
           return userId;
         })
         .finally(() => provisioning.delete(actor.key));
@@ -314,7 +339,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     const { at, confirmed } = await invalidate(userId, () => acs.deleteUser(actor, userId), true);
     audit({ event: "identity.deleted", userId, actor, via: via(actor, self) });
     // The identity is gone at ACS whatever the cache could record: its mapping goes too.
-    await mappings.removeByUserId(userId);
+    await forgetMapping(userId);
     return confirmedAt(confirmed, at);
   }
 
@@ -365,8 +390,10 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
         }
         // The mapped identity was deleted (by an admin, or outside the gateway), or belongs to
         // another ACS resource, and the mapping outlived it: forget it and give the caller a
-        // fresh identity, once.
-        await mappings.removeByUserId(userId);
+        // fresh identity, once. The mapping may have been this process's memory of one that
+        // another instance already removed (deleteMe there): that memory goes either way.
+        known.forget(actor.key);
+        await forgetMapping(userId);
         return issueForUser(actor, await ensureIdentity(actor), scopes, expiresInMinutes);
       }
     },
@@ -386,7 +413,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
         }
         // Already gone at ACS (an earlier deleteMe that lost its answer, or an admin): the
         // caller's erasure is complete once the mapping goes too.
-        await mappings.removeByUserId(userId);
+        await forgetMapping(userId);
         return { userId, deletedAt: now() };
       }
     },

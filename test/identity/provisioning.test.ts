@@ -326,3 +326,51 @@ describe("without PostgreSQL, two instances on one Redis", () => {
     expect(count.live()).toBe(10);
   });
 });
+
+/** Redis commands served since the last call, by name (INFO itself left out). */
+async function commandsSince(before: Map<string, number>): Promise<Map<string, number>> {
+  const now = new Map<string, number>();
+  for (const [, name, calls] of String(await admin.info("commandstats")).matchAll(
+    /cmdstat_([\w|]+):calls=(\d+)/g,
+  )) {
+    if (name !== "info") {
+      now.set(name!, Number(calls) - (before.get(name!) ?? 0));
+    }
+  }
+  for (const [name, calls] of now) {
+    before.set(name, calls + (before.get(name) ?? 0));
+  }
+  return new Map([...now].filter(([, calls]) => calls > 0));
+}
+
+describe("a cache-hit issueMyToken", () => {
+  it("is one Redis command, the token lookup: the caller's mapping is not read again", async () => {
+    const app = await gateway({ REDIS_URL: redis.url });
+    const first = await app.tokens.issueMyToken(actor("hana"), ["chat"]);
+    const seen = new Map<string, number>();
+    await commandsSince(seen);
+    for (let i = 0; i < 20; i++) {
+      expect((await app.tokens.issueMyToken(actor("hana"), ["chat"])).token).toBe(first.token);
+    }
+    expect(await commandsSince(seen)).toEqual(new Map([["mget", 20]]));
+  });
+
+  it("after deleteMe on another instance and the token cache's data lost, ACS's answer heals it: one new identity, no token of the old one", async () => {
+    const url = await postgres.newDatabase();
+    const [one, two] = [
+      await gateway({ REDIS_URL: redis.url, DATABASE_URL: url }),
+      await gateway({ REDIS_URL: redis.url, DATABASE_URL: url }),
+    ];
+    const old = await one.tokens.issueMyToken(actor("ines"), ["chat"]);
+    await two.tokens.deleteMe(actor("ines"));
+    // No tombstone, no entry: only ACS can tell `one` that the identity it remembers is gone.
+    await admin.flushall();
+    const count = counting();
+    const fresh = await one.tokens.issueMyToken(actor("ines"), ["chat"]);
+    expect(fresh.userId).not.toBe(old.userId);
+    expect(fresh.token).not.toBe(old.token);
+    expect(count.created()).toBe(1);
+    expect(await two.tokens.userIdOf("ines")).toBe(fresh.userId);
+    expect((await two.tokens.issueMyToken(actor("ines"), ["chat"])).userId).toBe(fresh.userId);
+  });
+});
