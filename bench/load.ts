@@ -36,6 +36,8 @@ export interface LoadResult {
   errors: number;
   /** The first failing body, for the report (never holds a token: failures carry none). */
   sample?: string;
+  /** CPU time this load generator used during the run (user + system), ms. */
+  cpuMs: number;
 }
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -61,6 +63,7 @@ export async function runLoad(job: LoadJob): Promise<LoadResult> {
   let failures = 0;
   let sample: string | undefined;
   const started = performance.now();
+  const cpuBefore = process.cpuUsage();
   const options: autocannon.Options = {
     url: job.url,
     method: "POST",
@@ -90,6 +93,7 @@ export async function runLoad(job: LoadJob): Promise<LoadResult> {
     });
   });
   const seconds = (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpuBefore);
   const sorted = Float64Array.from(latencies).sort();
   return {
     requests: sorted.length,
@@ -99,6 +103,7 @@ export async function runLoad(job: LoadJob): Promise<LoadResult> {
     p99: percentile(sorted, 0.99),
     failures,
     errors: result.errors + result.timeouts,
+    cpuMs: (cpu.user + cpu.system) / 1000,
     ...(sample === undefined ? {} : { sample }),
   };
 }

@@ -30,6 +30,8 @@ export interface RedisProcess {
   /** A plain client for assertions (lazily connected, closed by stop). */
   client(): Redis;
   stop(): Promise<void>;
+  /** The running redis-server's process id (the bench reads its CPU time). */
+  readonly pid: number | undefined;
 }
 
 export interface StartRedisOptions {
@@ -142,6 +144,9 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     restart: launch,
     pause: () => signal("SIGSTOP", true),
     resume: () => signal("SIGCONT", false),
+    get pid() {
+      return child?.pid;
+    },
     client() {
       if (!assertClient) {
         assertClient = new Redis({ port, host: "127.0.0.1", maxRetriesPerRequest: 1 });
