@@ -13,6 +13,7 @@ import { createRedisClient, type RedisClient } from "../../src/redis/index.js";
 import { createLogger } from "../../src/logger.js";
 import { createMetrics } from "../../src/server/metrics.js";
 import { startTestEmulator } from "../helpers/emulator.js";
+import { introspect } from "../helpers/introspect.js";
 import { run, startGateway } from "../helpers/gateway.js";
 import { startPostgres, type PostgresServer } from "../helpers/postgres.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
@@ -372,5 +373,32 @@ describe("a cache-hit issueMyToken", () => {
     expect(count.created()).toBe(1);
     expect(await two.tokens.userIdOf("ines")).toBe(fresh.userId);
     expect((await two.tokens.issueMyToken(actor("ines"), ["chat"])).userId).toBe(fresh.userId);
+  });
+
+  it("with Redis paused: a remembered caller is served from ACS, and after deleteMe elsewhere gets a new identity, never the deleted one's token", async () => {
+    const url = await postgres.newDatabase();
+    const [one, two] = [
+      await gateway({ REDIS_URL: redis.url, DATABASE_URL: url }),
+      await gateway({ REDIS_URL: redis.url, DATABASE_URL: url }),
+    ];
+    const old = await one.tokens.issueMyToken(actor("jo"), ["chat"]);
+    await redis.pause();
+    try {
+      const during = await one.tokens.issueMyToken(actor("jo"), ["chat"]);
+      expect(during.userId).toBe(old.userId);
+      expect((await introspect(emulator, during.token)).active).toBe(true);
+      // The delete reaches ACS and PostgreSQL; Redis cannot record it (unconfirmed).
+      await expect(two.tokens.deleteMe(actor("jo"))).rejects.toMatchObject({
+        kind: "revocation-unconfirmed",
+      });
+      const count = counting();
+      const fresh = await one.tokens.issueMyToken(actor("jo"), ["chat"]);
+      expect(fresh.userId).not.toBe(old.userId);
+      expect((await introspect(emulator, fresh.token)).active).toBe(true);
+      expect(count.created()).toBe(1);
+    } finally {
+      await redis.resume();
+    }
+    expect(await one.tokens.userIdOf("jo")).not.toBe(old.userId);
   });
 });
