@@ -345,6 +345,15 @@ async function commandsSince(before: Map<string, number>): Promise<Map<string, n
 }
 
 describe("a cache-hit issueMyToken", () => {
+  /** Two gateways sharing one Redis and one PostgreSQL database (the mappings). */
+  async function twoInstancesOnOneDatabase(): Promise<[App, App]> {
+    const url = await postgres.newDatabase();
+    return [
+      await gateway({ REDIS_URL: redis.url, DATABASE_URL: url }),
+      await gateway({ REDIS_URL: redis.url, DATABASE_URL: url }),
+    ];
+  }
+
   it("is one Redis command, the token lookup: the caller's mapping is not read again", async () => {
     const app = await gateway({ REDIS_URL: redis.url });
     const first = await app.tokens.issueMyToken(actor("hana"), ["chat"]);
@@ -357,11 +366,7 @@ describe("a cache-hit issueMyToken", () => {
   });
 
   it("after deleteMe on another instance and the token cache's data lost, ACS's answer heals it: one new identity, no token of the old one", async () => {
-    const url = await postgres.newDatabase();
-    const [one, two] = [
-      await gateway({ REDIS_URL: redis.url, DATABASE_URL: url }),
-      await gateway({ REDIS_URL: redis.url, DATABASE_URL: url }),
-    ];
+    const [one, two] = await twoInstancesOnOneDatabase();
     const old = await one.tokens.issueMyToken(actor("ines"), ["chat"]);
     await two.tokens.deleteMe(actor("ines"));
     // No tombstone, no entry: only ACS can tell `one` that the identity it remembers is gone.
@@ -376,11 +381,7 @@ describe("a cache-hit issueMyToken", () => {
   });
 
   it("with Redis paused: a remembered caller is served from ACS, and after deleteMe elsewhere gets a new identity, never the deleted one's token", async () => {
-    const url = await postgres.newDatabase();
-    const [one, two] = [
-      await gateway({ REDIS_URL: redis.url, DATABASE_URL: url }),
-      await gateway({ REDIS_URL: redis.url, DATABASE_URL: url }),
-    ];
+    const [one, two] = await twoInstancesOnOneDatabase();
     const old = await one.tokens.issueMyToken(actor("jo"), ["chat"]);
     await redis.pause();
     try {
