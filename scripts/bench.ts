@@ -504,73 +504,56 @@ try {
   }
   // Rows of the throughput table, in order; named so the targets below cannot point at the wrong one.
   const ROW = { ceiling: 0, floor: 1, typename: 2, hit: 3, myHit: 4, adHoc: 5 } as const;
+  /** A throughput row: one server, 50 connections, one body; `authorization` for the gateway. */
+  const row = (
+    name: string,
+    server: { pid: number; url: string },
+    authorization: string | undefined,
+    body: string,
+  ): Scenario => ({
+    name,
+    seconds: P.seconds,
+    pid: server.pid,
+    job: {
+      url: server.url,
+      connections: CONNECTIONS,
+      headers: authorization === undefined ? {} : { authorization },
+      body,
+    },
+  });
+  const hello = '{"query":"{ hello }"}';
   const throughput: Scenario[] = [
-    {
-      name: "ceiling: bare Apollo Server 5 + Fastify `{ hello }`",
-      seconds: P.seconds,
-      pid: ceiling.process.pid!,
-      job: {
-        url: ceilingUrl,
-        connections: CONNECTIONS,
-        headers: {},
-        body: '{"query":"{ hello }"}',
-      },
-    },
-    {
-      name: "floor: the same ceiling making one Redis `MGET` per request",
-      seconds: P.seconds,
-      pid: floorServer.process.pid!,
-      job: {
-        url: floorServer.ready[1]!,
-        connections: CONNECTIONS,
-        headers: {},
-        body: '{"query":"{ hello }"}',
-      },
-    },
-    {
-      name: "gateway `{ __typename }` (admin JWT)",
-      seconds: P.seconds,
-      pid: gateway.pid,
-      job: {
-        url: gateway.url,
-        connections: CONNECTIONS,
-        headers: { authorization: admin },
-        body: '{"query":"{ __typename }"}',
-      },
-    },
-    {
-      name: "gateway `issueToken`, cache hit (admin JWT, the client's document)",
-      seconds: P.seconds,
-      pid: gateway.pid,
-      job: {
-        url: gateway.url,
-        connections: CONNECTIONS,
-        headers: { authorization: admin },
-        body: clientBody("IssueToken", hitVariables),
-      },
-    },
-    {
-      name: "gateway `issueMyToken`, cache hit (end-user JWT, the client's document)",
-      seconds: P.seconds,
-      pid: gateway.pid,
-      job: {
-        url: gateway.url,
-        connections: CONNECTIONS,
-        headers: { authorization: endUser },
-        body: clientBody("IssueMyToken", { scopes: ["CHAT"] }),
-      },
-    },
-    {
-      name: "gateway `issueToken`, cache hit (admin JWT, an ad-hoc document: Apollo's pipeline)",
-      seconds: P.seconds,
-      pid: gateway.pid,
-      job: {
-        url: gateway.url,
-        connections: CONNECTIONS,
-        headers: { authorization: admin },
-        body: JSON.stringify({ query: hitQuery, variables: { u: userId } }),
-      },
-    },
+    row(
+      "ceiling: bare Apollo Server 5 + Fastify `{ hello }`",
+      { pid: ceiling.process.pid!, url: ceilingUrl },
+      undefined,
+      hello,
+    ),
+    row(
+      "floor: the same ceiling making one Redis `MGET` per request",
+      { pid: floorServer.process.pid!, url: floorServer.ready[1]! },
+      undefined,
+      hello,
+    ),
+    row("gateway `{ __typename }` (admin JWT)", gateway, admin, '{"query":"{ __typename }"}'),
+    row(
+      "gateway `issueToken`, cache hit (admin JWT, the client's document)",
+      gateway,
+      admin,
+      clientBody("IssueToken", hitVariables),
+    ),
+    row(
+      "gateway `issueMyToken`, cache hit (end-user JWT, the client's document)",
+      gateway,
+      endUser,
+      clientBody("IssueMyToken", { scopes: ["CHAT"] }),
+    ),
+    row(
+      "gateway `issueToken`, cache hit (admin JWT, an ad-hoc document: Apollo's pipeline)",
+      gateway,
+      admin,
+      JSON.stringify({ query: hitQuery, variables: { u: userId } }),
+    ),
   ];
   const missBody = clientBody("IssueToken", {
     userId: "__U__",
