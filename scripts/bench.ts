@@ -25,7 +25,7 @@ import { createLogger } from "../src/logger.js";
 import { operationsByName, TRUSTED_DOCUMENTS_MANIFEST } from "../src/server/persisted-documents.js";
 import { startTestIssuer, type TestIssuer } from "../test/helpers/jwks.js";
 import { freePort } from "../test/helpers/ports.js";
-import { startRedis, type RedisProcess } from "../test/helpers/redis.js";
+import { commandCounts, startRedis, type RedisProcess } from "../test/helpers/redis.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const DIST = join(ROOT, "dist");
@@ -608,21 +608,12 @@ try {
   // Redis commands per cache hit, from Redis's own counters around a fixed number of hits. Counted
   // before any miss scenario runs: a miss still in flight when its load stops writes its entry
   // later, and those commands would be counted here.
-  const commandStats = async () => {
-    const stats = new Map<string, number>();
-    for (const [, name, calls] of (await redis!.client().info("commandstats")).matchAll(
-      /^cmdstat_([\w|-]+):calls=(\d+)/gm,
-    )) {
-      stats.set(name!, Number(calls));
-    }
-    return stats;
-  };
   const hitsCounted = 2000;
   /** Redis commands per request of a cache-hit scenario, by name, most frequent first. */
   const commandsPerHit = async (s: Scenario) => {
-    const before = await commandStats();
+    const before = await commandCounts(redis!.client());
     await load({ ...s.job, seconds: 0, amount: hitsCounted });
-    const after = await commandStats();
+    const after = await commandCounts(redis!.client());
     return [...after.entries()]
       .map(([name, calls]) => [name, (calls - (before.get(name) ?? 0)) / hitsCounted] as const)
       .filter(([name, calls]) => calls > 0.01 && name !== "info")

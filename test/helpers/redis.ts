@@ -205,3 +205,18 @@ export async function redisForTest(options: StartRedisOptions = {}): Promise<Tes
     },
   };
 }
+
+/**
+ * Commands this Redis node has served since it started, by name (`INFO commandstats`; scripts'
+ * inner commands included, as Redis counts them). The difference of two readings is what ran in
+ * between: how tests and the bench count round trips.
+ */
+export async function commandCounts(client: Redis): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  for (const [, name, calls] of String(await client.info("commandstats")).matchAll(
+    /^cmdstat_([\w|-]+):calls=(\d+)/gm,
+  )) {
+    counts.set(name!, Number(calls));
+  }
+  return counts;
+}
