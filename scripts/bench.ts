@@ -413,6 +413,20 @@ function summariseProfile(profile: CpuProfile, lastMs: number, top = 15): string
   ].join("\n");
 }
 
+/**
+ * A row of the young-generation table from the `--trace-gc-nvp` lines of scavenges (`gc=s`)
+ * during one load run: how much the server allocated per request, how often and how long it
+ * stopped for a scavenge, and how much survived each.
+ */
+function youngPauseRow(name: string, lines: string[], result: LoadResult): string {
+  const field = (line: string, key: string) =>
+    Number(new RegExp(` ${key.replaceAll(".", "\\.")}=([\\d.]+)`).exec(line)?.[1] ?? NaN);
+  const sum = (key: string) => lines.reduce((total, line) => total + field(line, key), 0);
+  const n = lines.length;
+  const perScavenge = (key: string) => (n === 0 ? NaN : sum(key) / n);
+  return `| ${name} | ${f0(result.rps)} | ${f2(result.p99)} | ${f1(sum("allocated") / 1024 / result.requests)} | ${f1((1000 * n) / result.requests)} | ${f2(perScavenge("pause"))} | ${f2(perScavenge("heap.external_weak_global_handles"))} | ${f0((perScavenge("new_space_survived") + perScavenge("promoted")) / 1024)} |`;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The run
 
@@ -460,6 +474,9 @@ try {
   );
   const slowAcs = await startEmulatorProcess({ ACS_EMULATOR_LATENCY_MS: String(LATENCY_MS) });
   const gateway = await startGateway(common, slowAcs.connectionString);
+  // The same gateway with its in-process cache (no REDIS_URL: one instance only, docs/caching.md):
+  // what a hit costs without the Redis round trip the shared cache must make.
+  const memoryGateway = await startGateway({ ...common, redisUrl: "" }, slowAcs.connectionString);
   const ceilingUrl = ceiling.ready[1]!;
 
   const created = await graphql(gateway.url, admin, "mutation { createUser { id } }");
@@ -503,7 +520,15 @@ try {
     miss?: boolean;
   }
   // Rows of the throughput table, in order; named so the targets below cannot point at the wrong one.
-  const ROW = { ceiling: 0, floor: 1, typename: 2, hit: 3, myHit: 4, adHoc: 5 } as const;
+  const ROW = {
+    ceiling: 0,
+    floor: 1,
+    typename: 2,
+    hit: 3,
+    myHit: 4,
+    adHoc: 5,
+    memoryHit: 6,
+  } as const;
   /** A throughput row: one server, 50 connections, one body; `authorization` for the gateway. */
   const row = (
     name: string,
@@ -553,6 +578,12 @@ try {
       gateway,
       admin,
       JSON.stringify({ query: hitQuery, variables: { u: userId } }),
+    ),
+    row(
+      "gateway `issueToken`, cache hit in the in-process cache (no Redis: a single instance)",
+      memoryGateway,
+      admin,
+      clientBody("IssueToken", hitVariables),
     ),
   ];
   const missBody = clientBody("IssueToken", {
@@ -663,6 +694,7 @@ try {
   };
   const gatewayRssAfterRounds = rssMb(gateway.pid);
   await gateway.stop();
+  await memoryGateway.stop();
   await ceiling.stop();
   await floorServer.stop();
 
@@ -671,6 +703,7 @@ try {
   const ceilingP99 = median(ceilingRuns.map((r) => r.p99));
   const rpsOf = (i: number) => median(results.get(throughput[i]!.name)!.map((r) => r.rps));
   const p99Of = (i: number) => median(results.get(throughput[i]!.name)!.map((r) => r.p99));
+  const cpuOf = (i: number) => median(results.get(throughput[i]!.name)!.map((r) => r.cpuUs.server));
   const tableRows = throughput.map((s) => {
     const runs = results.get(s.name)!;
     const rps = median(runs.map((r) => r.rps));
@@ -724,7 +757,7 @@ try {
         return `| ${s.name} | ${parts.map(f0).join(" | ")} | ${f0(parts.reduce((a, b) => a + b, 0))} | ${f2(of((r) => r.serverBusy))} |`;
       }),
       "",
-      `The floor row is the ceiling with one Redis round trip added and nothing else: ${f2(rpsOf(ROW.floor) / ceilingRps)}x the ceiling's req/s at ${f2(p99Of(ROW.floor) / ceilingP99)}x its p99. A cache hit must ask Redis (no instance may serve a token from its own memory, or a revoke on another instance would not be seen at once: docs/caching.md), so that is the least any design with this guarantee can cost here; the client's cache-hit \`issueToken\` runs at ${f2(rpsOf(ROW.hit) / rpsOf(ROW.floor))}x the floor's req/s and ${f2(p99Of(ROW.hit) / p99Of(ROW.floor))}x its p99.`,
+      `The floor row is the ceiling with one Redis round trip added and nothing else: ${f2(rpsOf(ROW.floor) / ceilingRps)}x the ceiling's req/s at ${f2(p99Of(ROW.floor) / ceilingP99)}x its p99. A cache hit must ask Redis (no instance may serve a token from its own memory, or a revoke on another instance would not be seen at once: docs/caching.md), so that is the least any design with this guarantee can cost here; the client's cache-hit \`issueToken\` runs at ${f2(rpsOf(ROW.hit) / rpsOf(ROW.floor))}x the floor's req/s and ${f2(p99Of(ROW.hit) / p99Of(ROW.floor))}x its p99. The same hit from the in-process cache (no round trip; only a single instance may run so) runs at ${f2(rpsOf(ROW.memoryHit) / ceilingRps)}x the ceiling's req/s with ${f2(p99Of(ROW.memoryHit) / ceilingP99)}x its p99: what remains of the p99 gap there is the hit's own CPU per request (${f0(cpuOf(ROW.memoryHit))} us against the ceiling's ${f0(cpuOf(ROW.ceiling))} us) and its young-generation pauses (below).`,
     ].join("\n"),
   );
   // Targets are of the client's IssueToken document (ROW.hit), what frontends send through
@@ -1039,6 +1072,50 @@ try {
     ].join("\n"),
   );
   rmSync(profileDir, { recursive: true, force: true });
+
+  // --- young-generation pauses: what the p99 is made of ------------------------------------------
+  log(`young-generation pauses under load (${P.profileSeconds} s each, --trace-gc-nvp)`);
+  const youngPauses: string[] = [];
+  const scavenge = / gc=s /;
+  /** A server started with --trace-gc-nvp, keeping its scavenge lines. */
+  const ceilingWithGc = async (env: Record<string, string>) => {
+    const child = await startChild(
+      "bench/ceiling-server.js",
+      { NODE_ENV: "production", ...env },
+      /LISTENING (\S+)\n/,
+      ["--trace-gc-nvp"],
+      scavenge,
+    );
+    return { ...child, url: child.ready[1]! };
+  };
+  const gatewayWithGc = (redisUrl: string) =>
+    startGateway({ ...common, redisUrl }, slowAcs.connectionString, ["--trace-gc-nvp"], scavenge);
+  const measuredForGc: [number, () => Promise<Child & { url: string }>][] = [
+    [ROW.ceiling, () => ceilingWithGc({})],
+    [ROW.floor, () => ceilingWithGc({ CEILING_REDIS_URL: redis!.url })],
+    [ROW.hit, () => gatewayWithGc(redis!.url)],
+    [ROW.memoryHit, () => gatewayWithGc("")],
+  ];
+  for (const [row, begin] of measuredForGc) {
+    const server = await begin();
+    const job = { ...throughput[row]!.job, url: server.url };
+    await load({ ...job, seconds: P.warmSeconds });
+    const from = server.lines.length;
+    const result = await load({ ...job, seconds: P.profileSeconds });
+    await server.stop();
+    youngPauses.push(youngPauseRow(throughput[row]!.name, server.lines.slice(from), result));
+  }
+  sections.push(
+    [
+      "## Young-generation pauses (what the p99 is made of)",
+      "",
+      `Each server alone under the same load as its throughput row, ${P.profileSeconds} s, with V8's \`--trace-gc-nvp\`. A scavenge stops the event loop: every one of the ${CONNECTIONS} requests in flight waits for it, so how often and how long these pauses are shows in the p99. A pause's length grows with what survives it (the state of requests in flight) and with the C++-backed objects that died since the last one ("weak handles": each \`createHash\`, cipher, socket wrapper).`,
+      "",
+      "| server | req/s | p99 ms | KB allocated per request | scavenges per 1,000 requests | mean pause ms | of which weak handles ms | KB surviving per scavenge |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+      ...youngPauses,
+    ].join("\n"),
+  );
   await slowAcs.stop();
 } finally {
   for (const child of children) {
