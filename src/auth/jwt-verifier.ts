@@ -103,11 +103,6 @@ function isKeySetUnavailable(error: unknown): boolean {
 }
 
 /**
- * Verified tokens by the SHA-256 of the token (never the token itself: a heap dump shows no
- * credential, and an entry is 43 bytes of key whatever the token's size). A Map keeps insertion
- * order, so re-inserting on a hit makes the first key the least recently used.
- */
-/**
  * The verified-token cache's key: SHA-256 of the token, so the cache holds no bearer credential.
  * One-shot `crypto.hash` rather than `createHash()`: no Hash object per request, and so no weak
  * handle for the garbage collector to process in every young-generation pause (BENCHMARKS.md:
@@ -117,6 +112,11 @@ function tokenHash(token: string): string {
   return hash("sha256", token, "base64url");
 }
 
+/**
+ * Verified tokens by the SHA-256 of the token (never the token itself: a heap dump shows no
+ * credential, and an entry is 43 bytes of key whatever the token's size). A Map keeps insertion
+ * order, so re-inserting on a hit makes the first key the least recently used.
+ */
 function createVerifiedCache(capacity: number) {
   const entries = new Map<string, Remembered>();
   return {
