@@ -1083,7 +1083,8 @@ try {
       "bench/ceiling-server.js",
       { NODE_ENV: "production", ...env },
       /LISTENING (\S+)\n/,
-      ["--trace-gc-nvp"],
+      // The gateway's young-generation size too (startGateway adds it), so the rows compare.
+      [...PRODUCTION_NODE_FLAGS, "--trace-gc-nvp"],
       scavenge,
     );
     return { ...child, url: child.ready[1]! };
@@ -1102,14 +1103,16 @@ try {
     await load({ ...job, seconds: P.warmSeconds });
     const from = server.lines.length;
     const result = await load({ ...job, seconds: P.profileSeconds });
+    // Only the scavenges of the measured load, not of the idle moment or the shutdown after it.
+    const during = server.lines.slice(from);
     await server.stop();
-    youngPauses.push(youngPauseRow(throughput[row]!.name, server.lines.slice(from), result));
+    youngPauses.push(youngPauseRow(throughput[row]!.name, during, result));
   }
   sections.push(
     [
       "## Young-generation pauses (what the p99 is made of)",
       "",
-      `Each server alone under the same load as its throughput row, ${P.profileSeconds} s, with V8's \`--trace-gc-nvp\`. A scavenge stops the event loop: every one of the ${CONNECTIONS} requests in flight waits for it, so how often and how long these pauses are shows in the p99. A pause's length grows with what survives it (the state of requests in flight) and with the C++-backed objects that died since the last one ("weak handles": each \`createHash\`, cipher, socket wrapper).`,
+      `Each server alone under the same load as its throughput row, ${P.profileSeconds} s, with V8's \`--trace-gc-nvp\` and, for all four, the gateway's production flags (\`${PRODUCTION_NODE_FLAGS.join(" ")}\`: the same young-generation size; the throughput rows run the ceiling and the floor with node's defaults). A scavenge (V8's collection of short-lived objects) stops the event loop: every one of the ${CONNECTIONS} requests in flight waits for it, so how often and how long these pauses are shows in the p99. A pause's length grows with what survives it (mostly the state of requests still in flight) and with the C++-backed objects that died since the last one, each of which V8 tracks through a "weak handle" (a \`createHash\` object, a cipher, a socket wrapper).`,
       "",
       "| server | req/s | p99 ms | KB allocated per request | scavenges per 1,000 requests | mean pause ms | of which weak handles ms | KB surviving per scavenge |",
       "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
