@@ -2,7 +2,7 @@ import { SpanKind, trace } from "@opentelemetry/api";
 import type { Command } from "ioredis";
 import type { TokenCache } from "../cache/token-cache.js";
 import type { RedisClient } from "../redis/index.js";
-import { recordFailure, tracer, withSpan } from "./tracing.js";
+import { recordFailure, tracer, tracingActive, withSpan } from "./tracing.js";
 
 /**
  * Wraps a TokenCache so each call is a span: `token-cache getOrMint` (the cache lookup; with
@@ -14,16 +14,20 @@ import { recordFailure, tracer, withSpan } from "./tracing.js";
  */
 export function traceTokenCache(cache: TokenCache): TokenCache {
   return {
+    // The token path: with tracing off, straight through, without building the span's
+    // attributes or the two promise layers of `withSpan` around the lookup.
     getOrMint: (key, mint) =>
-      withSpan(
-        "token-cache getOrMint",
-        { "acsgw.cache.scopes": key.scopes.join(" ") },
-        async (span) => {
-          const result = await cache.getOrMint(key, mint);
-          span.setAttribute("acsgw.cache.hit", result.cached);
-          return result;
-        },
-      ),
+      !tracingActive()
+        ? cache.getOrMint(key, mint)
+        : withSpan(
+            "token-cache getOrMint",
+            { "acsgw.cache.scopes": key.scopes.join(" ") },
+            async (span) => {
+              const result = await cache.getOrMint(key, mint);
+              span.setAttribute("acsgw.cache.hit", result.cached);
+              return result;
+            },
+          ),
     invalidateUser: (userId, upstream, options) =>
       withSpan(
         "token-cache invalidateUser",
