@@ -416,17 +416,24 @@ function summariseProfile(profile: CpuProfile, lastMs: number, top = 15): string
 }
 
 /**
- * A row of the young-generation table from the `--trace-gc-nvp` lines of scavenges (`gc=s`)
- * during one load run: how much the server allocated per request, how often and how long it
- * stopped for a scavenge, and how much survived each.
+ * A row of the pause table from the `--trace-gc-nvp` lines during one load run. Scavenges
+ * (`gc=s`): how much the server allocated per request, how often and how long it stopped, and
+ * how much survived each. Mark-compacts (`gc=mc`, the full collections of the old generation that
+ * whatever survived two scavenges fills): how often, and each one's main-thread time, its final
+ * pause plus the incremental marking steps spread over the requests before it.
  */
-function youngPauseRow(name: string, lines: string[], result: LoadResult): string {
+function pauseRow(name: string, lines: string[], result: LoadResult): string {
   const field = (line: string, key: string) =>
     Number(new RegExp(` ${key.replaceAll(".", "\\.")}=([\\d.]+)`).exec(line)?.[1] ?? NaN);
-  const sum = (key: string) => lines.reduce((total, line) => total + field(line, key), 0);
-  const n = lines.length;
-  const perScavenge = (key: string) => (n === 0 ? NaN : sum(key) / n);
-  return `| ${name} | ${f0(result.rps)} | ${f2(result.p99)} | ${f1(sum("allocated") / 1024 / result.requests)} | ${f1((1000 * n) / result.requests)} | ${f2(perScavenge("pause"))} | ${f2(perScavenge("heap.external_weak_global_handles"))} | ${f0((perScavenge("new_space_survived") + perScavenge("promoted")) / 1024)} |`;
+  const scavenges = lines.filter((line) => line.includes(" gc=s "));
+  const fullGcs = lines.filter((line) => line.includes(" gc=mc "));
+  const sum = (of: string[], key: string) =>
+    of.reduce((total, line) => total + field(line, key), 0);
+  const mean = (of: string[], key: string) => (of.length === 0 ? NaN : sum(of, key) / of.length);
+  const perScavenge = (key: string) => mean(scavenges, key);
+  const fullGcMs =
+    fullGcs.length === 0 ? "-" : f1(mean(fullGcs, "pause") + mean(fullGcs, "incremental"));
+  return `| ${name} | ${f0(result.rps)} | ${f2(result.p99)} | ${f1(sum(scavenges, "allocated") / 1024 / result.requests)} | ${f1((1000 * scavenges.length) / result.requests)} | ${f2(perScavenge("pause"))} | ${f2(perScavenge("heap.external_weak_global_handles"))} | ${f0((perScavenge("new_space_survived") + perScavenge("promoted")) / 1024)} | ${f0(perScavenge("promoted") / 1024)} | ${f1((10_000 * fullGcs.length) / result.requests)} | ${fullGcMs} |`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -759,7 +766,7 @@ try {
         return `| ${s.name} | ${parts.map(f0).join(" | ")} | ${f0(parts.reduce((a, b) => a + b, 0))} | ${f2(of((r) => r.serverBusy))} |`;
       }),
       "",
-      `The floor row is the ceiling with one Redis round trip added and nothing else: ${f2(rpsOf(ROW.floor) / ceilingRps)}x the ceiling's req/s at ${f2(p99Of(ROW.floor) / ceilingP99)}x its p99. A cache hit must ask Redis (no instance may serve a token from its own memory, or a revoke on another instance would not be seen at once: docs/caching.md), so that is the least any design with this guarantee can cost here; the client's cache-hit \`issueToken\` runs at ${f2(rpsOf(ROW.hit) / rpsOf(ROW.floor))}x the floor's req/s and ${f2(p99Of(ROW.hit) / p99Of(ROW.floor))}x its p99. The same hit from the in-process cache (no round trip; only a single instance may run so) runs at ${f2(rpsOf(ROW.memoryHit) / ceilingRps)}x the ceiling's req/s with ${f2(p99Of(ROW.memoryHit) / ceilingP99)}x its p99: what remains of the p99 gap there is the hit's own CPU per request (${f0(cpuOf(ROW.memoryHit))} us against the ceiling's ${f0(cpuOf(ROW.ceiling))} us) and its young-generation pauses (below).`,
+      `The floor row is the ceiling with one Redis round trip added and nothing else: ${f2(rpsOf(ROW.floor) / ceilingRps)}x the ceiling's req/s at ${f2(p99Of(ROW.floor) / ceilingP99)}x its p99. A cache hit must ask Redis (no instance may serve a token from its own memory, or a revoke on another instance would not be seen at once: docs/caching.md), so that is the least any design with this guarantee can cost here; the client's cache-hit \`issueToken\` runs at ${f2(rpsOf(ROW.hit) / rpsOf(ROW.floor))}x the floor's req/s and ${f2(p99Of(ROW.hit) / p99Of(ROW.floor))}x its p99. The same hit from the in-process cache (no round trip; only a single instance may run so) runs at ${f2(rpsOf(ROW.memoryHit) / ceilingRps)}x the ceiling's req/s with ${f2(p99Of(ROW.memoryHit) / ceilingP99)}x its p99, at ${f0(cpuOf(ROW.memoryHit))} us of CPU per request against the ceiling's ${f0(cpuOf(ROW.ceiling))} us; the pause table below shows each row's garbage collection.`,
     ].join("\n"),
   );
   // Targets are of the client's IssueToken document (ROW.hit), what frontends send through
@@ -1076,10 +1083,10 @@ try {
   rmSync(profileDir, { recursive: true, force: true });
 
   // --- young-generation pauses: what the p99 is made of ------------------------------------------
-  log(`young-generation pauses under load (${P.profileSeconds} s each, --trace-gc-nvp)`);
+  log(`garbage-collection pauses under load (${P.profileSeconds} s each, --trace-gc-nvp)`);
   const youngPauses: string[] = [];
-  const scavenge = / gc=s /;
-  /** A server started with --trace-gc-nvp, keeping its scavenge lines. */
+  const scavenge = / gc=(s|mc) /;
+  /** A server started with --trace-gc-nvp, keeping its collections' lines. */
   const ceilingWithGc = async (env: Record<string, string>) => {
     const child = await startChild(
       "bench/ceiling-server.js",
@@ -1105,19 +1112,19 @@ try {
     await load({ ...job, seconds: P.warmSeconds });
     const from = server.lines.length;
     const result = await load({ ...job, seconds: P.profileSeconds });
-    // Only the scavenges of the measured load, not of the idle moment or the shutdown after it.
+    // Only the collections of the measured load, not of the idle moment or the shutdown after it.
     const during = server.lines.slice(from);
     await server.stop();
-    youngPauses.push(youngPauseRow(throughput[row]!.name, during, result));
+    youngPauses.push(pauseRow(throughput[row]!.name, during, result));
   }
   sections.push(
     [
-      "## Young-generation pauses (what the p99 is made of)",
+      "## Garbage-collection pauses (what the p99 is made of)",
       "",
-      `Each server alone under the same load as its throughput row, ${P.profileSeconds} s, with V8's \`--trace-gc-nvp\` and, for all four, the gateway's production flags (\`${PRODUCTION_NODE_FLAGS.join(" ")}\`: the same young-generation size; the throughput rows run the ceiling and the floor with node's defaults). A scavenge (V8's collection of short-lived objects) stops the event loop: every one of the ${CONNECTIONS} requests in flight waits for it, so how often and how long these pauses are shows in the p99. A pause's length grows with what survives it (mostly the state of requests still in flight) and with the C++-backed objects that died since the last one, each of which V8 tracks through a "weak handle" (a \`createHash\` object, a cipher, a socket wrapper).`,
+      `Each server alone under the same load as its throughput row, ${P.profileSeconds} s, with V8's \`--trace-gc-nvp\` and, for all four, the gateway's production flags (\`${PRODUCTION_NODE_FLAGS.join(" ")}\`: the same young-generation size; the throughput rows run the ceiling and the floor with node's defaults). A scavenge (V8's collection of short-lived objects) stops the event loop: every one of the ${CONNECTIONS} requests in flight waits for it, so how often and how long these pauses are shows in the p99. A pause's length grows with what survives it (mostly the state of requests still in flight) and with the C++-backed objects that died since the last one, each of which V8 tracks through a "weak handle" (a \`createHash\` object, a cipher, a socket wrapper). What survives a second scavenge is promoted to the old generation; promoted bytes fill it, and each full mark-compact of it costs the main thread its incremental marking steps and a final pause, several milliseconds each time: the longest stops here, so the ones a p99 sees.`,
       "",
-      "| server | req/s | p99 ms | KB allocated per request | scavenges per 1,000 requests | mean pause ms | of which weak handles ms | KB surviving per scavenge |",
-      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+      "| server | req/s | p99 ms | KB allocated per request | scavenges per 1,000 requests | mean pause ms | of which weak handles ms | KB surviving per scavenge | of which promoted KB | mark-compacts per 10,000 requests | main-thread ms each |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
       ...youngPauses,
     ].join("\n"),
   );
