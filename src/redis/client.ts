@@ -132,12 +132,13 @@ const coalescing = new WeakSet<Redis>();
  * it lets only one such pipeline per node be in flight (`executeAutoPipeline` returns while
  * `_runningAutoPipelines` holds the node), so under load every command issued while a batch awaits
  * its reply is written only when that reply arrives: up to two round trips instead of one
- * (redis/ioredis#1608 describes the same head-of-line wait). Measured on the cache-hit path at 50
- * connections (BENCHMARKS.md): the held-back commands and the requests awaiting them live across
- * young-generation collections, get promoted, and drove a full mark-compact every ~0.7 s, whose
- * pauses made the p99; writing each turn's commands at once cut those from 31 to 4 per run at the
- * same throughput. Writing each command alone (no batching) costs a system call per command: a
- * third of the hit's throughput.
+ * (redis/ioredis#1608 describes the same head-of-line wait). On the cache-hit path at 50
+ * connections the held-back commands and the requests awaiting them lived across young-generation
+ * collections, were promoted, and drove a full mark-compact about every 0.7 s, whose pauses made
+ * the hit's p99: 30 mark-compacts in 20 s of load before this change, 4 after, at the same
+ * throughput; the p99 went from 1.29x the bare ceiling's to 0.86x (README, Performance; the pause
+ * table of BENCHMARKS.md). Writing each command alone (no batching) costs a system call per
+ * command: a third of the hit's throughput.
  *
  * So: the connection's socket is corked on the turn's first command and uncorked by
  * `setImmediate`, after this turn's I/O callbacks (when auto-pipelining flushed too); Node then
