@@ -7,6 +7,7 @@ import {
   type ExportedJWKSCache,
   type JWTPayload,
 } from "jose";
+import { LRUCache } from "lru-cache";
 import { AuthError, callerKey, type Caller } from "./caller.js";
 
 export interface JwtVerifierOptions {
@@ -114,11 +115,15 @@ function tokenHash(token: string): string {
 
 /**
  * Verified tokens by the SHA-256 of the token (never the token itself: a heap dump shows no
- * credential, and an entry is 43 bytes of key whatever the token's size). A Map keeps insertion
- * order, so re-inserting on a hit makes the first key the least recently used.
+ * credential, and an entry is 43 bytes of key whatever the token's size), least recently used out
+ * first. lru-cache keeps recency in typed arrays, so a hit allocates nothing that outlives the
+ * request. The Map this replaced ("delete then set" on every hit) had V8 rebuild the Map's table
+ * every few hits, and a long-lived Map's new table is allocated straight in the old generation:
+ * garbage that brought full mark-compacts, whose pauses set the cache hit's p99.
  */
 function createVerifiedCache(capacity: number) {
-  const entries = new Map<string, Remembered>();
+  // lru-cache needs a bound of at least 1; with capacity 0 nothing is ever set (cacheKey below).
+  const entries = new LRUCache<string, Remembered>({ max: Math.max(capacity, 1) });
   return {
     get(key: string, now: number): Caller | undefined {
       const entry = entries.get(key);
@@ -130,16 +135,10 @@ function createVerifiedCache(capacity: number) {
         entries.delete(key);
         return undefined;
       }
-      entries.delete(key);
-      entries.set(key, entry);
       return entry.caller;
     },
     set(key: string, entry: Remembered): void {
-      entries.delete(key);
       entries.set(key, entry);
-      while (entries.size > capacity) {
-        entries.delete(entries.keys().next().value!);
-      }
     },
     clear: () => entries.clear(),
     size: () => entries.size,
