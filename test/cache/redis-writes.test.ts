@@ -1,10 +1,11 @@
 import { once } from "node:events";
+import type { Redis } from "ioredis";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/logger.js";
 import { createRedisClient, type RedisClient } from "../../src/redis/client.js";
 import { freePort } from "../helpers/ports.js";
-import { redisForTest, type TestRedis } from "../helpers/redis.js";
+import { startRedis, type RedisProcess } from "../helpers/redis.js";
 
 /**
  * A proxy in front of Redis that can hold Redis's answers back, so a test sees what the client
@@ -41,10 +42,16 @@ async function startHoldingProxy(targetPort: number) {
     url: `redis://127.0.0.1:${port}`,
     /** How many bytes the client has written so far. */
     written: () => received.length,
-    /** Resolves once the client has written `text` (e.g. a key name) after byte `from`. */
+    /**
+     * Resolves once the client has written `text` (e.g. a key name) after byte `from`; rejects,
+     * naming it, if 5 s pass without it (a client that holds it back would wait forever).
+     */
     async sawWritten(text: string, from: number) {
+      const signal = AbortSignal.timeout(5_000);
       while (!received.includes(text, from)) {
-        await once(arrivals, "data");
+        await once(arrivals, "data", { signal }).catch((error: unknown) => {
+          throw signal.aborted ? new Error(`the client never wrote ${text}`) : error;
+        });
       }
     },
     hold() {
@@ -66,13 +73,14 @@ async function startHoldingProxy(targetPort: number) {
 }
 
 describe("the Redis client's writes", () => {
-  let redis: TestRedis;
+  let redis: RedisProcess;
   let proxy: Awaited<ReturnType<typeof startHoldingProxy>>;
   let client: RedisClient;
 
   beforeAll(async () => {
-    redis = await redisForTest();
-    proxy = await startHoldingProxy(Number(new URL(redis.url).port));
+    // A server of its own: the proxy stands in front of it.
+    redis = await startRedis();
+    proxy = await startHoldingProxy(redis.port);
     // A long command timeout: the test holds answers back on purpose.
     client = createRedisClient(
       { mode: "single", url: proxy.url },
@@ -99,10 +107,13 @@ describe("the Redis client's writes", () => {
     proxy.hold();
     const from = proxy.written();
     const first = Promise.all([client.get(`${prefix}a`), client.get(`${prefix}b`)]);
+    // Observed only at the end; if the test fails first, disconnecting rejects it quietly.
+    first.catch(() => {});
     let second: Promise<(string | null)[]>;
     try {
       await proxy.sawWritten(`${prefix}b`, from);
       second = client.mget(`${prefix}b`, `${prefix}a`, `${prefix}none`);
+      second.catch(() => {});
       await proxy.sawWritten(`${prefix}none`, from);
     } finally {
       proxy.release();
@@ -110,6 +121,21 @@ describe("the Redis client's writes", () => {
     // Every answer reaches the command that asked, in order.
     expect(await first).toEqual(["1", "2"]);
     expect(await second).toEqual(["2", "1", null]);
+  });
+
+  it("sends a turn's commands together, once the turn is over", async () => {
+    const prefix = `turn-${process.pid}-`;
+    const socket = (client as Redis).stream;
+    const answers = Promise.all([
+      client.set(`${prefix}a`, "1"),
+      client.get(`${prefix}a`),
+      client.exists(`${prefix}a`),
+    ]);
+    // Held for the rest of the turn (one writev then), not written command by command.
+    expect(socket.writableCorked).toBe(1);
+    expect(socket.writableLength).toBeGreaterThan(0);
+    expect(await answers).toEqual(["OK", "1", 1]);
+    expect(socket.writableCorked).toBe(0);
   });
 
   it("answers many commands of one turn, each with its own reply", async () => {
