@@ -87,8 +87,8 @@ export function createRedisClient(
     };
     const cluster = new Cluster(config.nodes, clusterOptions);
     // The Cluster routes each command to its node's own connection: coalesce on each of those.
+    // Nodes are connected only after the constructor's asynchronous start, so none is missed.
     cluster.on("+node", coalesceWrites);
-    cluster.nodes("all").forEach(coalesceWrites);
     client = cluster;
     target = config.nodes.map((n) => `${n.host}:${n.port}`).join(",");
   }
@@ -122,8 +122,6 @@ export function createRedisClient(
   return client;
 }
 
-const coalescing = new WeakSet<Redis>();
-
 /**
  * Commands sent in one event-loop turn leave in one write (writev), and each is written at once in
  * its turn, whatever is still awaiting a reply.
@@ -146,10 +144,6 @@ const coalescing = new WeakSet<Redis>();
  * so they are batched the same way. A command's order on its connection is unchanged.
  */
 function coalesceWrites(redis: Redis): void {
-  if (coalescing.has(redis)) {
-    return;
-  }
-  coalescing.add(redis);
   const send = redis.sendCommand.bind(redis);
   let corked: Redis["stream"] | undefined;
   const flush = () => {
