@@ -3,9 +3,16 @@
 
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
+# npm workspaces: the gateway at the root, the client's manifest and the emulator under packages/.
 COPY package.json package-lock.json ./
+COPY packages/client/package.json ./packages/client/
+COPY packages/emulator/package.json ./packages/emulator/
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json tsconfig.client.json ./
+COPY tsconfig.json tsconfig.build.json ./
+# The gateway needs the client package's manifest (JSON, no build) and the emulator's build.
+COPY packages/client/persisted-documents.json ./packages/client/
+COPY packages/emulator/tsconfig.json ./packages/emulator/
+COPY packages/emulator/src ./packages/emulator/src
 COPY src ./src
 RUN npm run build
 
@@ -15,8 +22,11 @@ ENV NODE_ENV=production \
     HOST=0.0.0.0
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY packages/client/package.json packages/client/persisted-documents.json ./packages/client/
+COPY packages/emulator/package.json ./packages/emulator/
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/packages/emulator/dist ./packages/emulator/dist
 # The node image's unprivileged user; nothing in /app is writable by it.
 USER node
 EXPOSE 4000

@@ -3,7 +3,7 @@ import prettier from "eslint-config-prettier";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "coverage/**"] },
+  { ignores: ["**/dist/**", "**/node_modules/**", "coverage/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   prettier,
@@ -19,7 +19,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ["scripts/**", "test/**", "src/main.ts", "src/emulator/main.ts"],
+    files: ["scripts/**", "test/**", "src/main.ts", "packages/emulator/src/main.ts"],
     rules: { "no-console": "off" },
   },
   {

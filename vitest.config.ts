@@ -1,4 +1,5 @@
 import { relative } from "node:path";
+import { fileURLToPath } from "node:url";
 import { BaseSequencer, type TestSpecification } from "vitest/node";
 import { configDefaults, defineConfig } from "vitest/config";
 
@@ -24,6 +25,8 @@ const START_FIRST = [
   "test/cache/redis-cluster.test.ts",
 ];
 
+const source = (path: string) => fileURLToPath(new URL(path, import.meta.url));
+
 class SlowFirstSequencer extends BaseSequencer {
   override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
     const rank = (spec: TestSpecification) => {
@@ -40,7 +43,23 @@ export default defineConfig({
     // graphql 16 ships index.js (CJS) and index.mjs; Vite would give transformed source files the
     // .mjs build while externalized packages (type-graphql, Apollo) get index.js through Node:
     // two graphql realms, and "Cannot determine GraphQL output type". One copy, as in production.
-    alias: [{ find: /^graphql$/, replacement: "graphql/index.js" }],
+    alias: [
+      { find: /^graphql$/, replacement: "graphql/index.js" },
+      // The workspace packages from their sources, as tsconfig.json's `paths` give them to tsc and
+      // tsx: a test never runs a stale build. The packed tarballs are tested on their own.
+      {
+        find: /^@acs-identity-gateway\/emulator$/,
+        replacement: source("packages/emulator/src/index.ts"),
+      },
+      {
+        find: /^@acs-identity-gateway\/client$/,
+        replacement: source("packages/client/src/index.ts"),
+      },
+      {
+        find: /^@acs-identity-gateway\/client\/persisted-documents\.json$/,
+        replacement: source("packages/client/persisted-documents.json"),
+      },
+    ],
   },
   test: {
     include: ["test/**/*.test.ts"],

@@ -4,7 +4,7 @@
  * string line like `npm run emulator`, and answers `"counters"` over IPC with how many calls of
  * each operation it served, which is how the benchmark counts upstream calls.
  */
-import { emulatorOptionsFromEnv, startEmulator } from "../src/emulator/index.js";
+import { emulatorOptionsFromEnv, startEmulator } from "@acs-identity-gateway/emulator";
 
 const emulator = await startEmulator({ ...emulatorOptionsFromEnv(process.env), port: 0 });
 process.stdout.write(`COMMUNICATION_SERVICES_CONNECTION_STRING=${emulator.connectionString}\n`);

@@ -12,7 +12,7 @@ import {
 import { createTokenCache } from "./cache/index.js";
 import type { TokenCache } from "./cache/token-cache.js";
 import type { Config } from "./config.js";
-import { startEmulator, type Emulator, type EmulatorOptions } from "./emulator/index.js";
+import { startEmulator, type Emulator, type EmulatorOptions } from "@acs-identity-gateway/emulator";
 import { buildGatewaySchema } from "./graphql/schema.js";
 import type { TokenCredential } from "@azure/identity";
 import { createAcsIdentityProvider } from "./identity/acs-identity-provider.js";

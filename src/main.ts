@@ -2,7 +2,7 @@ import "reflect-metadata";
 import { setFlagsFromString } from "node:v8";
 import { createApp } from "./app.js";
 import { ConfigError, loadConfig } from "./config.js";
-import { emulatorOptionsFromEnv } from "./emulator/index.js";
+import { emulatorOptionsFromEnv } from "@acs-identity-gateway/emulator";
 import { createLogger } from "./logger.js";
 import { createMetrics } from "./server/metrics.js";
 import { registerStoppingReadiness } from "./server/plugins/stopping.js";

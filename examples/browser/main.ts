@@ -7,7 +7,7 @@ import {
   createTokenRefresher,
   isGatewayClientError,
   type AbortSignalLike,
-} from "../../src/client/index.js";
+} from "@acs-identity-gateway/client";
 
 interface Demo {
   /** Finished calls of the tokenRefresher (each one gateway call). */

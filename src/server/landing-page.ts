@@ -1,6 +1,6 @@
 import type { ApolloServerPluginLandingPageLocalDefaultOptions } from "@apollo/server/plugin/landingPage/default";
 import type { FastifyRequest } from "fastify";
-import manifest from "../client/generated/persisted-documents.json" with { type: "json" };
+import manifest from "@acs-identity-gateway/client/persisted-documents.json" with { type: "json" };
 import type { Config } from "../config.js";
 
 /**

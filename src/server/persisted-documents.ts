@@ -2,7 +2,7 @@ import type { KeyValueCache, KeyValueCacheSetOptions } from "@apollo/utils.keyva
 import { InMemoryLRUCache } from "@apollo/utils.keyvaluecache";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { RedisClient } from "../redis/index.js";
-import manifestFile from "../client/generated/persisted-documents.json" with { type: "json" };
+import manifestFile from "@acs-identity-gateway/client/persisted-documents.json" with { type: "json" };
 import type { Logger } from "../logger.js";
 import { isBrowserPageRequest } from "./landing-page.js";
 

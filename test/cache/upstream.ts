@@ -1,6 +1,6 @@
 import type { CommunicationIdentityClient, TokenScope } from "@azure/communication-identity";
 import type { TokenCacheKey } from "../../src/cache/token-cache.js";
-import type { Emulator, EmulatorOptions } from "../../src/emulator/index.js";
+import type { Emulator, EmulatorOptions } from "@acs-identity-gateway/emulator";
 import type { IssuedToken } from "../../src/identity/identity-provider.js";
 import { createLogger } from "../../src/logger.js";
 import { normalizeScopes, type AcsScope } from "../../src/tokens/scopes.js";

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { App } from "../../src/app.js";
-import { persistedOperations } from "../../src/client/generated/graphql.js";
+import { persistedOperations } from "@acs-identity-gateway/client";
 import { loadConfig } from "../../src/config.js";
 import { TRUSTED_DOCUMENTS_MANIFEST } from "../../src/server/persisted-documents.js";
 import { startGateway } from "../helpers/gateway.js";

@@ -5,7 +5,7 @@ import {
   createTokenRefresher,
   GatewayClientError,
   persistedOperations,
-} from "../../src/client/index.js";
+} from "@acs-identity-gateway/client";
 import { startGateway } from "../helpers/gateway.js";
 
 /** A JWT-shaped token (unsigned: the refresher only reads `exp`) expiring at `expMs`. */
@@ -75,6 +75,24 @@ describe("createTokenRefresher against a running gateway", () => {
     } finally {
       credential.dispose();
     }
+  });
+
+  it("takes scopes as the ACS SDKs spell them, and the token carries them", async () => {
+    const answers: any[] = [];
+    const recording: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init);
+      answers.push(await response.clone().json());
+      return response;
+    };
+    const refresher = createTokenRefresher({
+      url,
+      scopes: ["chat.join", "voip"],
+      fetch: recording,
+    });
+    const token = await refresher();
+    expect(answers[0].data.issueMyToken.scopes.sort()).toEqual(["CHAT_JOIN", "VOIP"]);
+    // The same scopes in the enum's spelling are the same cache entry: the same token.
+    expect(await createTokenRefresher({ url, scopes: ["VOIP", "CHAT_JOIN"] })()).toBe(token);
   });
 
   it("issues for a given userId with issueToken", async () => {
@@ -281,6 +299,12 @@ describe("createTokenRefresher's rules", () => {
 
   it("validates its options", () => {
     expect(() => createTokenRefresher({ url: "http://g/graphql", scopes: [] })).toThrow(/scopes/);
+    expect(() =>
+      // A typo in either spelling fails where it is written, naming what is accepted.
+      createTokenRefresher({ url: "http://g/graphql", scopes: ["Voip" as "voip"] }),
+    ).toThrow(
+      /unknown scope "Voip": use one of chat, chat.join, chat.join.limited, voip, voip.join/,
+    );
     expect(() =>
       createTokenRefresher({ url: "http://g/graphql", scopes: ["VOIP"], expiresInMinutes: 30 }),
     ).toThrow(/expiresInMinutes/);

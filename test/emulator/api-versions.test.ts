@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SUPPORTED_API_VERSIONS, type Emulator } from "../../src/emulator/index.js";
+import { SUPPORTED_API_VERSIONS, type Emulator } from "@acs-identity-gateway/emulator";
 import { startTestEmulator } from "../helpers/emulator.js";
 import { unsignedJwt } from "./jwt.js";
 import { rawRequest, type RawRequest, type RawResponse } from "./signing.js";

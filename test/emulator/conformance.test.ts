@@ -3,7 +3,7 @@ import type { CommunicationIdentityClient, TokenScope } from "@azure/communicati
 import type { FullOperationResponse } from "@azure/core-client";
 import type { RestError } from "@azure/core-rest-pipeline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Emulator } from "../../src/emulator/index.js";
+import type { Emulator } from "@acs-identity-gateway/emulator";
 import { identityClient, startTestEmulator } from "../helpers/emulator.js";
 import { refusal } from "./refusal.js";
 import { assertErrorShape, assertMatchesSpec } from "./spec.js";

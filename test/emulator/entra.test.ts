@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EMULATOR_TENANT_ID, type Emulator } from "../../src/emulator/index.js";
+import { EMULATOR_TENANT_ID, type Emulator } from "@acs-identity-gateway/emulator";
 import { identityClient, startTestEmulator } from "../helpers/emulator.js";
 import { unsignedJwt } from "./jwt.js";
 import { rawRequest, type RawResponse } from "./signing.js";

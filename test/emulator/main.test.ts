@@ -9,7 +9,7 @@ import {
   EMULATOR_DEFAULT_PORT,
   EMULATOR_WELL_KNOWN_ACCESS_KEY,
   emulatorOptionsFromEnv,
-} from "../../src/emulator/index.js";
+} from "@acs-identity-gateway/emulator";
 import { createTestCa } from "../helpers/emulator.js";
 
 /** `npm run emulator` as a child process, and the settings it reads. */
@@ -19,7 +19,7 @@ const children: ChildProcess[] = [];
 function runEmulator(env: Record<string, string>) {
   // What `npm run emulator` execs (node with tsx's loader: one process, so a signal reaches the
   // emulator itself), started directly: npm would stand between the test and the emulator.
-  const child = spawn(process.execPath, ["--import", "tsx", "src/emulator/main.ts"], {
+  const child = spawn(process.execPath, ["--import", "tsx", "packages/emulator/src/main.ts"], {
     cwd: process.cwd(),
     env: { ...process.env, LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],

@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import type { Emulator } from "../../src/emulator/index.js";
+import type { Emulator } from "@acs-identity-gateway/emulator";
 import { introspect } from "../helpers/introspect.js";
 import { identityClient, startTestEmulator } from "../helpers/emulator.js";
 import { refusal } from "./refusal.js";

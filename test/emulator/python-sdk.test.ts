@@ -1,7 +1,7 @@
 import { execFile, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Emulator } from "../../src/emulator/index.js";
+import type { Emulator } from "@acs-identity-gateway/emulator";
 import { createTestCa, startTestEmulator, type TestCa } from "../helpers/emulator.js";
 import { unsignedJwt } from "./jwt.js";
 

@@ -3,7 +3,7 @@ import type { CommunicationUserIdentifier } from "@azure/communication-common";
 import type { CommunicationIdentityClient } from "@azure/communication-identity";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Emulator } from "../../src/emulator/index.js";
+import type { Emulator } from "@acs-identity-gateway/emulator";
 import { identityClient, startTestEmulator } from "../helpers/emulator.js";
 import { rawRequest } from "./signing.js";
 import { assertErrorShape } from "./spec.js";

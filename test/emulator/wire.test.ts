@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Emulator } from "../../src/emulator/index.js";
+import type { Emulator } from "@acs-identity-gateway/emulator";
 import { startTestEmulator } from "../helpers/emulator.js";
 import { EMPTY_BODY_HASH, rawRequest, type RawRequest } from "./signing.js";
 import { assertErrorShape, assertMatchesSpec, specExample } from "./spec.js";

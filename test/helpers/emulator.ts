@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CommunicationIdentityClient } from "@azure/communication-identity";
-import { startEmulator, type Emulator, type EmulatorOptions } from "../../src/emulator/index.js";
+import { startEmulator, type Emulator, type EmulatorOptions } from "@acs-identity-gateway/emulator";
 
 /** An emulator on a free port, silent; the test file owns it and closes it in afterAll. */
 export function startTestEmulator(options: EmulatorOptions = {}): Promise<Emulator> {

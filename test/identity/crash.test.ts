@@ -3,7 +3,7 @@ import { createInterface } from "node:readline";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
 import { ANONYMOUS_ADMIN } from "../../src/auth/caller.js";
-import type { Emulator } from "../../src/emulator/index.js";
+import type { Emulator } from "@acs-identity-gateway/emulator";
 import { startTestEmulator } from "../helpers/emulator.js";
 import { ok, startGateway } from "../helpers/gateway.js";
 import { startPostgres, type PostgresServer } from "../helpers/postgres.js";

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
-import type { Emulator } from "../../src/emulator/index.js";
+import type { Emulator } from "@acs-identity-gateway/emulator";
 import { DomainError } from "../../src/errors.js";
 import { createAcsIdentityProvider } from "../../src/identity/acs-identity-provider.js";
 import { createProvisioner } from "../../src/identity/provisioning.js";

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Emulator } from "../../src/emulator/index.js";
+import type { Emulator } from "@acs-identity-gateway/emulator";
 import { createTestCa, startTestEmulator, type TestCa } from "../helpers/emulator.js";
 import { freePort } from "../helpers/ports.js";
 

@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
-import type { Emulator } from "../../src/emulator/index.js";
+import type { Emulator } from "@acs-identity-gateway/emulator";
 import { createLogger } from "../../src/logger.js";
 import { startTestEmulator } from "../helpers/emulator.js";
 import { startGateway } from "../helpers/gateway.js";

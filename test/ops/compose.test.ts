@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { loadConfig } from "../../src/config.js";
-import { EMULATOR_WELL_KNOWN_ACCESS_KEY } from "../../src/emulator/options.js";
+import { EMULATOR_WELL_KNOWN_ACCESS_KEY } from "../../packages/emulator/src/options.js";
 import { commandExists, settingNames } from "./settings.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));

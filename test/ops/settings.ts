@@ -21,7 +21,7 @@ export function settingNames(root: string): string[] {
   for (const match of config.slice(start, end).matchAll(/^ {2}([A-Z][A-Z0-9_]+):/gm)) {
     names.add(match[1]!);
   }
-  const emulator = readFileSync(join(root, "src/emulator/options.ts"), "utf8");
+  const emulator = readFileSync(join(root, "packages/emulator/src/options.ts"), "utf8");
   for (const match of emulator.matchAll(/"(ACS_EMULATOR_[A-Z0-9_]+)"/g)) {
     names.add(match[1]!);
   }

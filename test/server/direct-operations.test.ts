@@ -1,9 +1,9 @@
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
-import type { Emulator } from "../../src/emulator/index.js";
+import type { Emulator } from "@acs-identity-gateway/emulator";
 import { createLogger } from "../../src/logger.js";
-import { createGatewayClient } from "../../src/client/gateway-client.js";
+import { createGatewayClient } from "@acs-identity-gateway/client";
 import {
   operationsByName,
   TRUSTED_DOCUMENTS_MANIFEST,

@@ -1,5 +1,5 @@
 import { createPublicKey, verify, type JsonWebKey, type KeyObject } from "node:crypto";
-import type { Logger } from "../logger.js";
+import type { Logger } from "./logger.js";
 import { isGuid, jwtHeader, jwtPayload } from "./rules.js";
 
 /**

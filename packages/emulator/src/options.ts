@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
-import type { Logger } from "../logger.js";
+import type { Logger } from "./logger.js";
 import { isGuid } from "./rules.js";
 import {
   ACS_THROTTLE_LIMITS,

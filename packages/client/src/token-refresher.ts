@@ -5,11 +5,14 @@ import {
   type GatewayClientOptions,
 } from "./gateway-client.js";
 import { GatewayClientError } from "./errors.js";
-import type { TokenScope } from "./generated/graphql.js";
+import { toTokenScope, type TokenScopeInput } from "./scopes.js";
 
 export interface TokenRefresherOptions extends GatewayClientOptions {
-  /** What the token is for, e.g. `["VOIP"]` for calling or `["CHAT"]` for chat. At least one. */
-  scopes: TokenScope[];
+  /**
+   * What the token is for, at least one: as the ACS SDKs spell it (`["voip"]` for calling,
+   * `["chat"]` for chat, `"chat.join"`, ...) or as the gateway's GraphQL enum does (`["VOIP"]`).
+   */
+  scopes: readonly TokenScopeInput[];
   /** 60 to 1440; the gateway's (ACS's) default of 1440 when omitted. */
   expiresInMinutes?: number;
   /**
@@ -99,7 +102,9 @@ export function createTokenRefresher(options: TokenRefresherOptions): TokenRefre
   const maxRetryAfterSeconds = options.maxRetryAfterSeconds ?? 60;
   const now = options.now ?? (() => Date.now());
   const client = createGatewayClient(options);
-  const scopes = [...options.scopes];
+  // Checked and converted once: a typo throws here, not on every refresh. Duplicates are harmless
+  // (the gateway de-duplicates) and kept as given.
+  const scopes = options.scopes.map(toTokenScope);
 
   async function issue(
     signal: AbortSignalLike | undefined,

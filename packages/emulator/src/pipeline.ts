@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Logger } from "../logger.js";
+import type { Logger } from "./logger.js";
 import { API_SURFACES, resolveApiVersion, type ApiSurface } from "./api-versions.js";
 import { AuthenticationError, type Authenticator } from "./authenticator.js";
 import { createRequestContext, MAX_BODY_BYTES, readBody, type RequestContext } from "./context.js";

@@ -1,5 +1,5 @@
 /**
- * `acs-identity-gateway/client`: what a browser or Node app needs to get ACS tokens from the
+ * `@acs-identity-gateway/client`: what a browser or Node app needs to get ACS tokens from the
  * gateway. No runtime dependency beyond `fetch`.
  */
 export { GatewayClientError, isGatewayClientError, type GatewayErrorCode } from "./errors.js";
@@ -16,4 +16,5 @@ export {
   type TokenRefresher,
   type TokenRefresherOptions,
 } from "./token-refresher.js";
+export { toTokenScope, type AcsTokenScope, type TokenScopeInput } from "./scopes.js";
 export * from "./generated/graphql.js";

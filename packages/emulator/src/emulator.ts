@@ -2,7 +2,7 @@ import { createServer as createHttpServer, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { pino } from "pino";
-import type { Logger } from "../logger.js";
+import type { Logger } from "./logger.js";
 import { createAuthenticator } from "./authenticator.js";
 import { createEntraAuthority, MANAGED_IDENTITY_PATH } from "./entra.js";
 import { createHandlers } from "./handlers.js";

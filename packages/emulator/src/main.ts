@@ -1,10 +1,11 @@
+#!/usr/bin/env node
 /**
  * `npm run emulator`: the emulator alone. Once it listens it prints the connection string line on
  * stdout (scripts read it to find the port when ACS_EMULATOR_PORT=0) and, with ACS_EMULATOR_ENTRA,
  * an `IDENTITY_ENDPOINT=` and an `IDENTITY_HEADER=` line after it; everything else goes to stderr
  * as pino logs.
  */
-import { createLogger } from "../logger.js";
+import { createLogger } from "./logger.js";
 import { emulatorOptionsFromEnv, startEmulator, type EmulatorOptions } from "./index.js";
 
 let options: EmulatorOptions;

@@ -1,0 +1,197 @@
+import { execFile } from "node:child_process";
+import { lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { build } from "esbuild";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spawnGateway, type GatewayProcess } from "../helpers/processes.js";
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL("../..", import.meta.url));
+
+/** What a frontend app writes: the ACS SDK's credential fed by the client's tokenRefresher. */
+const APP_SOURCE = `
+import { AzureCommunicationTokenCredential } from "@azure/communication-common";
+import { createTokenRefresher, isGatewayClientError } from "@acs-identity-gateway/client";
+
+const credential = new AzureCommunicationTokenCredential({
+  tokenRefresher: createTokenRefresher({ url: GATEWAY_URL, scopes: ["voip", "chat.join"] }),
+  refreshProactively: true,
+});
+try {
+  const { token, expiresOnTimestamp } = await credential.getToken();
+  report({ segments: token.split(".").length, expiresOnTimestamp });
+} catch (error) {
+  report({ code: isGatewayClientError(error) ? error.code : String(error) });
+} finally {
+  credential.dispose();
+}
+`;
+
+const NODE_APP = `const GATEWAY_URL = process.env.GATEWAY_URL;
+const report = (result) => console.log(JSON.stringify(result));
+${APP_SOURCE}`;
+
+/** The same app in TypeScript, with the mistakes the client's types must catch. */
+const TYPED_APP = `declare const GATEWAY_URL: string;
+declare function report(result: object): void;
+${APP_SOURCE}
+// Both spellings are accepted, and a scope that does not exist is a type error.
+createTokenRefresher({ url: GATEWAY_URL, scopes: ["VOIP", "chat", "voip.join"] });
+// @ts-expect-error "video" is not an ACS scope
+createTokenRefresher({ url: GATEWAY_URL, scopes: ["video"] });
+// @ts-expect-error expiresInMinutes is a number
+createTokenRefresher({ url: GATEWAY_URL, scopes: ["voip"], expiresInMinutes: "60" });
+`;
+
+/**
+ * The client as a frontend team gets it: `npm pack -w @acs-identity-gateway/client` (its prepack
+ * builds it), installed from the tarball into an app in a temporary folder outside the repository,
+ * with the ACS SDK's `@azure/communication-common` beside it and nothing of the gateway.
+ */
+describe("the packed client, installed into an app outside the repository", () => {
+  let app: string;
+  let tarball: string;
+  let packed: { files: { path: string }[]; size: number; unpackedSize: number };
+  let gateway: GatewayProcess | undefined;
+
+  beforeAll(async () => {
+    app = mkdtempSync(join(tmpdir(), "acs-client-app-"));
+    const { stdout } = await run(
+      "npm",
+      ["pack", "-w", "@acs-identity-gateway/client", "--pack-destination", app, "--json"],
+      { cwd: root },
+    );
+    // npm prints the prepack build's own lines before the JSON report.
+    [packed] = JSON.parse(stdout.slice(stdout.indexOf("[")));
+    tarball = join(app, (packed as unknown as { filename: string }).filename);
+    writeFileSync(
+      join(app, "package.json"),
+      JSON.stringify({ name: "frontend-app", private: true, type: "module" }),
+    );
+    // --prefer-offline: the versions the repository's lock file holds are in npm's cache after
+    // `npm ci`, so this works without a registry too.
+    await run(
+      "npm",
+      [
+        "install",
+        tarball,
+        "@azure/communication-common@2.4.2",
+        "@types/node@20.19.43",
+        "--prefer-offline",
+        "--no-audit",
+        "--no-fund",
+      ],
+      { cwd: app },
+    );
+    gateway = await spawnGateway("npm", ["start"], {
+      cwd: root,
+      env: { PORT: "0", NODE_ENV: "development", LOG_LEVEL: "info" },
+    });
+  }, 240_000);
+
+  afterAll(async () => {
+    if (gateway && gateway.child.exitCode === null) {
+      gateway.child.kill("SIGTERM");
+      await gateway.exited;
+    }
+    if (app) {
+      rmSync(app, { recursive: true, force: true });
+    }
+  });
+
+  it("holds the built files, their types, the manifest and a README, and nothing of the server", () => {
+    const paths = packed.files.map((file) => file.path);
+    expect(paths).toEqual(
+      expect.arrayContaining([
+        "package.json",
+        "README.md",
+        "LICENSE",
+        "persisted-documents.json",
+        "dist/index.js",
+        "dist/index.d.ts",
+        "dist/token-refresher.js",
+        "dist/scopes.d.ts",
+        "dist/generated/graphql.js",
+      ]),
+    );
+    expect(paths.filter((path) => /^(test|node_modules)\//.test(path))).toEqual([]);
+    const manifest = JSON.parse(
+      readFileSync(join(app, "node_modules/@acs-identity-gateway/client/package.json"), "utf8"),
+    );
+    expect(manifest.private).toBeUndefined();
+    // Types only (TypedDocumentNode for Apollo Client, urql, ...): no server package.
+    expect(Object.keys(manifest.dependencies ?? {})).toEqual(["@graphql-typed-document-node/core"]);
+    // A real copy in the app, not a link back into this repository.
+    expect(lstatSync(join(app, "node_modules/@acs-identity-gateway/client")).isSymbolicLink()).toBe(
+      false,
+    );
+    console.log(
+      `client tarball: ${packed.files.length} files, ${packed.size} bytes packed, ${packed.unpackedSize} unpacked`,
+    );
+  });
+
+  it("feeds AzureCommunicationTokenCredential a live token from `npm start`", async () => {
+    writeFileSync(join(app, "app.mjs"), NODE_APP);
+    const { stdout } = await run(process.execPath, ["app.mjs"], {
+      cwd: app,
+      env: { PATH: process.env.PATH, GATEWAY_URL: gateway!.url },
+    });
+    const result = JSON.parse(stdout.trim());
+    expect(result).toEqual({ segments: 3, expiresOnTimestamp: expect.any(Number) });
+    // ACS's default lifetime (24 h), far beyond the SDK's 10-minute refresh margin.
+    expect(result.expiresOnTimestamp).toBeGreaterThan(Date.now() + 60 * 60_000);
+  });
+
+  it("type-checks in a strict nodenext app, and its types refuse a scope that does not exist", async () => {
+    writeFileSync(join(app, "app.ts"), TYPED_APP);
+    writeFileSync(
+      join(app, "tsconfig.json"),
+      JSON.stringify({
+        compilerOptions: {
+          strict: true,
+          module: "nodenext",
+          moduleResolution: "nodenext",
+          target: "es2022",
+          types: ["node"],
+          noEmit: true,
+          skipLibCheck: false,
+        },
+        files: ["app.ts"],
+      }),
+    );
+    const tsc = join(root, "node_modules/typescript/bin/tsc");
+    const result = await run(process.execPath, [tsc, "-p", "tsconfig.json"], { cwd: app }).then(
+      () => "",
+      (error: { stdout: string }) => error.stdout,
+    );
+    expect(result).toBe("");
+  });
+
+  it("bundles for the browser with the ACS SDK's credential in under 400 kB", async () => {
+    writeFileSync(
+      join(app, "browser.js"),
+      `const GATEWAY_URL = "/graphql";\nconst report = (result) => console.log(result);\n${APP_SOURCE}`,
+    );
+    const result = await build({
+      absWorkingDir: app,
+      entryPoints: ["browser.js"],
+      bundle: true,
+      platform: "browser",
+      format: "esm",
+      minify: true,
+      write: false,
+      logLevel: "silent",
+      metafile: true,
+    });
+    const bytes = result.outputFiles[0]!.contents.byteLength;
+    console.log(`browser bundle (client + @azure/communication-common): ${bytes} bytes`);
+    expect(bytes).toBeLessThan(400_000);
+    // The client's code is in it, and no Node built-in was needed to get there.
+    const inputs = Object.keys(result.metafile.inputs);
+    expect(inputs.some((input) => input.includes("@acs-identity-gateway/client/dist/"))).toBe(true);
+    expect(inputs.filter((input) => input.startsWith("node:"))).toEqual([]);
+  });
+});

@@ -1,0 +1,87 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+
+/** A gateway started as a user starts it: a command in a child process, found by its ready line. */
+export interface GatewayProcess {
+  child: ChildProcess;
+  /** The URL of the ready line (`http://HOST:PORT/graphql`). */
+  url: string;
+  /** Everything the process wrote so far, stdout and stderr. */
+  output(): string;
+  /** Resolves with the exit code (or signal name) once the process exited. */
+  exited: Promise<number | string | null>;
+}
+
+/**
+ * Starts `command` (e.g. `npm start`) in `cwd` with exactly `env` (plus PATH and HOME) and resolves
+ * once a log line carries the gateway's `url`; rejects with the output when the process exits
+ * first. The caller stops it (`child.kill()`), and should in afterAll even when a step failed.
+ */
+export function spawnGateway(
+  command: string,
+  args: string[],
+  options: { cwd: string; env: Record<string, string> },
+): Promise<GatewayProcess> {
+  const child = spawn(command, args, {
+    cwd: options.cwd,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | string | null>((resolve) =>
+    child.once("exit", (code, signal) => resolve(code ?? signal)),
+  );
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      output += `${line}\n`;
+      try {
+        const entry = JSON.parse(line) as { url?: unknown };
+        if (typeof entry.url === "string") {
+          resolve({ child, url: entry.url, output: () => output, exited });
+        }
+      } catch {
+        // npm's own lines, not a log line
+      }
+    });
+    void exited.then((code) =>
+      reject(new Error(`${command} ${args.join(" ")} exited (${code}) before listening:\n${output}`)),
+    );
+  });
+}
+
+/** The pids of `pid`'s children, from /proc (Linux), so a test can check none outlives its parent. */
+export function childPids(pid: number): number[] {
+  try {
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim();
+    return children === "" ? [] : children.split(/\s+/).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** Is a process with this pid still there (a zombie counts as gone)? */
+export function isRunning(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The state is the field after the parenthesised command name.
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** Sends a GraphQL operation and returns the JSON answer. */
+export async function postGraphQL(
+  url: string,
+  query: string,
+  variables?: Record<string, unknown>,
+): Promise<any> {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ query, variables }),
+  });
+  return response.json();
+}
