@@ -116,7 +116,10 @@ const schema = z.object({
       })
       .default("development"),
   ),
-  HOST: z.preprocess(unset, z.string().default("0.0.0.0")),
+  // Unset: loopback in development and test (a development gateway lets every caller mint tokens as
+  // an admin, so it must not be reachable from the network by accident), every interface in
+  // production (where callers must present a verified JWT). Containers set HOST themselves.
+  HOST: optionalString,
   PORT: int(4000, 0, 65535),
   LOG_LEVEL: z.preprocess(
     unset,
@@ -426,7 +429,7 @@ function freezeConfig(
   return Object.freeze({
     nodeEnv: e.NODE_ENV,
     production,
-    host: e.HOST,
+    host: e.HOST ?? (production ? "0.0.0.0" : "127.0.0.1"),
     port: e.PORT,
     logLevel: e.LOG_LEVEL,
     acs,

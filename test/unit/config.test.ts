@@ -15,16 +15,33 @@ function problems(env: Record<string, string>): string[] {
 }
 
 describe("configuration", () => {
-  it("starts with no settings at all: embedded emulator, memory cache, port 4000, auth none", () => {
+  it("starts with no settings at all: embedded emulator, memory cache, loopback port 4000, auth none", () => {
     const config = loadConfig({});
     expect(config.acs).toBeUndefined();
     expect(config.redis).toEqual({ mode: "memory" });
     expect(config.port).toBe(4000);
-    expect(config.host).toBe("0.0.0.0");
+    // Every caller is an admin here: only this machine may call.
+    expect(config.host).toBe("127.0.0.1");
     expect(config.auth).toEqual({ mode: "none" });
     expect(config.tokenMinRemainingMinutes).toBe(15);
     expect(config.redisKeyPrefix).toBe("acsgw:");
     expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it("listens where HOST says, and on every interface in production when it is unset", () => {
+    expect(loadConfig({ HOST: "0.0.0.0" }).host).toBe("0.0.0.0");
+    expect(loadConfig({ HOST: "" }).host).toBe("127.0.0.1");
+    expect(loadConfig({ NODE_ENV: "test" }).host).toBe("127.0.0.1");
+    const production = {
+      NODE_ENV: "production",
+      COMMUNICATION_SERVICES_CONNECTION_STRING: ACS,
+      AUTH_MODE: "jwt",
+      AUTH_JWKS_URL: "https://login.example.com/keys",
+      AUTH_ISSUER: "https://login.example.com/",
+      AUTH_AUDIENCE: "api://gateway",
+    };
+    expect(loadConfig(production).host).toBe("0.0.0.0");
+    expect(loadConfig({ ...production, HOST: "127.0.0.1" }).host).toBe("127.0.0.1");
   });
 
   it("treats empty strings as unset", () => {
