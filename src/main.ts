@@ -93,7 +93,9 @@ async function main(): Promise<void> {
   const upstream = embedded
     ? `the embedded ACS emulator at ${app.acs.endpoint}`
     : new URL(app.acs.endpoint).host;
-  const sandbox = config.production ? "" : " (open it in a browser for Apollo Sandbox)";
+  const sandbox = config.production
+    ? ""
+    : " (open it in a browser for the GraphiQL explorer; Apollo Sandbox at /sandbox)";
   logger.info(
     { url, upstream, cache: config.redis.mode, tracing: tracing !== undefined },
     `ACS identity gateway ready at ${url}${sandbox}, using ${upstream}`,

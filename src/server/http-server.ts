@@ -4,7 +4,6 @@ import {
   ApolloServerPluginInlineTraceDisabled,
   ApolloServerPluginLandingPageDisabled,
 } from "@apollo/server/plugin/disabled";
-import { ApolloServerPluginLandingPageLocalDefault } from "@apollo/server/plugin/landingPage/default";
 import { fastifyApolloDrainPlugin, fastifyApolloHandler } from "@as-integrations/fastify";
 import Fastify, { LogController, type FastifyInstance } from "fastify";
 import { randomUUID } from "node:crypto";
@@ -18,7 +17,8 @@ import { MAX_DOCUMENT_TOKENS } from "../graphql/document-bounds.js";
 import { createQueryLimitRules } from "../graphql/query-limits.js";
 import { quieter, unredactedChild, type Logger } from "../logger.js";
 import { registerCors } from "./cors.js";
-import { createLandingPage, isBrowserPageRequest, PRODUCTION_GET_MESSAGE } from "./landing-page.js";
+import { createExplorer } from "./explorer.js";
+import { isBrowserPageRequest, PRODUCTION_GET_MESSAGE } from "./landing-page.js";
 import { createDocumentStore } from "./document-store.js";
 import type { Metrics } from "./metrics.js";
 import { accessLogPlugin, createAccessLog } from "./plugins/access-log.js";
@@ -158,9 +158,10 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
       createTracingPlugin<GatewayContext>(),
       accessLogPlugin(accessLog),
       direct.plugin,
-      config.production
-        ? ApolloServerPluginLandingPageDisabled()
-        : ApolloServerPluginLandingPageLocalDefault(createLandingPage(config)),
+      // In development too: browsers opening /graphql get the explorer (explorer.ts), answered
+      // before Apollo, and Apollo's Sandbox page is served at /sandbox. Without this, Apollo would
+      // install Sandbox at /graphql itself whenever NODE_ENV is not production.
+      ApolloServerPluginLandingPageDisabled(),
     ],
   });
   await apollo.start();
@@ -188,25 +189,37 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     done();
   });
 
+  const explorer = config.production ? undefined : await createExplorer(config);
+  if (explorer !== undefined && !explorer.files.installed) {
+    logger.warn(
+      { reason: explorer.files.reason },
+      "the GraphiQL explorer's files are not installed (npm install without --omit=dev adds them); / answers how to fix it",
+    );
+  }
+
   const trusted = config.persistedDocumentsOnly
     ? createTrustedDocumentsHandler(deps.trustedDocuments ?? loadTrustedDocuments())
     : undefined;
   // CORS lives in its own encapsulated context, so its hooks touch /graphql only (not /metrics).
   await fastify.register(async (graphql) => {
     await registerCors(graphql, config.cors);
-    if (config.production) {
-      graphql.addHook("onRequest", (request, reply, done) => {
-        if (!isBrowserPageRequest(request)) {
-          done();
-          return;
-        }
-        reply
-          .code(200)
-          .header("cache-control", "no-store")
-          .type("text/plain; charset=utf-8")
-          .send(PRODUCTION_GET_MESSAGE);
-      });
-    }
+    // A browser opening /graphql: the explorer in development; in production, one sentence on
+    // what the endpoint is instead of Apollo's raw CSRF error.
+    graphql.addHook("onRequest", (request, reply, done) => {
+      if (!isBrowserPageRequest(request)) {
+        done();
+        return;
+      }
+      if (explorer !== undefined) {
+        explorer.sendPage(reply);
+        return;
+      }
+      reply
+        .code(200)
+        .header("cache-control", "no-store")
+        .type("text/plain; charset=utf-8")
+        .send(PRODUCTION_GET_MESSAGE);
+    });
     if (trusted) {
       graphql.addHook("preHandler", trusted);
     }
@@ -218,8 +231,10 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     });
   });
 
-  if (!config.production) {
-    fastify.get("/", async (_request, reply) => reply.redirect("/graphql", 302));
+  // Development: the explorer at / (and its files), Apollo Sandbox at /sandbox. Production has no
+  // route at / (a 404), and neither page.
+  if (explorer !== undefined) {
+    await fastify.register(explorer.routes);
   }
 
   await fastify.register(operationsEndpoints, {

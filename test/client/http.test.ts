@@ -94,13 +94,14 @@ describe("CORS for browser pages", () => {
     expect(response.body).toContain("CSRF");
   });
 
-  it("redirects / to the Sandbox in development", async () => {
+  it("serves the explorer at / in development", async () => {
     const response = await dev.server.fastify.inject({ method: "GET", url: "/" });
-    expect(response.statusCode).toBe(302);
-    expect(response.headers.location).toBe("/graphql");
+    expect(response.statusCode).toBe(200);
+    expect(response.headers["content-type"]).toContain("text/html");
+    expect(response.body).toContain('src="/explorer/graphiql.js?v=');
   });
 
-  it("opens Sandbox with an example operation", async () => {
+  it("opens the explorer with an example operation", async () => {
     const response = await dev.server.fastify.inject({
       method: "GET",
       url: "/graphql",
@@ -111,7 +112,7 @@ describe("CORS for browser pages", () => {
   });
 });
 
-describe("Sandbox when JWT auth and a router secret are on", () => {
+describe("the explorer and Sandbox when JWT auth and a router secret are on", () => {
   it("prefills the headers to add, with placeholders instead of the secret", async () => {
     const secret = "router-secret-value-0123456789";
     const app = await startGateway({
@@ -122,16 +123,18 @@ describe("Sandbox when JWT auth and a router secret are on", () => {
       ROUTER_SECRET: secret,
     });
     try {
-      const page = await app.server.fastify.inject({
-        method: "GET",
-        url: "/graphql",
-        headers: { accept: "text/html" },
-      });
-      expect(page.statusCode).toBe(200);
-      expect(page.body).toContain("Authorization");
-      expect(page.body).toContain("Bearer \\u003ca JWT from https://issuer.test/");
-      expect(page.body).toContain("router-authorization");
-      expect(page.body).not.toContain(secret);
+      for (const url of ["/graphql", "/sandbox"]) {
+        const page = await app.server.fastify.inject({
+          method: "GET",
+          url,
+          headers: { accept: "text/html" },
+        });
+        expect(page.statusCode, url).toBe(200);
+        expect(page.body, url).toContain("Authorization");
+        expect(page.body, url).toContain("Bearer \\u003ca JWT from https://issuer.test/");
+        expect(page.body, url).toContain("router-authorization");
+        expect(page.body, url).not.toContain(secret);
+      }
     } finally {
       await app.close();
     }
@@ -212,7 +215,7 @@ describe("trusted documents only", () => {
     await app?.close();
   });
 
-  it("still opens Sandbox in a browser in development", async () => {
+  it("still opens the explorer in a browser in development", async () => {
     const page = await app.server.fastify.inject({
       method: "GET",
       url: "/graphql",

@@ -47,11 +47,16 @@ describe("the gateway over HTTP", () => {
     expect(allowed.status).toBe(200);
   });
 
-  it("serves Apollo Sandbox as the landing page in development", async () => {
+  it("serves the GraphiQL explorer to browsers in development, and Apollo Sandbox at /sandbox", async () => {
     const response = await fetch(url, { headers: { accept: "text/html" } });
     expect(response.status).toBe(200);
     expect(response.headers.get("content-type")).toContain("text/html");
-    expect(await response.text()).toContain("embeddable-sandbox");
+    const page = await response.text();
+    expect(page).toContain('src="/explorer/graphiql.js?v=');
+    expect(page).not.toContain("embeddable-sandbox");
+    const sandbox = await fetch(new URL("/sandbox", url), { headers: { accept: "text/html" } });
+    expect(sandbox.status).toBe(200);
+    expect(await sandbox.text()).toContain("embeddable-sandbox");
   });
 
   it("answers introspection in development", async () => {
