@@ -82,6 +82,8 @@ interface Resources {
   server?: HttpServer;
   limiters: RateLimiter[];
   mappings?: UserMappingStore;
+  /** Its background clean-ups stop before the stores they wait for close. */
+  tokens?: { close(): void };
   /** PostgreSQL connections of the mapping store (DATABASE_URL). */
   pool?: { end(): Promise<void> };
   cache?: TokenCache;
@@ -98,6 +100,7 @@ interface Resources {
 const SHUTDOWN_ORDER: ((r: Resources) => Promise<unknown> | undefined)[] = [
   (r) => r.server?.fastify.close(),
   (r) => Promise.all(r.limiters.map((limiter) => limiter.close())),
+  (r) => Promise.resolve(r.tokens?.close()),
   (r) => r.mappings?.close(),
   (r) => r.pool?.end(),
   (r) => r.cache?.close(),
@@ -204,8 +207,24 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
         logger.warn({ err: error.message }, "mapping database connection error"),
       ));
       await migrate(pool, logger.child({ component: "mapping-db" }));
-      // Callers mapped in Redis before DATABASE_URL was set keep their identity (imported once).
-      resources.mappings = createPgUserMappingStore({ pool, resource, importFrom: redisMappings });
+      // Callers mapped in Redis before DATABASE_URL was set keep their identity (imported once),
+      // as long as Redis can answer: it is only a cache here, so its outage refuses nobody.
+      let lastSkipWarning = -Infinity;
+      resources.mappings = createPgUserMappingStore({
+        pool,
+        resource,
+        importFrom: redisMappings,
+        onImportSkipped: (error) => {
+          // One line a minute at most: an outage would otherwise log one per new caller.
+          if (performance.now() - lastSkipWarning >= 60_000) {
+            lastSkipWarning = performance.now();
+            logger.warn(
+              { err: error instanceof Error ? error.message : String(error) },
+              "Redis could not be asked for mappings stored before DATABASE_URL was set; new callers get their identity from PostgreSQL",
+            );
+          }
+        },
+      });
     } else {
       resources.mappings = redisMappings ?? createMemoryUserMappingStore();
     }
@@ -250,7 +269,7 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
     }
     const identity = readiness.track(upstream);
     const auditLog = logger.child({ component: "audit" });
-    const tokens = createTokenService({
+    const tokens = (resources.tokens = createTokenService({
       // The audit trail of identity changes: who (issuer and the hashed caller key, never the
       // subject in clear), what, which identity, and whether it was self-service.
       audit: ({ event, userId, actor, via }) => {
@@ -266,7 +285,7 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       mappings,
       logger,
       provisioning: { afterStep: exitAfterStepFromEnv(process.env, config.production) },
-    });
+    }));
     // Identities a crash left recorded but unconfirmed: confirm them now rather than on the
     // caller's next call. A store that is down does not stop the start (each call retries).
     await tokens.recoverPendingIdentities().catch((error: unknown) => {

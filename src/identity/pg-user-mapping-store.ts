@@ -1,6 +1,7 @@
 import pg from "pg";
 import {
   UserMappingConflictError,
+  type FoundIdentity,
   type ReserveOutcome,
   type UserMappingStore,
 } from "./user-mapping-store.js";
@@ -19,12 +20,26 @@ export function createPgUserMappingStore(options: {
   /**
    * The store used before DATABASE_URL was set (Redis): a caller PostgreSQL has never seen is
    * looked up there first and their identity imported, so switching a deployment to PostgreSQL
-   * gives no existing caller a second identity. Its errors fail the call (it cannot tell "no
-   * identity" from "unknown"); callers PostgreSQL already knows never touch it.
+   * gives no existing caller a second identity. Best effort: with DATABASE_URL, Redis is only a
+   * cache, so when it cannot answer the caller is treated as new (PostgreSQL arbitrates) instead
+   * of being refused; `onImportSkipped` reports it. Callers PostgreSQL already knows never touch it.
    */
   importFrom?: UserMappingStore;
+  /** The earlier store could not be asked (Redis down): a caller was treated as new. */
+  onImportSkipped?: (error: unknown) => void;
 }): UserMappingStore {
   const { pool, resource, importFrom } = options;
+  const skipped = options.onImportSkipped ?? (() => {});
+
+  /** The earlier store's answer, or undefined when it cannot give one (best effort, see above). */
+  async function earlierIdentity(subjectKey: string): Promise<string | undefined> {
+    try {
+      return await importFrom!.get(subjectKey);
+    } catch (error) {
+      skipped(error);
+      return undefined;
+    }
+  }
 
   async function live(subjectKey: string): Promise<ReserveOutcome | undefined> {
     const { rows } = await pool.query<{
@@ -62,7 +77,7 @@ export function createPgUserMappingStore(options: {
       if (history.rowCount !== 0) {
         return { kind: "reserved" };
       }
-      earlier = await importFrom!.get(subjectKey);
+      earlier = await earlierIdentity(subjectKey);
       if (earlier === undefined) {
         return { kind: "reserved" };
       }
@@ -77,8 +92,14 @@ export function createPgUserMappingStore(options: {
 
   const store: UserMappingStore = {
     async get(subjectKey) {
+      return (await store.find(subjectKey))?.userId;
+    },
+
+    async find(subjectKey): Promise<FoundIdentity | undefined> {
       const found = await live(subjectKey);
-      return found?.kind === "mapped" ? found.userId : undefined;
+      return found?.kind === "mapped" || found?.kind === "pending"
+        ? { userId: found.userId, confirmed: found.kind === "mapped" }
+        : undefined;
     },
 
     async reserve(subjectKey, reservationId, leaseUntil, now) {
@@ -169,7 +190,7 @@ export function createPgUserMappingStore(options: {
     async subjectOf(userId) {
       const { rows } = await pool.query<{ subject_key: string }>(
         `SELECT subject_key FROM acsgw_identity_mapping
-          WHERE resource = $1 AND user_id = $2 AND state = 'mapped'`,
+          WHERE resource = $1 AND user_id = $2 AND state IN ('pending', 'mapped')`,
         [resource, userId],
       );
       return rows[0]?.subject_key;
@@ -181,7 +202,14 @@ export function createPgUserMappingStore(options: {
           WHERE resource = $1 AND subject_key = $2 AND user_id = $3`,
         [resource, subjectKey, userId],
       );
-      return rowCount === 1 || ((await importFrom?.ownsOrOwned(subjectKey, userId)) ?? false);
+      if (rowCount === 1 || !importFrom) {
+        return rowCount === 1;
+      }
+      // Ownership recorded only in the earlier store (never imported): best effort, like the import.
+      return importFrom.ownsOrOwned(subjectKey, userId).catch((error: unknown) => {
+        skipped(error);
+        return false;
+      });
     },
 
     async close() {

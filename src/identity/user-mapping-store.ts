@@ -23,8 +23,14 @@ import { hashTag, redisScript, runScript, type RedisClient } from "../redis/inde
  * owner still revoke that identity's tokens.
  */
 export interface UserMappingStore {
-  /** The confirmed identity of the caller, if any. */
+  /**
+   * The caller's identity, confirmed or pending, if any. A pending identity was created for this
+   * caller and its token may already be in their hands, so it is theirs for every purpose (`me`,
+   * revoking, deleting) before it is confirmed; `find` tells the two apart.
+   */
   get(subjectKey: string): Promise<string | undefined>;
+  /** The caller's identity and whether it is confirmed yet; undefined while none is recorded. */
+  find(subjectKey: string): Promise<FoundIdentity | undefined>;
   /**
    * Reserves the subject for `reservationId` unless it is mapped, pending or reserved by a
    * reservation whose lease (epoch ms) is still after `now`; an expired reservation is taken over.
@@ -53,11 +59,24 @@ export interface UserMappingStore {
    * stays attributed to that subject (`ownsOrOwned`).
    */
   removeByUserId(userId: string): Promise<string | undefined>;
-  /** The subject key `userId` is currently mapped from (confirmed), if it is. */
+  /** The subject key `userId` is currently the identity of (confirmed or pending), if any. */
   subjectOf(userId: string): Promise<string | undefined>;
   /** Is or was `userId` the identity of `subjectKey` (also after deletion or replacement)? */
   ownsOrOwned(subjectKey: string, userId: string): Promise<boolean>;
   close(): Promise<void>;
+}
+
+export interface FoundIdentity {
+  userId: string;
+  /** False while the identity is recorded but not yet confirmed (see `confirm`). */
+  confirmed: boolean;
+}
+
+/** A reservation's outcome as the identity it names, if it names one. */
+function foundIn(outcome: ReserveOutcome | undefined): FoundIdentity | undefined {
+  return outcome?.kind === "mapped" || outcome?.kind === "pending"
+    ? { userId: outcome.userId, confirmed: outcome.kind === "mapped" }
+    : undefined;
 }
 
 export type ReserveOutcome =
@@ -156,7 +175,13 @@ export function createMemoryUserMappingStore(
   return {
     async get(subjectKey) {
       const entry = bySubject.get(subjectKey);
-      return entry?.kind === "mapped" ? entry.userId : undefined;
+      return entry?.kind === "reserved" ? undefined : entry?.userId;
+    },
+    async find(subjectKey) {
+      const entry = bySubject.get(subjectKey);
+      return entry?.kind === "reserved" || !entry
+        ? undefined
+        : { userId: entry.userId, confirmed: entry.kind === "mapped" };
     },
     async reserve(subjectKey, reservationId, leaseUntil, now) {
       const entry = bySubject.get(subjectKey);
@@ -223,7 +248,7 @@ export function createMemoryUserMappingStore(
     async subjectOf(userId) {
       const subjectKey = owners.get(userId);
       const entry = subjectKey === undefined ? undefined : bySubject.get(subjectKey);
-      return entry?.kind === "mapped" && entry.userId === userId ? subjectKey : undefined;
+      return entry && entry.kind !== "reserved" && entry.userId === userId ? subjectKey : undefined;
     },
     async ownsOrOwned(subjectKey, userId) {
       return owners.get(userId) === subjectKey;
@@ -344,8 +369,10 @@ export function createRedisUserMappingStore(options: {
 
   return {
     async get(subjectKey) {
-      const value = await valueOf(subjectKey);
-      return value?.kind === "mapped" ? value.userId : undefined;
+      return foundIn(await valueOf(subjectKey))?.userId;
+    },
+    async find(subjectKey) {
+      return foundIn(await valueOf(subjectKey));
     },
     async reserve(subjectKey, reservationId, leaseUntil, now) {
       const held = (await runScript(
@@ -411,8 +438,7 @@ export function createRedisUserMappingStore(options: {
       if (subjectKey === null) {
         return undefined;
       }
-      const value = await valueOf(subjectKey);
-      return value?.kind === "mapped" && value.userId === userId ? subjectKey : undefined;
+      return foundIn(await valueOf(subjectKey))?.userId === userId ? subjectKey : undefined;
     },
     async ownsOrOwned(subjectKey, userId) {
       return (await redis.get(ownerKeyOf(userId))) === subjectKey;

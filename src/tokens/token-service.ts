@@ -88,6 +88,8 @@ export interface TokenService {
   ownsOrOwned(subjectKey: string, userId: string): Promise<boolean>;
   /** Confirms self-service identities a crash left pending (called at start). */
   recoverPendingIdentities(): Promise<number>;
+  /** Stops background clean-ups still waiting for the mapping store (at shutdown). */
+  close(): void;
 }
 
 /** An identity change, for the audit trail (who changed which identity). */
@@ -196,6 +198,7 @@ function guardedMappings(store: UserMappingStore, logger: Logger): UserMappingSt
     };
   return {
     get: guard("get", store.get),
+    find: guard("find", store.find),
     reserve: guard("reserve", store.reserve),
     record: guard("record", store.record),
     confirm: guard("confirm", store.confirm),
@@ -265,8 +268,9 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
   }
 
   /**
-   * The revoke/delete bracket of the cache around the upstream call (ARCHITECTURE.md): the one
-   * place the service asks the cache to invalidate a user.
+   * The revoke/delete bracket of the cache around the upstream call (docs/caching.md, "Revocation
+   * and deletion: what is guaranteed"): the one place the service asks the cache to invalidate a
+   * user.
    */
   async function invalidate(
     userId: string,
@@ -294,7 +298,8 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     if (remembered !== undefined) {
       return remembered;
     }
-    const mapped = await mappings.get(actor.key);
+    // Confirmed or pending: a pending identity is already the caller's (provisioning.ts).
+    const mapped = await provisioner.currentIdentity(actor.key);
     if (mapped !== undefined) {
       known.remember(actor.key, mapped);
       return mapped;
@@ -318,7 +323,9 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
   }
 
   async function ownIdentity(actor: Actor): Promise<string> {
-    const userId = await mappings.get(actor.key);
+    // A pending identity counts: its token may be in the caller's hands, so revoking or deleting
+    // it must not answer NOT_FOUND.
+    const userId = await provisioner.currentIdentity(actor.key);
     if (userId === undefined) {
       throw new DomainError("not-found", "You have no communication identity yet.");
     }
@@ -429,6 +436,7 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     ownsOrOwned: (subjectKey, userId) => mappings.ownsOrOwned(subjectKey, userId),
 
     recoverPendingIdentities: () => provisioner.recover(),
+    close: () => provisioner.close(),
   };
 }
 

@@ -130,8 +130,11 @@ describe.each(backends)("the self-service mapping store (%s)", (_name, create) =
     expect(await one.ownsOrOwned("subject", "user-loser")).toBe(false);
 
     expect(await two.record("subject", `res-${winner}`, "user-1")).toBe(true);
-    // Recorded is not yet visible as the mapping, but every later reservation learns the identity.
-    expect(await one.get("subject")).toBeUndefined();
+    // Recorded is the subject's identity already (its token may be out), though not confirmed;
+    // every later reservation learns it too.
+    expect(await one.get("subject")).toBe("user-1");
+    expect(await one.find("subject")).toEqual({ userId: "user-1", confirmed: false });
+    expect(await two.subjectOf("user-1")).toBe("subject");
     expect(await one.reserve("subject", "late", T0 + 2 * LEASE, T0 + LEASE + 1)).toEqual({
       kind: "pending",
       userId: "user-1",
@@ -141,6 +144,7 @@ describe.each(backends)("the self-service mapping store (%s)", (_name, create) =
     expect(await two.confirm("subject", "user-1")).toBe(true);
     expect(await one.confirm("subject", "someone-else")).toBe(false);
     expect(await two.get("subject")).toBe("user-1");
+    expect(await two.find("subject")).toEqual({ userId: "user-1", confirmed: true });
     expect(await two.pending(10)).toEqual([]);
     expect(await one.subjectOf("user-1")).toBe("subject");
     expect(await one.reserve("subject", "later", T0 + LEASE, T0)).toEqual({
@@ -298,19 +302,31 @@ describe("switching to PostgreSQL from Redis", () => {
     expect(await store.reserve("alice", "r3", T0 + LEASE, T0)).toEqual({ kind: "reserved" });
   });
 
-  it("fails (and keeps no reservation) while the earlier store cannot answer", async () => {
+  it("treats the caller as new, and says so, while the earlier store cannot answer: Redis is only a cache", async () => {
     const earlier = createMemoryUserMappingStore();
     const broken = {
       ...earlier,
       get: async () => {
         throw new Error("redis down");
       },
+      ownsOrOwned: async () => {
+        throw new Error("redis down");
+      },
     };
     const pool = await database();
-    const store = createPgUserMappingStore({ pool, resource: "r", importFrom: broken });
-    await expect(store.reserve("carol", "r1", T0 + LEASE, T0)).rejects.toThrow("redis down");
+    const skipped: unknown[] = [];
+    const store = createPgUserMappingStore({
+      pool,
+      resource: "r",
+      importFrom: broken,
+      onImportSkipped: (error) => skipped.push(error),
+    });
+    expect(await store.reserve("carol", "r1", T0 + LEASE, T0)).toEqual({ kind: "reserved" });
+    expect(await store.ownsOrOwned("carol", "u-unknown")).toBe(false);
+    expect(skipped.map((e) => (e as Error).message)).toEqual(["redis down", "redis down"]);
+    // PostgreSQL holds the reservation: it arbitrates from here on.
     const plain = createPgUserMappingStore({ pool, resource: "r" });
-    expect(await plain.reserve("carol", "r2", T0 + LEASE, T0)).toEqual({ kind: "reserved" });
+    expect(await plain.reserve("carol", "r2", T0 + LEASE, T0)).toMatchObject({ kind: "busy" });
   });
 });
 

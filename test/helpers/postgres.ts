@@ -18,6 +18,13 @@ const run = promisify(execFile);
 export interface PostgresServer {
   /** A fresh, empty database: its connection URL. */
   newDatabase(): Promise<string>;
+  /**
+   * Only for a server the helper started (not an external DATABASE_URL): stop it as a crash does
+   * (`pg_ctl stop -m immediate`: connections reset, no shutdown checkpoint), resolved once it exited.
+   */
+  crash?(): Promise<void>;
+  /** After `crash`: start again on the same data and port (crash recovery runs), once it accepts. */
+  restart?(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -133,12 +140,29 @@ export async function startPostgres(): Promise<PostgresServer> {
     "-c",
     "max_connections=200",
   ]);
-  const child = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
-  child.stderr?.on("data", () => {});
+  const launch = () => {
+    const started = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
+    started.stderr?.on("data", () => {});
+    return started;
+  };
+  let child = launch();
   const base = `postgres://postgres@127.0.0.1:${port}`;
   await waitForServer(`${base}/postgres`, child, Date.now() + 20_000);
-  const admin = new pg.Client({ connectionString: `${base}/postgres` });
+  let admin = new pg.Client({ connectionString: `${base}/postgres` });
   await admin.connect();
+  const immediateStop = async () => {
+    const [stopCmd, stopArgs] = asServerUser(join(bin, "pg_ctl"), [
+      "stop",
+      "-D",
+      data,
+      "-m",
+      "immediate",
+    ]);
+    await run(stopCmd, stopArgs).catch(() => {});
+    if (child.exitCode === null && child.signalCode === null) {
+      await new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    }
+  };
 
   return {
     async newDatabase() {
@@ -146,19 +170,20 @@ export async function startPostgres(): Promise<PostgresServer> {
       await admin.query(`CREATE DATABASE ${name}`);
       return `${base}/${name}`;
     },
+    async crash() {
+      admin.on("error", () => {});
+      await immediateStop();
+    },
+    async restart() {
+      child = launch();
+      await waitForServer(`${base}/postgres`, child, Date.now() + 30_000);
+      await admin.end().catch(() => {});
+      admin = new pg.Client({ connectionString: `${base}/postgres` });
+      await admin.connect();
+    },
     async stop() {
       await admin.end().catch(() => {});
-      const [stopCmd, stopArgs] = asServerUser(join(bin, "pg_ctl"), [
-        "stop",
-        "-D",
-        data,
-        "-m",
-        "immediate",
-      ]);
-      await run(stopCmd, stopArgs).catch(() => {});
-      if (child.exitCode === null && child.signalCode === null) {
-        await new Promise<void>((resolve) => child.once("exit", () => resolve()));
-      }
+      await immediateStop();
       rmSync(dir, { recursive: true, force: true });
     },
   };

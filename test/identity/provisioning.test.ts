@@ -210,10 +210,11 @@ describe("the store failing between the steps", () => {
     const provisioner = provisionerOver(store, { now: 0 });
     const count = counting();
     const first = await provisioner.identityOf("carol");
-    expect(await memory.get("carol")).toBeUndefined();
+    // Recorded, not confirmed, and the caller's all the same.
+    expect(await memory.find("carol")).toEqual({ userId: first, confirmed: false });
     failConfirm = false;
     expect(await provisioner.identityOf("carol")).toBe(first);
-    expect(await memory.get("carol")).toBe(first);
+    expect(await memory.find("carol")).toEqual({ userId: first, confirmed: true });
     expect(count.live()).toBe(1);
   });
 

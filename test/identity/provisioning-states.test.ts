@@ -1,0 +1,262 @@
+import pg from "pg";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Emulator } from "@acs-identity-gateway/emulator";
+import type { App } from "../../src/app.js";
+import { DomainError } from "../../src/errors.js";
+import { createAcsIdentityProvider } from "../../src/identity/acs-identity-provider.js";
+import { createProvisioner, type Provisioner } from "../../src/identity/provisioning.js";
+import {
+  createMemoryUserMappingStore,
+  type UserMappingStore,
+} from "../../src/identity/user-mapping-store.js";
+import { createLogger } from "../../src/logger.js";
+import { createMetrics } from "../../src/server/metrics.js";
+import { startTestEmulator } from "../helpers/emulator.js";
+import { startGateway } from "../helpers/gateway.js";
+import { startPostgres, type PostgresServer } from "../helpers/postgres.js";
+import { startRedis, type RedisProcess } from "../helpers/redis.js";
+
+/**
+ * Every state a caller's first identity can be left in by a failing store, and how each is left
+ * (src/identity/provisioning.ts): a pending identity is the caller's, a record whose outcome is
+ * unknown is settled before anything is deleted, a reservation never outlives its failed holder,
+ * and with DATABASE_URL a Redis outage refuses no new caller.
+ */
+const silent = createLogger({ level: "silent" });
+const actor = (key: string) => ({ key, isAdmin: false });
+
+let emulator: Emulator;
+let postgres: PostgresServer;
+const apps: App[] = [];
+const provisioners: Provisioner[] = [];
+
+beforeAll(async () => {
+  [emulator, postgres] = await Promise.all([startTestEmulator(), startPostgres()]);
+}, 60_000);
+afterEach(async () => {
+  emulator.hooks.beforeRespond = undefined;
+  provisioners.splice(0).forEach((p) => p.close());
+  await Promise.all(apps.splice(0).map((app) => app.close()));
+});
+afterAll(async () => {
+  await Promise.all([emulator.close(), postgres.stop()]);
+});
+
+/** Identities created and deleted at the emulator from here on. */
+function counting() {
+  const created = emulator.counters.createIdentity;
+  const deleted = emulator.counters.deleteIdentity;
+  return {
+    created: () => emulator.counters.createIdentity - created,
+    deleted: () => emulator.counters.deleteIdentity - deleted,
+  };
+}
+
+async function gateway(env: Record<string, string>): Promise<App> {
+  const app = await startGateway({
+    COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
+    ...env,
+  });
+  apps.push(app);
+  return app;
+}
+
+function provisionerOver(store: UserMappingStore): Provisioner {
+  const provisioner = createProvisioner({
+    store,
+    identity: createAcsIdentityProvider({
+      endpoint: emulator.endpoint,
+      accessKey: emulator.accessKey,
+      allowInsecureConnection: true,
+      metrics: createMetrics(),
+      logger: silent,
+    }),
+    logger: silent,
+    // The background clean-up's pauses, short: the tests wait for its effect, not for time.
+    cleanupBackoffMs: [5],
+  });
+  provisioners.push(provisioner);
+  return provisioner;
+}
+
+describe("a record whose outcome is unknown", () => {
+  it("landed, though the store answered with an error: the identity is kept as the caller's, never deleted", async () => {
+    const memory = createMemoryUserMappingStore();
+    // A statement that committed but whose answer timed out (a PostgreSQL pause).
+    const store: UserMappingStore = {
+      ...memory,
+      record: async (subjectKey, reservationId, userId) => {
+        await memory.record(subjectKey, reservationId, userId);
+        throw new Error("query read timeout");
+      },
+    };
+    const count = counting();
+    await expect(provisionerOver(store).identityOf("ann")).rejects.toThrow("query read timeout");
+    expect(count.created()).toBe(1);
+    expect(count.deleted()).toBe(0);
+    const kept = await memory.find("ann");
+    expect(kept).toEqual({ userId: expect.stringMatching(/^8:acs:/), confirmed: true });
+    // And it is the one the caller gets from now on.
+    expect(await provisionerOver(memory).identityOf("ann")).toBe(kept!.userId);
+  });
+
+  it("while the store is down: nothing is deleted until the store tells; then the reservation goes and the identity is deleted", async () => {
+    const memory = createMemoryUserMappingStore();
+    let down = true;
+    const unlessDown =
+      <A extends unknown[], R>(call: (...args: A) => Promise<R>) =>
+      async (...args: A): Promise<R> => {
+        if (down) {
+          throw new Error("connection refused");
+        }
+        return call(...args);
+      };
+    let recordAttempted = false;
+    const store: UserMappingStore = {
+      ...memory,
+      record: async () => {
+        recordAttempted = true;
+        down = true;
+        throw new Error("connection refused");
+      },
+      release: unlessDown(memory.release),
+      find: unlessDown(memory.find),
+    };
+    down = false;
+    const count = counting();
+    await expect(provisionerOver(store).identityOf("bea")).rejects.toThrow("connection refused");
+    expect(recordAttempted).toBe(true);
+    // The store could not say whether the record landed: the identity must not be deleted yet.
+    expect(count.deleted()).toBe(0);
+    expect(await memory.reserve("bea", "other", 1, 0)).toEqual({
+      kind: "busy",
+      leaseUntil: expect.any(Number),
+    });
+
+    down = false;
+    await expect.poll(() => count.deleted(), { timeout: 15_000 }).toBe(1);
+    expect(await memory.find("bea")).toBeUndefined();
+    // The reservation went with it: the next call is not kept waiting.
+    expect(await memory.reserve("bea", "next", 1, 0)).toEqual({ kind: "reserved" });
+  });
+});
+
+describe("with PostgreSQL (DATABASE_URL)", () => {
+  it("a confirm that fails: me, revokeMyTokens and deleteMe act on the pending identity, never NOT_FOUND", async () => {
+    const url = await postgres.newDatabase();
+    const app = await gateway({ DATABASE_URL: url });
+    // The fault is injected in the test's own database: confirming (pending -> mapped) fails.
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    try {
+      await db.query(`
+        CREATE FUNCTION test_refuse_confirm() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF OLD.state = 'pending' AND NEW.state = 'mapped' THEN
+            RAISE EXCEPTION 'injected: confirm refused';
+          END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER test_refuse_confirm BEFORE UPDATE ON acsgw_identity_mapping
+          FOR EACH ROW EXECUTE FUNCTION test_refuse_confirm();`);
+
+      const grant = await app.tokens.issueMyToken(actor("cleo"), ["voip"]);
+      const { rows } = await db.query("SELECT state, user_id FROM acsgw_identity_mapping");
+      expect(rows).toEqual([{ state: "pending", user_id: grant.userId }]);
+
+      // `me` shows it, and the caller can revoke the token it holds.
+      expect(await app.tokens.userIdOf("cleo")).toBe(grant.userId);
+      expect((await app.tokens.revokeMyTokens(actor("cleo"))).userId).toBe(grant.userId);
+      // An erasure request erases it.
+      const count = counting();
+      expect((await app.tokens.deleteMe(actor("cleo"))).userId).toBe(grant.userId);
+      expect(count.deleted()).toBe(1);
+      expect(await app.tokens.userIdOf("cleo")).toBeUndefined();
+    } finally {
+      await db.end();
+    }
+  });
+
+  it("a pending identity is confirmed by the caller's next read once the database lets it", async () => {
+    const url = await postgres.newDatabase();
+    const app = await gateway({ DATABASE_URL: url });
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    try {
+      await db.query(`
+        CREATE FUNCTION test_refuse_confirm() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF OLD.state = 'pending' AND NEW.state = 'mapped' THEN RAISE EXCEPTION 'injected'; END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER test_refuse_confirm BEFORE UPDATE ON acsgw_identity_mapping
+          FOR EACH ROW EXECUTE FUNCTION test_refuse_confirm();`);
+      const { userId } = await app.tokens.issueMyToken(actor("dina"), ["chat"]);
+      await db.query("DROP TRIGGER test_refuse_confirm ON acsgw_identity_mapping");
+      expect((await app.tokens.revokeMyTokens(actor("dina"))).userId).toBe(userId);
+      const { rows } = await db.query("SELECT state FROM acsgw_identity_mapping");
+      expect(rows).toEqual([{ state: "mapped" }]);
+    } finally {
+      await db.end();
+    }
+  });
+
+  it("PostgreSQL crashes during a first issueMyToken: once it is back, the caller is served at once and the unrecorded identity is deleted", async (context) => {
+    if (!postgres.crash || !postgres.restart) {
+      context.skip("an external DATABASE_URL cannot be crashed by the test");
+    }
+    const app = await gateway({ DATABASE_URL: await postgres.newDatabase() });
+    const count = counting();
+    let crashed = false;
+    emulator.hooks.beforeRespond = async (operation) => {
+      if (operation === "createIdentity" && !crashed) {
+        crashed = true;
+        // The reservation is written; the identity is being created: the database dies now.
+        await postgres.crash!();
+      }
+    };
+    const first = await app.tokens.issueMyToken(actor("edna"), ["chat"]).catch((e) => e);
+    expect(first).toBeInstanceOf(DomainError);
+    expect((first as DomainError).kind).toBe("upstream-unavailable");
+    expect(count.created()).toBe(1);
+    expect(count.deleted()).toBe(0);
+
+    await postgres.restart!();
+    // The failed call's clean-up runs once the database is back: its reservation released, its
+    // unrecorded identity deleted at ACS.
+    await expect.poll(() => count.deleted(), { timeout: 30_000 }).toBe(1);
+    // The caller's next call is served at once: no "being created by another request".
+    const next = await app.tokens.issueMyToken(actor("edna"), ["chat"]);
+    expect(next.userId).toMatch(/^8:acs:/);
+    expect(count.created()).toBe(2);
+    expect(await app.tokens.userIdOf("edna")).toBe(next.userId);
+  }, 90_000);
+});
+
+describe("Redis down, PostgreSQL up (DATABASE_URL)", () => {
+  let redis: RedisProcess;
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    await redis.stop();
+  });
+
+  it("brand-new callers get their identity from PostgreSQL: Redis is only a cache", async () => {
+    const app = await gateway({ REDIS_URL: redis.url, DATABASE_URL: await postgres.newDatabase() });
+    await redis.kill();
+    const count = counting();
+    const callers = ["new-1", "new-2", "new-3", "new-4", "new-5"];
+    const grants = await Promise.all(
+      callers.map((key) => app.tokens.issueMyToken(actor(key), ["voip"])),
+    );
+    expect(new Set(grants.map((g) => g.userId)).size).toBe(5);
+    expect(count.created()).toBe(5);
+    // Each is recorded for good: the same identity again, Redis still down.
+    for (const [i, key] of callers.entries()) {
+      expect((await app.tokens.issueMyToken(actor(key), ["voip"])).userId).toBe(grants[i]!.userId);
+    }
+    expect(count.created()).toBe(5);
+    await redis.restart();
+  });
+});
