@@ -1,5 +1,5 @@
 import type { Logger } from "../logger.js";
-import type { RedisClient } from "../redis/client.js";
+import { onTopologyChange, type RedisClient } from "../redis/client.js";
 import { createBreaker } from "./breaker.js";
 import type { EntryRead, StoredEntry, TokenStore } from "./token-store.js";
 
@@ -37,9 +37,10 @@ export class StoreUnavailableError extends Error {
  *   timer, before the next read) until Redis takes it; the store's `invalidate` still throws, so
  *   the revoke is reported unconfirmed. While a user is journaled, this instance neither reads nor
  *   writes that user's entries, and answers a journaled delete itself.
- * - Fence: after this instance lost an established connection or its breaker opened, it serves
- *   only entries begun after it regained Redis (Redis TIME), so a revoke another instance could not
- *   record cannot leak a pre-revoke entry through it.
+ * - Fence: after this instance lost an established connection or its breaker opened, or a Redis
+ *   Cluster's topology changed under it (a node connection lost, another primary for a slot), it
+ *   serves only entries begun after it regained Redis (Redis TIME), so neither a revoke another
+ *   instance could not record nor one a failover lost can leak a pre-revoke entry through it.
  */
 export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptions): TokenStore {
   const { client, logger } = options;
@@ -75,6 +76,18 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
   client.on("ready", onReady);
   client.on("close", onClose);
   client.on("end", onClose);
+  // A Cluster emits no `close` when one node's connection drops, and a failover to a replica that
+  // missed the latest writes may have lost a revoke's epoch bump or tombstone (the revoke itself
+  // waits for a replica, see awaitReplicaAck, but another instance's may have been unconfirmed).
+  const stopWatching = onTopologyChange(client, (why) => {
+    if (!needsFence) {
+      logger.warn(
+        { why },
+        "token cache: the Redis Cluster changed under this instance; tokens cached before now are not served from here",
+      );
+    }
+    needsFence = true;
+  });
 
   function failure(error: unknown, what: string): void {
     logger.debug(
@@ -265,6 +278,7 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
       client.off("ready", onReady);
       client.off("close", onClose);
       client.off("end", onClose);
+      stopWatching();
       await store.close();
     },
   };

@@ -1,6 +1,6 @@
 import { createSecretKey } from "node:crypto";
 import type { Redis } from "ioredis";
-import type { RedisClient } from "../redis/client.js";
+import { awaitReplicaAck, type RedisClient } from "../redis/client.js";
 import { redisScript, runScript } from "../redis/scripts.js";
 import { openToken, sealToken } from "./crypto.js";
 import { createKeyScheme, type KeyScheme } from "./keys.js";
@@ -59,7 +59,8 @@ return {e, locked, nowMs}
 /**
  * KEYS: epoch, entry, index, lock. ARGV: expectedEpoch, value, ttlMs, lockValue, suffix, epochTtlMs.
  * Writes only if the user's epoch is still the one read before minting: the late-answer race
- * (ARCHITECTURE.md) is closed here, atomically. Releases the lock if still ours, either way.
+ * (docs/caching.md, "The token cache, precisely") is closed here, atomically. Releases the lock if
+ * still ours, either way.
  */
 const PUT = redisScript(`
 local stored = 0
@@ -227,6 +228,9 @@ export function createRedisTokenStore(options: RedisTokenStoreOptions): TokenSto
         ],
         [EPOCH_TTL_MS, tombstone ? "1" : "0", TOMBSTONE_TTL_MS],
       );
+      // Recorded only once a replica has it, where the topology has replicas: a failover must
+      // not bring the pre-revoke epoch (or a deleted user without its tombstone) back.
+      await awaitReplicaAck(options.client, keys.epoch(userId));
     },
 
     async isDeleted(userId) {

@@ -1,4 +1,5 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from "ioredis";
+import calculateSlot from "cluster-key-slot";
 import type { Config } from "../config.js";
 import type { Logger } from "../logger.js";
 
@@ -134,7 +135,7 @@ export function createRedisClient(
  * connections the held-back commands and the requests awaiting them lived across young-generation
  * collections, were promoted, and drove a full mark-compact about every 0.7 s, whose pauses made
  * the hit's p99: 30 mark-compacts in 20 s of load before this change, 4 after, at the same
- * throughput; the p99 went from 1.29x the bare ceiling's to 0.86x (README, Performance; the pause
+ * throughput; the p99 went from 1.29x the bare ceiling's to 0.86x (docs/performance.md; the pause
  * table of BENCHMARKS.md). Writing each command alone (no batching) costs a system call per
  * command: a third of the hit's throughput.
  *
@@ -166,4 +167,122 @@ function coalesceWrites(redis: Redis): void {
 /** Is the client connected and ready for commands (no command sent)? */
 export function isClientReady(client: RedisClient): boolean {
   return client.status === "ready";
+}
+
+/**
+ * How long a revoke waits for a replica to acknowledge its writes (Redis `WAIT`): below the
+ * command timeout, so a replica that lags or is cut off turns the revoke into
+ * REVOCATION_UNCONFIRMED (as an outage does) instead of a timeout of the whole call.
+ */
+export const REPLICA_ACK_TIMEOUT_MS = 200;
+
+/** A write that a topology with replicas did not replicate in time. */
+export class ReplicaAckError extends Error {
+  override readonly name = "ReplicaAckError";
+}
+
+/**
+ * Waits until a replica acknowledged every write this client sent so far to the node that holds
+ * `key`, where that node has replicas; resolves at once where it has none. Throws ReplicaAckError
+ * when no replica acknowledged within REPLICA_ACK_TIMEOUT_MS.
+ *
+ * Why: Redis replicates asynchronously, and a failover promotes a replica that may not have the
+ * latest writes. A revoke's epoch bump and tombstone that only the old primary held would be lost
+ * with it, and the pre-revoke token served again by every instance (docs/caching.md, "Redis
+ * topologies and failures"). `WAIT` applies to the writes of the connection it is sent on, so it
+ * goes to the same node connection the cluster routed the write through.
+ *
+ * Which replicas count: in a Cluster, those the cluster's slot map lists for the key's slot (a
+ * replica whose replication link is down is still listed, and then fails this check, which is the
+ * point); behind a single endpoint, those connected to the primary now (`ROLE`).
+ */
+export async function awaitReplicaAck(client: RedisClient, key: string): Promise<void> {
+  let node: Redis | undefined;
+  if (client instanceof Cluster) {
+    const owners = client.slots[calculateSlot(key)];
+    if (!owners || owners.length < 2) {
+      return;
+    }
+    node = client.nodes("master").find((n) => `${n.options.host}:${n.options.port}` === owners[0]);
+    if (!node) {
+      throw new ReplicaAckError("the primary of the key's slot is not connected");
+    }
+  } else {
+    node = client;
+    const role = (await node.call("ROLE")) as [string, unknown, unknown[]?];
+    if (role[0] !== "master" || !Array.isArray(role[2]) || role[2].length === 0) {
+      return;
+    }
+  }
+  const acknowledged = (await node.wait(1, REPLICA_ACK_TIMEOUT_MS)) as number;
+  if (acknowledged < 1) {
+    throw new ReplicaAckError(
+      `no replica acknowledged the write within ${REPLICA_ACK_TIMEOUT_MS} ms`,
+    );
+  }
+}
+
+/**
+ * Calls `listener` when a Redis Cluster's topology changes under this client in a way that may
+ * have lost writes: a node connection that was ready closes (a primary died or became
+ * unreachable), or the slot map names another primary for a slot than before (a failover,
+ * including one that left the old primary running). ioredis's Cluster emits no `close` of its own
+ * for one node. A single-endpoint client's own `close` says the same, and is not handled here.
+ * @returns the unsubscribe function
+ */
+export function onTopologyChange(client: RedisClient, listener: (why: string) => void): () => void {
+  if (!(client instanceof Cluster)) {
+    return () => {};
+  }
+  const watched = new Map<Redis, () => void>();
+  const watch = (node: Redis) => {
+    let wasReady = node.status === "ready";
+    const onReady = () => (wasReady = true);
+    const onClose = () => {
+      if (wasReady) {
+        wasReady = false;
+        listener(`lost the connection to ${node.options.host}:${node.options.port}`);
+      }
+    };
+    node.on("ready", onReady);
+    node.on("close", onClose);
+    watched.set(node, () => {
+      node.off("ready", onReady);
+      node.off("close", onClose);
+    });
+  };
+  const unwatch = (node: Redis) => {
+    watched.get(node)?.();
+    watched.delete(node);
+  };
+  /** The primary of each slot range, as one string: changes when any slot's primary does. */
+  const primaries = () => {
+    let text = "";
+    let last: string | undefined;
+    client.slots.forEach((owners, slot) => {
+      if (owners?.[0] !== last) {
+        last = owners?.[0];
+        text += `${slot}:${last};`;
+      }
+    });
+    return text;
+  };
+  let known = primaries();
+  const onRefresh = () => {
+    const now = primaries();
+    if (known !== "" && now !== known) {
+      listener("the cluster's slot map names other primaries");
+    }
+    known = now;
+  };
+  client.nodes("all").forEach(watch);
+  client.on("+node", watch);
+  client.on("-node", unwatch);
+  client.on("refresh", onRefresh);
+  return () => {
+    client.off("+node", watch);
+    client.off("-node", unwatch);
+    client.off("refresh", onRefresh);
+    [...watched.keys()].forEach(unwatch);
+  };
 }

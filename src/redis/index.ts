@@ -1,8 +1,12 @@
 export {
+  awaitReplicaAck,
   COMMAND_TIMEOUT_MS,
   createRedisClient,
   isClientReady,
+  onTopologyChange,
   redactRedisUrl,
+  REPLICA_ACK_TIMEOUT_MS,
+  ReplicaAckError,
   type RedisClient,
   type RedisConnectionConfig,
 } from "./client.js";

@@ -46,7 +46,9 @@ export function spawnGateway(
       }
     });
     void exited.then((code) =>
-      reject(new Error(`${command} ${args.join(" ")} exited (${code}) before listening:\n${output}`)),
+      reject(
+        new Error(`${command} ${args.join(" ")} exited (${code}) before listening:\n${output}`),
+      ),
     );
   });
 }
