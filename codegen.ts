@@ -85,7 +85,8 @@ function operationsOf(documents: DocumentNode): OperationDefinitionNode[] {
 
 /**
  * Operations whose root fields all exist, and the names of those that wait for a field another
- * change adds (CONTRACT.md announces more fields than the schema may have on a given branch).
+ * change adds (the GraphQL API described in the README may announce more fields than the schema
+ * has on a given branch).
  */
 function splitBySchema(
   schema: GraphQLSchema,

@@ -31,7 +31,7 @@ type WaitOutcome = "hit" | "deleted" | "retry" | "timeout" | "error";
 const pause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
- * The token cache's rules, written once (ARCHITECTURE.md, "The token cache, precisely"), over a
+ * The token cache's rules, written once (docs/caching.md, "The token cache, precisely"), over a
  * `TokenStore` (memory, or Redis wrapped in the outage guard):
  *
  * - Lookup: one `read` gives epoch, tombstone and entry; an entry is served only if it was

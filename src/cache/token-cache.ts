@@ -30,7 +30,7 @@ export class UserDeletedError extends Error {
 }
 
 /**
- * The token cache (rules: ARCHITECTURE.md, "The token cache, precisely").
+ * The token cache (rules: docs/caching.md, "The token cache, precisely").
  *
  * Implementations never throw for their own trouble (Redis down, slow, full): they degrade to
  * calling `mint` and report it through metrics/logs. They throw only what `mint` or

@@ -2,7 +2,7 @@ import { unwrapResolverError } from "@apollo/server/errors";
 import { GraphQLError, type GraphQLFormattedError } from "graphql";
 import { DomainError, type ErrorKind } from "../errors.js";
 
-/** The codes of CONTRACT.md ("Error codes") that the gateway itself assigns. */
+/** The error codes of the API (README, "Errors") that the gateway itself assigns. */
 export type ErrorCode =
   | "BAD_USER_INPUT"
   | "NOT_FOUND"

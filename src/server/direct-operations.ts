@@ -25,8 +25,9 @@ import { tracingActive } from "../telemetry/tracing.js";
  * Server answering `{ hello }` (BENCHMARKS.md): the pipeline's per-request work (query hash,
  * content negotiation, a dozen plugin hook rounds, response assembly) was most of the difference.
  * The operations a frontend repeats all day are the client package's own documents
- * (`src/client/operations.graphql`): `createTokenRefresher` sends the manifest's text byte for
- * byte with the automatic-persisted-query extension naming its id, or (`send: "id"`) the id alone.
+ * (`packages/client/src/operations.graphql`): `createTokenRefresher` sends the manifest's text
+ * byte for byte with the automatic-persisted-query extension naming its id, or (`send: "id"`) the
+ * id alone.
  * For exactly those requests this module does what Apollo would, with everything per-document
  * done once at start:
  * the document is parsed and validated against the schema with the same rules, and each request

@@ -228,7 +228,7 @@ export function redisBackend(
 }
 
 /**
- * The behaviour every TokenCache must show (ARCHITECTURE.md, "The token cache, precisely"), against
+ * The behaviour every TokenCache must show (docs/caching.md, "The token cache, precisely"), against
  * the real SDK and the emulator. `setup` starts the backend's servers; it is stopped in afterAll.
  */
 export function describeTokenCacheBehaviour(

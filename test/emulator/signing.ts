@@ -2,9 +2,9 @@ import { createHash, createHmac } from "node:crypto";
 import { request } from "node:http";
 
 /**
- * Raw ACS HMAC-SHA256 requests, written from ACS-WIRE-FACTS.md ("Request signing") and not from the
- * emulator's code, so the tests check the emulator against the wire facts rather than against
- * itself. Every part can be overridden to build broken variants.
+ * Raw ACS HMAC-SHA256 requests, written from docs/acs-wire-facts.md ("Request signing") and not
+ * from the emulator's code, so the tests check the emulator against the wire facts rather than
+ * against itself. Every part can be overridden to build broken variants.
  */
 export interface RawRequest {
   method: string;

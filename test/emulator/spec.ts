@@ -86,7 +86,7 @@ for (const [version, specVersion] of Object.entries(SPEC_OF_VERSION)) {
 }
 ajv.addSchema({
   // The spec refers to Common's CommunicationErrorResponse without shipping it: the shape recorded in
-  // ACS-WIRE-FACTS.md ("Errors seen from the real service").
+  // docs/acs-wire-facts.md ("Errors seen from the real service").
   $id: "communication-error",
   type: "object",
   required: ["error"],

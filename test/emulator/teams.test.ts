@@ -9,8 +9,9 @@ import { rawRequest, type RawResponse } from "./signing.js";
 import { assertErrorShape, assertMatchesSpec } from "./spec.js";
 
 /**
- * The Teams exchange: validation answers as recorded from the real service (ACS-WIRE-FACTS.md), and
- * ACS_EMULATOR_TEAMS_JWKS_URL, which makes the emulator check the Entra token's signature and issuer.
+ * The Teams exchange: validation answers as recorded from the real service
+ * (docs/acs-wire-facts.md), and ACS_EMULATOR_TEAMS_JWKS_URL, which makes the emulator check the
+ * Entra token's signature and issuer.
  */
 const APP_ID = "2f6a5b5e-1c55-4d8f-9f0d-3a3b6c9a7e11";
 const USER_ID = "9c7d3f1a-7b6e-4f0b-8e2a-5d4c3b2a1f00";

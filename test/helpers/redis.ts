@@ -174,8 +174,8 @@ export interface TestRedis {
 }
 
 /**
- * `REDIS_URL` when the environment gives one (CONTRACT.md: tests use it where given), else a
- * redis-server of this test file's own. With `REDIS_URL`, `stop` only closes the client: the
+ * `REDIS_URL` when the environment gives one (README, "Development": tests use it where given),
+ * else a redis-server of this test file's own. With `REDIS_URL`, `stop` only closes the client: the
  * server, and every key not written by the test, are left alone (tests use unique prefixes).
  */
 export async function redisForTest(options: StartRedisOptions = {}): Promise<TestRedis> {

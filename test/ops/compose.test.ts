@@ -82,7 +82,7 @@ describe.skipIf(!hasCompose)(
       expect(JSON.stringify(services.gateway!.ports)).toContain("127.0.0.1");
     });
 
-    it("knows the settings the issue named, from src/config.ts and CONTRACT.md", () => {
+    it("knows the settings that must reach the container, from src/config.ts and docs/configuration.md", () => {
       const names = settingNames(ROOT);
       for (const name of [
         "RATE_LIMIT_ACS_CALLS_PER_MINUTE",

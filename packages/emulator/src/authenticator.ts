@@ -50,7 +50,7 @@ const header = (headers: IncomingHttpHeaders, name: string): string | undefined 
 
 /**
  * Verifies the ACS HMAC-SHA256 scheme the way `@azure/communication-common` signs
- * (ACS-WIRE-FACTS.md, "Request signing"):
+ * (docs/acs-wire-facts.md, "Request signing"):
  *   VERB \n pathAndQuery \n <values of SignedHeaders joined by ";">
  * keyed with the base64-DECODED access key. The SDK always signs `x-ms-date;host;x-ms-content-sha256`;
  * any order of those (plus other headers) is accepted, as Azure's HMAC scheme defines it.

@@ -61,7 +61,7 @@ export function createRequestContext(
       headers["Content-Type"] =
         status < 400 ? "application/json; charset=utf-8" : "application/json";
       // The service sends Content-Length on its 2xx JSON answers and chunks its errors
-      // (ACS-WIRE-FACTS.md, "Response headers seen").
+      // (docs/acs-wire-facts.md, "Response headers seen").
       if (status < 400) {
         headers["Content-Length"] = String(payload.length);
       }

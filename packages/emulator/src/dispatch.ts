@@ -5,7 +5,8 @@ import type { EmulatorOperation } from "./options.js";
 
 /**
  * The dispatch stage: the REST API's paths (every version's spec) plus the emulator's own ones
- * (CONTRACT.md): its JWKS, its token introspection and its managed-identity endpoint.
+ * (docs/emulator.md, "What it does"): its JWKS, its token introspection and its managed-identity
+ * endpoint.
  */
 export type Route =
   | {

@@ -25,7 +25,8 @@ export class AcsError extends Error {
   }
 }
 
-// The answers recorded from the real service (ACS-WIRE-FACTS.md, "Errors seen from the real service").
+// The answers recorded from the real service (docs/acs-wire-facts.md, "Errors seen from the real
+// service").
 export const denied = () => new AcsError(401, "Denied", "Denied by the resource provider.");
 
 export const identityNotOwned = () =>

@@ -228,8 +228,8 @@ const envSchema = z.object({
 });
 
 /**
- * Reads the `ACS_EMULATOR_*` settings of CONTRACT.md ("Emulator settings") plus
- * `ACS_EMULATOR_SIGNING_KEY_FILE`. An empty string counts as unset (docker-compose passes `FOO=`).
+ * Reads the `ACS_EMULATOR_*` settings (docs/configuration.md, "Emulator settings"), every one of
+ * ENV_NAMES. An empty string counts as unset (docker-compose passes `FOO=`).
  * Throws one Error listing every problem; never echoes the access key or a file's content.
  */
 export function emulatorOptionsFromEnv(env: Env = process.env): EmulatorOptions {

@@ -1,7 +1,7 @@
 /**
- * The emulator's own request rules, taken from the ACS REST spec and ACS-WIRE-FACTS.md rather than
- * imported from the gateway: an emulator that shared the gateway's rules could not catch a mistake
- * in them.
+ * The emulator's own request rules, taken from the ACS REST spec and docs/acs-wire-facts.md rather
+ * than imported from the gateway: an emulator that shared the gateway's rules could not catch a
+ * mistake in them.
  */
 
 /** Every scope some api-version knows (the 2023-10-01 spec's `CommunicationIdentityTokenScope`). */

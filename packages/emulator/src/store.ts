@@ -117,7 +117,7 @@ export function createIdentityStore(options: StoreOptions): IdentityStore {
   return {
     signingKeyPem,
     create(now, customId) {
-      // The user part has the GUID shape of the real service's ids (ACS-WIRE-FACTS.md).
+      // The user part has the GUID shape of the real service's ids (docs/acs-wire-facts.md).
       const record: IdentityRecord = {
         id: `8:acs:${resourceId}_${randomUUID()}`,
         createdAt: now,

@@ -1,7 +1,8 @@
 import { AcsError } from "./errors.js";
 
 /**
- * The published ACS Identity limits, per resource and 30 seconds (ACS-WIRE-FACTS.md, "Throttling").
+ * The published ACS Identity limits, per resource and 30 seconds (docs/acs-wire-facts.md, "Service
+ * behaviour").
  * Creating an identity with a token is its own bucket on the real service, so it is one here too.
  */
 export const ACS_THROTTLE_LIMITS = {

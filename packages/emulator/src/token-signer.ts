@@ -9,9 +9,10 @@ import {
 } from "node:crypto";
 
 /**
- * RS256 JWTs shaped like the real service's (ACS-WIRE-FACTS.md, "Identity ids and tokens"), and the
- * JWKS that verifies them. node:crypto rather than jose: signing is synchronous, so reading the
- * identity's revocation time and minting happen in one tick and cannot interleave with a revoke.
+ * RS256 JWTs shaped like the real service's (docs/acs-wire-facts.md, "Identity ids and tokens"),
+ * and the JWKS that verifies them. node:crypto rather than jose: signing is synchronous, so reading
+ * the identity's revocation time and minting happen in one tick and cannot interleave with a
+ * revoke.
  */
 export interface AcsTokenClaims {
   skypeid: string;

@@ -5,7 +5,7 @@ import type { Readiness } from "../readiness.js";
 /**
  * `/healthz` (the process answers), `/readyz` (this instance can serve: 200, or 503 with the
  * reason; a degraded cache is 200 with `status: "degraded"`), `/metrics` (Prometheus). They are
- * unauthenticated: keep them on the internal network (README, "Operations").
+ * unauthenticated: keep them on the internal network (docs/operations.md, "Probes").
  */
 export const operationsEndpoints: FastifyPluginAsync<{
   readiness: Readiness;

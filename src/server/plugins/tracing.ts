@@ -116,7 +116,7 @@ export function createTracingPlugin<Context extends BaseContext>(): ApolloServer
             span.setAttribute("graphql.operation.name", operationName);
           }
         },
-        // The response's errors, after formatError: the codes a client sees (CONTRACT.md).
+        // The response's errors, after formatError: the codes a client sees (README, "Errors").
         async willSendResponse({ response }) {
           const errors =
             response.body.kind === "single" ? response.body.singleResult.errors : undefined;
