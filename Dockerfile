@@ -37,5 +37,5 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
 # Exec form, no shell or npm in between: node is PID 1 and receives SIGTERM itself (docs/operations.md,
 # "Graceful stop"). The compose file runs the standalone emulator from this same image.
 # --max-semi-space-size=32 as in `npm run start:prod`: a young generation big enough that in-flight
-# requests die young instead of being promoted (README, Performance).
+# requests die young instead of being promoted (docs/performance.md).
 CMD ["node", "--max-semi-space-size=32", "dist/src/main.js"]

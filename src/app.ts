@@ -110,7 +110,7 @@ const SHUTDOWN_ORDER: ((r: Resources) => Promise<unknown> | undefined)[] = [
 ];
 
 /**
- * Wires the layers (README, "Architecture"), and only wires: request-time behaviour lives in the
+ * Wires the layers (docs/architecture.md), and only wires: request-time behaviour lives in the
  * plugins under server/plugins and in the token service. No listening and no process-wide side
  * effects, so tests create as many gateways in one process as they need.
  */

@@ -1,6 +1,7 @@
 /**
- * The example page: an ACS credential fed by the gateway. In an app, import from
- * "acs-identity-gateway/client"; this example imports the source so the test can bundle it.
+ * The example page: an ACS credential fed by the gateway, importing the client package as an app
+ * does (`@acs-identity-gateway/client`; in this repository its sources, through tsconfig.json's
+ * `paths`, so the test bundles what is in the tree).
  */
 import { AzureCommunicationTokenCredential } from "@azure/communication-common";
 import {

@@ -1,4 +1,3 @@
-/// <reference types="node" />
 /**
  * Serves the example page by hand, as test/browser/example-page.test.ts serves it to Chromium:
  * main.ts bundled with esbuild (the client package from its sources, through tsconfig.json's
