@@ -12,6 +12,7 @@ export type ErrorCode =
   | "UPSTREAM_THROTTLED"
   | "UPSTREAM_UNAVAILABLE"
   | "REVOCATION_UNCONFIRMED"
+  | "PERSISTED_QUERY_HASH_MISMATCH"
   | "INTERNAL_SERVER_ERROR";
 
 /**
@@ -53,12 +54,29 @@ export function contextError(error: DomainError, status: number): GraphQLError {
   });
 }
 
+/**
+ * An APQ request whose `extensions.persistedQuery.sha256Hash` is not the sha256 of its `query`.
+ * Apollo Server 5 refuses it with HTTP 400 but a GraphQLError without a code ("provided sha does
+ * not match query"), which would format as INTERNAL_SERVER_ERROR and be logged as a bug. It is the
+ * client's mistake: answered with Apollo Router's code for it, and not logged.
+ */
+export function isPersistedQueryHashMismatch(error: unknown): boolean {
+  return (
+    error instanceof GraphQLError &&
+    error.extensions.code === undefined &&
+    error.message === "provided sha does not match query"
+  );
+}
+
+export const PERSISTED_QUERY_HASH_MISMATCH_MESSAGE =
+  "The persisted query's sha256Hash does not match the sha256 of the query text sent with it.";
+
 /** graphql-js appends suggestions (`Did you mean the enum value "VOIP"?`): schema hints. */
 const SUGGESTION = / Did you mean [^]*$/;
 
 /** Is this an error the gateway did not expect (a bug), rather than an answer to a bad request? */
 export function isUnexpected(formatted: GraphQLFormattedError, error: unknown): boolean {
-  if (classify(unwrapResolverError(error))) {
+  if (classify(unwrapResolverError(error)) || isPersistedQueryHashMismatch(error)) {
     return false;
   }
   const code = formatted.extensions?.code;
@@ -82,6 +100,12 @@ export function createFormatError(options: { production: boolean }) {
         ...(formatted.locations ? { locations: formatted.locations } : {}),
         ...(formatted.path ? { path: formatted.path } : {}),
         extensions: { code: mapped.code, ...mapped.extensions },
+      };
+    }
+    if (isPersistedQueryHashMismatch(error)) {
+      return {
+        message: PERSISTED_QUERY_HASH_MISMATCH_MESSAGE,
+        extensions: { code: "PERSISTED_QUERY_HASH_MISMATCH" satisfies ErrorCode },
       };
     }
     if (!isUnexpected(formatted, error)) {

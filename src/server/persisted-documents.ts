@@ -19,8 +19,10 @@ export const APQ_MEMORY_MAX_BYTES = 8 * 1024 * 1024;
 /** A longer text is executed but not registered (the shipped operations are under 1 KiB). */
 export const APQ_MAX_TEXT_BYTES = 8 * 1024;
 /**
- * New registrations accepted in Redis per UTC day, across all instances. With the text cap and the
- * 24-hour TTL this bounds what APQ can make Redis hold (at most about 40 MiB), whatever callers send.
+ * New registrations accepted in Redis per UTC day, across all instances: distinct texts, so a text
+ * already stored, or registered earlier the same day, costs nothing when sent again. With the text
+ * cap and the 24-hour TTL this bounds what APQ can make Redis hold (at most about 40 MiB, plus the
+ * day's set of registered hashes, under 1 MiB), whatever callers send.
  */
 export const APQ_MAX_NEW_ENTRIES_PER_DAY = 5_000;
 
@@ -90,19 +92,39 @@ export function createApqCache(deps: ApqCacheDeps): KeyValueCache<string> {
       if (tooLong(value)) {
         return;
       }
-      const ttl = Math.min(options?.ttl ?? APQ_TTL_SECONDS, APQ_TTL_SECONDS);
+      const ttl = Math.max(
+        1,
+        Math.round(Math.min(options?.ttl ?? APQ_TTL_SECONDS, APQ_TTL_SECONDS)),
+      );
       try {
-        const day = Math.floor(now() / 86_400_000);
-        const counter = `${keyPrefix}count:${day}`;
-        const registered = await redis.incr(counter);
-        if (registered === 1) {
-          await redis.expire(counter, 2 * 86_400);
-        }
-        if (registered > maxNewEntriesPerDay) {
-          // Over budget: the query still runs; its client just keeps sending the text today.
+        // Apollo calls this for every request that sends the text with its hash (the refresher
+        // does by default): a text already stored is only refreshed, and costs no budget.
+        if ((await redis.set(keyPrefix + key, value, "EX", ttl, "XX")) === "OK") {
+          warned = false;
           return;
         }
-        await redis.set(keyPrefix + key, value, "EX", Math.max(1, Math.round(ttl)));
+        // The budget counts distinct texts: the day's set of registered hashes (SADD answers 0
+        // for one registered earlier today, e.g. by another instance, or since evicted).
+        const day = Math.floor(now() / 86_400_000);
+        const registeredToday = `${keyPrefix}registered:${day}`;
+        const replies = await redis
+          .multi()
+          .sadd(registeredToday, key)
+          .scard(registeredToday)
+          .expire(registeredToday, 2 * 86_400)
+          .exec();
+        const failed = replies?.find(([error]) => error)?.[0];
+        if (!replies || failed) {
+          throw failed ?? new Error("persisted-query budget: transaction aborted");
+        }
+        const added = replies[0]![1] === 1;
+        const registered = Number(replies[1]![1]);
+        if (added && registered > maxNewEntriesPerDay) {
+          // Over budget: the query still runs; its client just keeps sending the text today.
+          await redis.srem(registeredToday, key);
+          return;
+        }
+        await redis.set(keyPrefix + key, value, "EX", ttl);
         warned = false;
       } catch (error) {
         warnOnce(error);

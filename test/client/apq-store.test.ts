@@ -1,7 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRedisClient, type RedisClient } from "../../src/redis/index.js";
 import { createLogger } from "../../src/logger.js";
-import { createApqCache } from "../../src/server/persisted-documents.js";
+import {
+  APQ_MAX_NEW_ENTRIES_PER_DAY,
+  createApqCache,
+} from "../../src/server/persisted-documents.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
 
 const logger = createLogger({ level: "silent" });
@@ -46,6 +49,41 @@ describe("the APQ store's bounds", () => {
     expect(await one.get("apq:c")).toBe("C");
     // Entries expire: Redis holds them for the TTL at most.
     expect(await redis.client().ttl("t2:apq:a")).toBeGreaterThan(0);
+  });
+
+  it(`counts distinct new texts only: one text registered ${APQ_MAX_NEW_ENTRIES_PER_DAY + 1} times leaves the default budget for a new text`, async () => {
+    const now = () => Date.UTC(2026, 0, 2, 12);
+    const store = createApqCache({ redis: client, keyPrefix: "t4:", logger, now });
+    for (let i = 0; i <= APQ_MAX_NEW_ENTRIES_PER_DAY; i++) {
+      await store.set("apq:same", "{ __typename }");
+    }
+    await store.set("apq:new", "{ me { subject } }");
+    // The new text's hash alone now finds it, on any instance.
+    const other = createApqCache({ redis: client, keyPrefix: "t4:", logger, now });
+    expect(await other.get("apq:new")).toBe("{ me { subject } }");
+  });
+
+  it("charges concurrent and cross-instance registrations of one text once, and a refused text never", async () => {
+    let now = Date.UTC(2026, 0, 3, 12);
+    const options = { redis: client, keyPrefix: "t5:", logger, maxNewEntriesPerDay: 2 };
+    const one = createApqCache({ ...options, now: () => now });
+    const two = createApqCache({ ...options, now: () => now });
+    await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? one : two).set("apq:a", "A")));
+    // Gone from Redis (evicted) but registered today: stored again for free.
+    await redis.client().del("t5:apq:a");
+    await two.set("apq:a", "A");
+    await one.set("apq:b", "B");
+    for (let i = 0; i < 5; i++) {
+      await two.set("apq:c", "C"); // over the budget: refused each time, costs nothing
+    }
+    expect([await one.get("apq:a"), await two.get("apq:b"), await one.get("apq:c")]).toEqual([
+      "A",
+      "B",
+      undefined,
+    ]);
+    now += DAY;
+    await one.set("apq:c", "C");
+    expect(await two.get("apq:c")).toBe("C");
   });
 
   it("answers a miss and drops writes while Redis is unreachable, without failing", async () => {

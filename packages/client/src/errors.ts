@@ -15,6 +15,8 @@ export type GatewayErrorCode =
   | "PERSISTED_QUERY_NOT_FOUND"
   | "PERSISTED_QUERY_ID_REQUIRED"
   | "PERSISTED_QUERY_NOT_IN_LIST"
+  // APQ: extensions.persistedQuery.sha256Hash is not the sha256 of the query text sent (HTTP 400).
+  | "PERSISTED_QUERY_HASH_MISMATCH"
   | "INTERNAL_SERVER_ERROR"
   | "NETWORK_ERROR"
   | "BAD_RESPONSE"
