@@ -19,7 +19,10 @@ export interface AcsIdentityProviderOptions {
   allowInsecureConnection?: boolean;
   /** Per attempt. @default 10000 */
   timeoutMs?: number;
-  /** Extra attempts after a network error or 5xx (never after 4xx or 429). @default 1 */
+  /**
+   * Extra attempts after a network error or 5xx (never after 4xx or 429), for the operations that
+   * may be sent twice (see `RETRIED`); creates are never retried. @default 1
+   */
   retries?: number;
   metrics?: Metrics;
   logger?: Logger;
@@ -32,6 +35,45 @@ type Operation =
   | "revokeTokens"
   | "deleteUser"
   | "exchangeTeamsToken";
+
+/**
+ * The operations that get the quick retry after a network error or 5xx: sending them twice does
+ * no harm. A revoke or a delete done twice has the effect of one (a delete's retry may answer 404
+ * when the first attempt did the work: that is `not_found`, which `deleteMe` already treats as
+ * gone). An issue or a Teams exchange changes nothing at ACS: a lost first answer leaves at most a
+ * token nobody holds, which expires. A create is NOT retried: ACS may have created the identity
+ * before the answer was lost, and api-version 2023-10-01 has no list call and no idempotent create
+ * (`customId` is preview only), so a second attempt would leave an identity nobody can find.
+ */
+const RETRIED: ReadonlySet<Operation> = new Set<Operation>([
+  "issueToken",
+  "revokeTokens",
+  "deleteUser",
+  "exchangeTeamsToken",
+]);
+
+/** Network errors raised before the request reached ACS: nothing was sent, so nothing was done. */
+const NOT_SENT_CODES: ReadonlySet<string> = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EADDRNOTAVAIL",
+]);
+
+/**
+ * May ACS have done the work of a call that failed this way? Yes after a 5xx or 408 (ACS failed
+ * after or while doing it), a timeout, or a connection lost after sending; no after any other 4xx,
+ * a 429, or a connection that was refused or never resolved.
+ */
+export function mayHaveBeenDone(error: UpstreamError): boolean {
+  const { status, acsCode } = error.options;
+  if (status === undefined) {
+    return acsCode === undefined || !NOT_SENT_CODES.has(acsCode);
+  }
+  return status === 408 || status >= 500;
+}
 
 interface RestErrorLike {
   name?: string;
@@ -115,7 +157,7 @@ export function parseRetryAfter(
  * The SDK's own retries are off: its throttling policy would sleep for a 429's `Retry-After`
  * (up to 30 s for the Identity limits) while a GraphQL request waits. Instead a 429 is reported
  * at once as `throttled` with `retryAfterSeconds`, so the frontend decides, and only network
- * errors and 5xx get one quick retry here.
+ * errors and 5xx get one quick retry here, for the operations in `RETRIED` (never a create).
  */
 export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): IdentityProvider {
   const clientOptions = {
@@ -134,10 +176,13 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
   const { metrics, logger } = options;
   const acsHost = new URL(options.endpoint).host;
 
+  /** `probe`: the start-up credential check (readiness.ts), kept out of the upstream metrics. */
   async function call<T>(
     operation: Operation,
     run: (signal: AbortSignal) => Promise<T>,
+    { probe = false }: { probe?: boolean } = {},
   ): Promise<T> {
+    const maxRetries = RETRIED.has(operation) ? retries : 0;
     for (let attempt = 0; ; attempt++) {
       const started = performance.now();
       let status = 0;
@@ -172,8 +217,18 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
       } catch (error) {
         const upstream = toUpstreamError(error);
         status = upstream.options.status ?? 0;
-        if (upstream.failure !== "unavailable" || attempt >= retries) {
-          if (upstream.failure === "unauthorized") {
+        if (upstream.failure !== "unavailable" || attempt >= maxRetries) {
+          if (
+            (operation === "createUser" || operation === "createUserAndToken") &&
+            mayHaveBeenDone(upstream)
+          ) {
+            // No secret here: the operation, the status and ACS's error code only.
+            metrics?.upstreamCreateOutcomeUnknown.inc({ operation });
+            logger?.warn(
+              { operation, status, acsCode: upstream.options.acsCode },
+              "ACS create failed after it may have created the identity: an identity whose answer was lost may exist (not retried; it cannot be listed with api-version 2023-10-01)",
+            );
+          } else if (upstream.failure === "unauthorized") {
             // Not an outage: the access key (or Entra identity) is wrong or lacks the role. Every
             // call will fail the same way until an operator fixes the configuration.
             logger?.error(
@@ -190,8 +245,10 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
         }
         await sleep(50 + Math.floor(Math.random() * 100));
       } finally {
-        metrics?.upstreamRequests.inc({ operation, status: String(status) });
-        metrics?.upstreamDuration.observe({ operation }, (performance.now() - started) / 1000);
+        if (!probe) {
+          metrics?.upstreamRequests.inc({ operation, status: String(status) });
+          metrics?.upstreamDuration.observe({ operation }, (performance.now() - started) / 1000);
+        }
       }
     }
   }
@@ -228,9 +285,11 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
         );
         return { token: result.token, expiresOn: result.expiresOn.getTime() };
       }),
-    revokeTokens: (userId) =>
-      call("revokeTokens", (abortSignal) =>
-        client.revokeTokens({ communicationUserId: userId }, { abortSignal }),
+    revokeTokens: (userId, options) =>
+      call(
+        "revokeTokens",
+        (abortSignal) => client.revokeTokens({ communicationUserId: userId }, { abortSignal }),
+        { probe: options?.probe },
       ),
     deleteUser: (userId) =>
       call("deleteUser", (abortSignal) =>

@@ -22,7 +22,11 @@ export interface IdentityProvider {
     scopes: readonly AcsScope[],
     expiresInMinutes?: number,
   ): Promise<IssuedToken>;
-  revokeTokens(userId: string): Promise<void>;
+  /**
+   * `probe`: the start-up credential check (server/readiness.ts), whose expected 401/404 answer is
+   * not counted in `acsgw_upstream_requests_total` (alerts watch its 4xx and 5xx).
+   */
+  revokeTokens(userId: string, options?: { probe?: boolean }): Promise<void>;
   deleteUser(userId: string): Promise<void>;
   /** A Teams user's ACS token for their Entra ID token (ACS `POST /teamsUser/:exchangeAccessToken`). */
   exchangeTeamsToken(input: {

@@ -9,6 +9,8 @@ export interface Metrics {
   cacheRequests: Counter<"result">;
   upstreamRequests: Counter<"operation" | "status">;
   upstreamDuration: Histogram<"operation">;
+  /** Creates that failed after ACS may have done them (5xx, timeout, connection lost): possible orphans. */
+  upstreamCreateOutcomeUnknown: Counter<"operation">;
   rateLimited: Counter<"caller">;
   authRefusals: Counter<"reason">;
   graphqlRequests: Counter<"field" | "type" | "outcome">;
@@ -44,6 +46,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       help: "Duration of calls to the ACS Identity API.",
       labelNames: ["operation"],
       buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    upstreamCreateOutcomeUnknown: new Counter({
+      name: "acsgw_upstream_create_outcome_unknown_total",
+      help: "Identity creates (createUser, createUserAndToken) that failed after ACS may have created the identity (5xx, timeout, connection lost after sending): an identity nobody can find again may exist. Creates are never retried.",
+      labelNames: ["operation"],
       registers: [registry],
     }),
     rateLimited: new Counter({

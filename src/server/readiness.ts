@@ -114,13 +114,14 @@ export const PROBE_USER_ID =
 /**
  * Checks at start that ACS accepts the gateway's credentials, so a wrong key stops the process
  * with a clear message before any user is served. Unreachable ACS is not a start-up error (it may
- * come back); readiness reports it.
+ * come back); readiness reports it. The probe's expected 401/404 is not counted in the upstream
+ * metrics: a healthy start must not add to the 4xx series the documented alert fires on.
  */
 export async function checkAcsCredentials(
   identity: IdentityProvider,
 ): Promise<"ok" | "rejected" | "unreachable"> {
   try {
-    await identity.revokeTokens(PROBE_USER_ID);
+    await identity.revokeTokens(PROBE_USER_ID, { probe: true });
     return "ok";
   } catch (error) {
     if (!(error instanceof UpstreamError)) {

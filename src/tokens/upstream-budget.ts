@@ -74,9 +74,18 @@ export function createUpstreamBudget(options: {
 }
 
 /**
- * `IdentityProvider` with the acting caller as first argument, charging its budget before each
- * call. The token service holds only this, so a new operation cannot reach ACS uncharged by
- * forgetting a call; the one deliberate exception, `uncharged`, is named as such.
+ * `IdentityProvider` with the acting caller as first argument, charging its budget right before
+ * each ACS call (never for a cache lookup: a hit calls nothing here). The token service holds only
+ * this, so a new operation cannot reach ACS uncharged by forgetting a call; the one deliberate
+ * exception, `uncharged`, is named as such.
+ *
+ * One caller's identical `issueToken`s asked while the first is still being charged (not yet sent
+ * to ACS) share that one call and its one charge. That is what keeps a burst of requests whose
+ * cache read failed (Redis paused, or a read that outlived its 250 ms timeout on a busy event loop:
+ * each then mints on its own, joining no cache flight) from spending the caller's whole budget on
+ * copies of one token. It is safe where joining a cache flight is not: the shared call reaches ACS
+ * after every request that shares it began, so its token is as fresh as each one's own call would
+ * be (a revoke confirmed before any of them began is older). Once sent, a call is shared no more.
  */
 export interface MeteredUpstream {
   createUser(actor: Actor): Promise<string>;
@@ -102,6 +111,8 @@ export interface MeteredUpstream {
 }
 
 export function meterUpstream(identity: IdentityProvider, budget: UpstreamBudget): MeteredUpstream {
+  /** Issues still being charged (not yet sent to ACS), by caller and token; see above. */
+  const unsent = new Map<string, Promise<IssuedToken>>();
   return {
     async createUser(actor) {
       await budget.charge(actor);
@@ -111,9 +122,23 @@ export function meterUpstream(identity: IdentityProvider, budget: UpstreamBudget
       await budget.charge(actor);
       return identity.createUserAndToken(scopes, expiresInMinutes);
     },
-    async issueToken(actor, userId, scopes, expiresInMinutes) {
-      await budget.charge(actor);
-      return identity.issueToken(userId, scopes, expiresInMinutes);
+    issueToken(actor, userId, scopes, expiresInMinutes) {
+      const key = `${actor.key}\u0000${userId}\u0000${scopes.join(" ")}\u0000${expiresInMinutes ?? ""}`;
+      const waiting = unsent.get(key);
+      if (waiting) {
+        return waiting;
+      }
+      const call = (async () => {
+        try {
+          await budget.charge(actor);
+        } finally {
+          // Charged (or refused): from here on the call is being sent, and nobody may join it.
+          unsent.delete(key);
+        }
+        return identity.issueToken(userId, scopes, expiresInMinutes);
+      })();
+      unsent.set(key, call);
+      return call;
     },
     async revokeTokens(actor, userId) {
       await budget.charge(actor);

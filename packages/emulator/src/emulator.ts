@@ -12,13 +12,14 @@ import {
   type EmulatorOperation,
   type EmulatorOptions,
 } from "./options.js";
-import { createPipeline, type RespondInfo } from "./pipeline.js";
+import { createPipeline, type RespondInfo, type RespondOverride } from "./pipeline.js";
 import { createIdentityStore } from "./store.js";
 import { createTeamsTokenVerifier } from "./teams-jwks.js";
 import { createThrottle } from "./throttle.js";
 import { createTokenSigner, generateSigningKeyPem } from "./token-signer.js";
 
 export { MAX_BODY_BYTES } from "./context.js";
+export type { RespondInfo, RespondOverride } from "./pipeline.js";
 
 export interface Emulator {
   /** `http://HOST:PORT/`, or `https://` with TLS. */
@@ -37,10 +38,14 @@ export interface Emulator {
   /**
    * Test hook, settable at run time: awaited after the handler produced its answer (token already
    * minted) and before the response is written. Lets a test deliver an issue answer late, e.g.
-   * after a concurrent revoke.
+   * after a concurrent revoke, or (returning a `RespondOverride`) replace the answer of work already
+   * done with an error or a dropped connection: a create whose answer was lost.
    */
   hooks: {
-    beforeRespond?: (operation: EmulatorOperation, info: RespondInfo) => Promise<void> | void;
+    beforeRespond?: (
+      operation: EmulatorOperation,
+      info: RespondInfo,
+    ) => Promise<RespondOverride | void> | RespondOverride | void;
   };
   close(): Promise<void>;
 }

@@ -1,7 +1,13 @@
 /**
  * The ACS Identity emulator (every api-version in api-versions.ts): see docs/emulator.md.
  */
-export { startEmulator, MAX_BODY_BYTES, type Emulator } from "./emulator.js";
+export {
+  startEmulator,
+  MAX_BODY_BYTES,
+  type Emulator,
+  type RespondInfo,
+  type RespondOverride,
+} from "./emulator.js";
 export {
   emulatorOptionsFromEnv,
   EMULATOR_API_VERSION,

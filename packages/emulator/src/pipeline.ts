@@ -27,8 +27,19 @@ export interface PipelineDeps {
   handlers: Record<EmulatorOperation, Handler>;
   /** Counted after a 2xx answer is written. */
   counted(operation: EmulatorOperation): void;
-  beforeRespond(operation: EmulatorOperation, info: RespondInfo): Promise<void> | void;
+  beforeRespond(
+    operation: EmulatorOperation,
+    info: RespondInfo,
+  ): Promise<RespondOverride | void> | RespondOverride | void;
 }
+
+/**
+ * What `hooks.beforeRespond` may return instead of nothing: the handler's work is done (identity
+ * created, token minted, revoke applied), but the caller gets this instead of its answer, as when
+ * the service or the network fails after the work: an ACS error answer (e.g. `{ status: 503 }`),
+ * or `"drop"`, the connection closed without any answer. Neither is counted in `counters`.
+ */
+export type RespondOverride = "drop" | { status: number; code?: string; message?: string };
 
 /** What `hooks.beforeRespond` learns of a request about to be answered. */
 export interface RespondInfo {
@@ -135,11 +146,22 @@ export function createPipeline(deps: PipelineDeps) {
       now: at,
       admit: (bucket) => deps.throttle.admit(bucket, at),
     });
-    await deps.beforeRespond(operation, {
+    const override = await deps.beforeRespond(operation, {
       identityId: result.identityId ?? identityId,
       apiVersion: operation === "introspect" ? undefined : surface.version,
       auth,
     });
+    if (override === "drop") {
+      ctx.req.socket.destroy();
+      return;
+    }
+    if (override) {
+      throw new AcsError(
+        override.status,
+        override.code ?? "ServiceUnavailable",
+        override.message ?? "The service failed after doing the work (test hook).",
+      );
+    }
     await ctx.send(result.status, result.body);
     if (result.status >= 200 && result.status < 300) {
       deps.counted(operation);
