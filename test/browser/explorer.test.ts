@@ -1,9 +1,9 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import Fastify from "fastify";
-import { chromium, type BrowserContext, type Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
 import { loadConfig } from "../../src/config.js";
@@ -17,9 +17,14 @@ import {
   PRODUCTION_GET_MESSAGE,
   SANDBOX_EXAMPLE_OPERATION,
 } from "../../src/server/landing-page.js";
-import { startGateway } from "../helpers/gateway.js";
+import {
+  hasChromium,
+  launchChromium,
+  withoutChromium,
+  type HeadlessChromium,
+} from "../helpers/browser.js";
+import { PRODUCTION_SETTINGS, startGateway } from "../helpers/gateway.js";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const ORIGIN = "http://gateway.test";
 const JWT = /^[\w-]+\.[\w-]+\.[\w-]+$/;
 
@@ -206,16 +211,7 @@ describe("the explorer's header placeholders", () => {
 describe("production", () => {
   let app: App;
   beforeAll(async () => {
-    app = await startGateway({
-      NODE_ENV: "production",
-      AUTH_MODE: "jwt",
-      AUTH_JWKS_URL: "https://login.example.com/keys",
-      AUTH_ISSUER: "https://login.example.com/",
-      AUTH_AUDIENCE: "api://gateway",
-      COMMUNICATION_SERVICES_CONNECTION_STRING:
-        "endpoint=https://example.communication.azure.com/;accesskey=" +
-        Buffer.alloc(32, 1).toString("base64"),
-    });
+    app = await startGateway(PRODUCTION_SETTINGS);
   });
   afterAll(async () => {
     await app?.close();
@@ -275,16 +271,14 @@ describe("a development install without the explorer's packages (npm install --o
   });
 });
 
-const hasChromium = existsSync(CHROMIUM);
-
 describe.skipIf(!hasChromium)(
-  `the explorer in Chromium, with no internet${hasChromium ? "" : ` (skipped: no Chromium at ${CHROMIUM}; set CHROMIUM_PATH)`}`,
+  `the explorer in Chromium, with no internet${withoutChromium}`,
   () => {
     let app: App;
     let origin: string;
     let context: BrowserContext;
     let page: Page;
-    let profile: string;
+    let browser: HeadlessChromium | undefined;
     /** Every request the page tried to send off this machine (all of them aborted). */
     const offMachine: string[] = [];
     const pageErrors: string[] = [];
@@ -292,21 +286,8 @@ describe.skipIf(!hasChromium)(
     beforeAll(async () => {
       app = await startGateway({ NODE_ENV: "development" });
       origin = new URL(await app.listen(0)).origin;
-      profile = mkdtempSync(join(tmpdir(), "acsgw-chromium-"));
-      context = await chromium.launchPersistentContext(profile, {
-        executablePath: CHROMIUM,
-        viewport: { width: 1280, height: 800 },
-        args: [
-          "--headless",
-          "--no-sandbox",
-          "--disable-gpu",
-          "--disable-quic",
-          "--no-first-run",
-          "--disable-background-networking",
-          "--disable-component-update",
-          "--disable-sync",
-        ],
-      });
+      browser = await launchChromium({ width: 1280, height: 800 });
+      ({ context } = browser);
       // As on a plane: anything not on this machine fails, and is recorded.
       await context.route("**/*", async (route) => {
         const url = new URL(route.request().url());
@@ -331,11 +312,8 @@ describe.skipIf(!hasChromium)(
     }, 120_000);
 
     afterAll(async () => {
-      await context?.close();
+      await browser?.close();
       await app?.close();
-      if (profile) {
-        rmSync(profile, { recursive: true, force: true });
-      }
     });
 
     it("opens on the example, runs it with Ctrl+Enter and shows the token, all from the gateway", async () => {

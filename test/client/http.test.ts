@@ -4,7 +4,7 @@ import type { App } from "../../src/app.js";
 import { persistedOperations } from "@acs-identity-gateway/client";
 import { loadConfig } from "../../src/config.js";
 import { TRUSTED_DOCUMENTS_MANIFEST } from "../../src/server/persisted-documents.js";
-import { startGateway } from "../helpers/gateway.js";
+import { PRODUCTION_SETTINGS, startGateway } from "../helpers/gateway.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
 
 const PAGE = "http://localhost:5173";
@@ -269,16 +269,7 @@ describe("trusted documents only", () => {
 describe("production GET /graphql from a browser", () => {
   let app: App;
   beforeAll(async () => {
-    app = await startGateway({
-      NODE_ENV: "production",
-      AUTH_MODE: "jwt",
-      AUTH_JWKS_URL: "https://login.example.com/keys",
-      AUTH_ISSUER: "https://login.example.com/",
-      AUTH_AUDIENCE: "api://gateway",
-      COMMUNICATION_SERVICES_CONNECTION_STRING:
-        "endpoint=https://example.communication.azure.com/;accesskey=" +
-        Buffer.alloc(32, 1).toString("base64"),
-    });
+    app = await startGateway(PRODUCTION_SETTINGS);
   });
   afterAll(async () => {
     await app?.close();

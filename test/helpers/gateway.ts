@@ -2,6 +2,10 @@ import type { IncomingHttpHeaders } from "node:http";
 import { expect } from "vitest";
 import { createApp, type App, type AppDeps } from "../../src/app.js";
 import { loadConfig } from "../../src/config.js";
+import { createAcsIdentityProvider } from "../../src/identity/acs-identity-provider.js";
+import type { IdentityProvider } from "../../src/identity/identity-provider.js";
+import { createLogger } from "../../src/logger.js";
+import { createMetrics } from "../../src/server/metrics.js";
 
 /** A gateway with the embedded emulator (port 0) unless `env` names an ACS connection string. */
 export async function startGateway(
@@ -79,4 +83,31 @@ export const ACS_ID = /^8:acs:[0-9a-f-]{36}_[0-9a-f-]+$/;
 export async function upstreamAttempts(app: App): Promise<number> {
   const metric = await app.metrics.upstreamRequests.get();
   return metric.values.reduce((sum, value) => sum + value.value, 0);
+}
+
+/**
+ * The least a production gateway needs (no network is contacted at start with these): JWT auth
+ * against an issuer that is never asked, and a connection string to a resource never called.
+ */
+export const PRODUCTION_SETTINGS = {
+  NODE_ENV: "production",
+  AUTH_MODE: "jwt",
+  AUTH_JWKS_URL: "https://login.example.com/keys",
+  AUTH_ISSUER: "https://login.example.com/",
+  AUTH_AUDIENCE: "api://gateway",
+  COMMUNICATION_SERVICES_CONNECTION_STRING: `endpoint=https://example.communication.azure.com/;accesskey=${Buffer.alloc(32, 1).toString("base64")}`,
+} as const;
+
+/** The gateway's own ACS client (the identity provider) pointed at an emulator, silent. */
+export function identityProviderFor(emulator: {
+  endpoint: string;
+  accessKey: string;
+}): IdentityProvider {
+  return createAcsIdentityProvider({
+    endpoint: emulator.endpoint,
+    accessKey: emulator.accessKey,
+    allowInsecureConnection: true,
+    metrics: createMetrics(),
+    logger: createLogger({ level: "silent" }),
+  });
 }

@@ -3,16 +3,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import type { App } from "../../src/app.js";
 import { DomainError } from "../../src/errors.js";
-import { createAcsIdentityProvider } from "../../src/identity/acs-identity-provider.js";
 import { createProvisioner, type Provisioner } from "../../src/identity/provisioning.js";
 import {
   createMemoryUserMappingStore,
   type UserMappingStore,
 } from "../../src/identity/user-mapping-store.js";
 import { createLogger } from "../../src/logger.js";
-import { createMetrics } from "../../src/server/metrics.js";
 import { startTestEmulator } from "../helpers/emulator.js";
-import { startGateway } from "../helpers/gateway.js";
+import { identityProviderFor, startGateway } from "../helpers/gateway.js";
 import { startPostgres, type PostgresServer } from "../helpers/postgres.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
 
@@ -64,13 +62,7 @@ async function gateway(env: Record<string, string>): Promise<App> {
 function provisionerOver(store: UserMappingStore): Provisioner {
   const provisioner = createProvisioner({
     store,
-    identity: createAcsIdentityProvider({
-      endpoint: emulator.endpoint,
-      accessKey: emulator.accessKey,
-      allowInsecureConnection: true,
-      metrics: createMetrics(),
-      logger: silent,
-    }),
+    identity: identityProviderFor(emulator),
     logger: silent,
     // The background clean-up's pauses, short: the tests wait for its effect, not for time.
     cleanupBackoffMs: [5],
@@ -141,24 +133,28 @@ describe("a record whose outcome is unknown", () => {
   });
 });
 
+/** The fault, injected in the test's own database: confirming (pending -> mapped) fails. */
+async function refuseConfirms(db: pg.Client): Promise<void> {
+  await db.query(`
+    CREATE FUNCTION test_refuse_confirm() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF OLD.state = 'pending' AND NEW.state = 'mapped' THEN
+        RAISE EXCEPTION 'injected: confirm refused';
+      END IF;
+      RETURN NEW;
+    END $$;
+    CREATE TRIGGER test_refuse_confirm BEFORE UPDATE ON acsgw_identity_mapping
+      FOR EACH ROW EXECUTE FUNCTION test_refuse_confirm();`);
+}
+
 describe("with PostgreSQL (DATABASE_URL)", () => {
   it("a confirm that fails: me, revokeMyTokens and deleteMe act on the pending identity, never NOT_FOUND", async () => {
     const url = await postgres.newDatabase();
     const app = await gateway({ DATABASE_URL: url });
-    // The fault is injected in the test's own database: confirming (pending -> mapped) fails.
     const db = new pg.Client({ connectionString: url });
     await db.connect();
     try {
-      await db.query(`
-        CREATE FUNCTION test_refuse_confirm() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-          IF OLD.state = 'pending' AND NEW.state = 'mapped' THEN
-            RAISE EXCEPTION 'injected: confirm refused';
-          END IF;
-          RETURN NEW;
-        END $$;
-        CREATE TRIGGER test_refuse_confirm BEFORE UPDATE ON acsgw_identity_mapping
-          FOR EACH ROW EXECUTE FUNCTION test_refuse_confirm();`);
+      await refuseConfirms(db);
 
       const grant = await app.tokens.issueMyToken(actor("cleo"), ["voip"]);
       const { rows } = await db.query("SELECT state, user_id FROM acsgw_identity_mapping");
@@ -183,14 +179,7 @@ describe("with PostgreSQL (DATABASE_URL)", () => {
     const db = new pg.Client({ connectionString: url });
     await db.connect();
     try {
-      await db.query(`
-        CREATE FUNCTION test_refuse_confirm() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-          IF OLD.state = 'pending' AND NEW.state = 'mapped' THEN RAISE EXCEPTION 'injected'; END IF;
-          RETURN NEW;
-        END $$;
-        CREATE TRIGGER test_refuse_confirm BEFORE UPDATE ON acsgw_identity_mapping
-          FOR EACH ROW EXECUTE FUNCTION test_refuse_confirm();`);
+      await refuseConfirms(db);
       const { userId } = await app.tokens.issueMyToken(actor("dina"), ["chat"]);
       await db.query("DROP TRIGGER test_refuse_confirm ON acsgw_identity_mapping");
       expect((await app.tokens.revokeMyTokens(actor("dina"))).userId).toBe(userId);

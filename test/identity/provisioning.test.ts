@@ -2,7 +2,6 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import { DomainError } from "../../src/errors.js";
-import { createAcsIdentityProvider } from "../../src/identity/acs-identity-provider.js";
 import { createProvisioner } from "../../src/identity/provisioning.js";
 import {
   createMemoryUserMappingStore,
@@ -11,10 +10,9 @@ import {
 } from "../../src/identity/user-mapping-store.js";
 import { createRedisClient, type RedisClient } from "../../src/redis/index.js";
 import { createLogger } from "../../src/logger.js";
-import { createMetrics } from "../../src/server/metrics.js";
 import { startTestEmulator } from "../helpers/emulator.js";
 import { introspect } from "../helpers/introspect.js";
-import { run, startGateway } from "../helpers/gateway.js";
+import { identityProviderFor, run, startGateway } from "../helpers/gateway.js";
 import { startPostgres, type PostgresServer } from "../helpers/postgres.js";
 import { commandCounts, startRedis, type RedisProcess } from "../helpers/redis.js";
 
@@ -133,13 +131,7 @@ describe("the store failing between the steps", () => {
   function provisionerOver(store: UserMappingStore, clock: { now: number }, hooks = {}) {
     return createProvisioner({
       store,
-      identity: createAcsIdentityProvider({
-        endpoint: emulator.endpoint,
-        accessKey: emulator.accessKey,
-        allowInsecureConnection: true,
-        metrics: createMetrics(),
-        logger: silent,
-      }),
+      identity: identityProviderFor(emulator),
       logger: silent,
       now: () => clock.now,
       leaseMs: 60_000,

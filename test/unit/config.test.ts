@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig, parseConnectionString } from "../../src/config.js";
+import { PRODUCTION_SETTINGS } from "../helpers/gateway.js";
 
 const KEY = Buffer.alloc(32, 7).toString("base64");
 const ACS = `endpoint=https://contoso.communication.azure.com/;accesskey=${KEY}`;
@@ -32,14 +33,7 @@ describe("configuration", () => {
     expect(loadConfig({ HOST: "0.0.0.0" }).host).toBe("0.0.0.0");
     expect(loadConfig({ HOST: "" }).host).toBe("127.0.0.1");
     expect(loadConfig({ NODE_ENV: "test" }).host).toBe("127.0.0.1");
-    const production = {
-      NODE_ENV: "production",
-      COMMUNICATION_SERVICES_CONNECTION_STRING: ACS,
-      AUTH_MODE: "jwt",
-      AUTH_JWKS_URL: "https://login.example.com/keys",
-      AUTH_ISSUER: "https://login.example.com/",
-      AUTH_AUDIENCE: "api://gateway",
-    };
+    const production = { ...PRODUCTION_SETTINGS, COMMUNICATION_SERVICES_CONNECTION_STRING: ACS };
     expect(loadConfig(production).host).toBe("0.0.0.0");
     expect(loadConfig({ ...production, HOST: "127.0.0.1" }).host).toBe("127.0.0.1");
   });
@@ -169,12 +163,8 @@ describe("configuration", () => {
     expect(list.some((p) => p.startsWith("COMMUNICATION_SERVICES_CONNECTION_STRING"))).toBe(true);
     expect(list.some((p) => p.startsWith("AUTH_MODE"))).toBe(true);
     const ok = loadConfig({
-      NODE_ENV: "production",
+      ...PRODUCTION_SETTINGS,
       COMMUNICATION_SERVICES_CONNECTION_STRING: ACS,
-      AUTH_MODE: "jwt",
-      AUTH_JWKS_URL: "https://login.example.com/keys",
-      AUTH_ISSUER: "https://login.example.com/",
-      AUTH_AUDIENCE: "api://gateway",
     });
     expect(ok.production).toBe(true);
   });
