@@ -61,6 +61,10 @@ export default defineConfig({
         replacement: source("packages/client/src/index.ts"),
       },
       {
+        find: /^@acs-identity-gateway\/client\/documents$/,
+        replacement: source("packages/client/src/documents.ts"),
+      },
+      {
         find: /^@acs-identity-gateway\/client\/persisted-documents\.json$/,
         replacement: source("packages/client/persisted-documents.json"),
       },

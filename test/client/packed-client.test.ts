@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -115,6 +115,8 @@ describe("the packed client, installed into an app outside the repository", () =
         "dist/token-refresher.js",
         "dist/scopes.d.ts",
         "dist/generated/graphql.js",
+        "dist/documents.js",
+        "dist/documents.d.ts",
       ]),
     );
     expect(paths.filter((path) => /^(test|node_modules)\//.test(path))).toEqual([]);
@@ -122,8 +124,9 @@ describe("the packed client, installed into an app outside the repository", () =
       readFileSync(join(app, "node_modules/@acs-identity-gateway/client/package.json"), "utf8"),
     );
     expect(manifest.private).toBeUndefined();
-    // Types only (TypedDocumentNode for Apollo Client, urql, ...): no server package.
-    expect(Object.keys(manifest.dependencies ?? {})).toEqual(["@graphql-typed-document-node/core"]);
+    // Nothing is installed with it: graphql (for the /documents subpath) is an optional peer.
+    expect(manifest.dependencies).toBeUndefined();
+    expect(existsSync(join(app, "node_modules/graphql"))).toBe(false);
     // A real copy in the app, not a link back into this repository.
     expect(lstatSync(join(app, "node_modules/@acs-identity-gateway/client")).isSymbolicLink()).toBe(
       false,
@@ -145,8 +148,9 @@ describe("the packed client, installed into an app outside the repository", () =
     expect(result.expiresOnTimestamp).toBeGreaterThan(Date.now() + 60 * 60_000);
   });
 
-  it("type-checks in a strict nodenext app, and its types refuse a scope that does not exist", async () => {
-    writeFileSync(join(app, "app.ts"), TYPED_APP);
+  /** `tsc` over `file` in the app, strict, nodenext, every declaration file checked too. */
+  async function typeCheck(file: string, source: string): Promise<string> {
+    writeFileSync(join(app, file), source);
     writeFileSync(
       join(app, "tsconfig.json"),
       JSON.stringify({
@@ -159,15 +163,45 @@ describe("the packed client, installed into an app outside the repository", () =
           noEmit: true,
           skipLibCheck: false,
         },
-        files: ["app.ts"],
+        files: [file],
       }),
     );
     const tsc = join(root, "node_modules/typescript/bin/tsc");
-    const result = await run(process.execPath, [tsc, "-p", "tsconfig.json"], { cwd: app }).then(
+    return run(process.execPath, [tsc, "-p", "tsconfig.json"], { cwd: app }).then(
       () => "",
       (error: { stdout: string }) => error.stdout,
     );
-    expect(result).toBe("");
+  }
+
+  it("type-checks in a strict nodenext app, and its types refuse a scope that does not exist", async () => {
+    // No graphql in the app: the main entry must not need it.
+    expect(await typeCheck("app.ts", TYPED_APP)).toBe("");
+  });
+
+  it("gives GraphQL clients typed documents from /documents, with graphql as an optional peer", async () => {
+    await run(
+      "npm",
+      [
+        "install",
+        "graphql@16.12.0",
+        "@graphql-typed-document-node/core@3.2.0",
+        "--prefer-offline",
+        "--no-audit",
+        "--no-fund",
+      ],
+      { cwd: app },
+    );
+    const source = `import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
+import type { IssueMyTokenMutation, IssueMyTokenMutationVariables } from "@acs-identity-gateway/client";
+import { IssueMyTokenDocument } from "@acs-identity-gateway/client/documents";
+
+const typed: TypedDocumentNode<IssueMyTokenMutation, IssueMyTokenMutationVariables> =
+  IssueMyTokenDocument;
+// @ts-expect-error the variables of another operation
+const wrong: TypedDocumentNode<IssueMyTokenMutation, { userId: string }> = IssueMyTokenDocument;
+console.log(typed.kind, wrong);
+`;
+    expect(await typeCheck("documents.ts", source)).toBe("");
   });
 
   it("bundles for the browser with the ACS SDK's credential in under 400 kB", async () => {
