@@ -1,4 +1,4 @@
-import type { TokenCredential } from "@azure/identity";
+import type { DefaultAzureCredentialOptions, TokenCredential } from "@azure/identity";
 
 /** The scope ACS data-plane tokens are requested for. */
 export const ACS_SCOPE = "https://communication.azure.com/.default";
@@ -9,16 +9,68 @@ export class EntraCredentialError extends Error {
 }
 
 /**
+ * The hosts of Entra ID's own clouds (public, US Government, China, Germany, and the sovereign
+ * ones): MSAL's built-in cloud list, whose authorities it validates by instance discovery.
+ */
+const MICROSOFT_AUTHORITY_HOSTS = new Set([
+  "login.microsoftonline.com",
+  "login.windows.net",
+  "login.microsoft.com",
+  "sts.windows.net",
+  "login.partner.microsoftonline.cn",
+  "login.chinacloudapi.cn",
+  "login.microsoftonline.de",
+  "login.microsoftonline.us",
+  "login.usgovcloudapi.net",
+  "login-us.microsoftonline.com",
+  "login.sovcloud-identity.fr",
+  "login.sovcloud-identity.de",
+  "login.sovcloud-identity.sg",
+]);
+
+/**
+ * `DefaultAzureCredential`'s options for the environment's `AZURE_AUTHORITY_HOST`. An authority
+ * outside Microsoft's clouds (the ACS emulator's test tenant, an Azure Stack or AD FS authority)
+ * cannot pass MSAL's instance discovery, which asks Microsoft's public cloud whether the host is
+ * an Entra authority: it is turned off (`disableInstanceDiscovery`), and the host is trusted as
+ * given, as `@azure/identity` documents for such authorities.
+ */
+export function entraCredentialOptions(
+  env: Readonly<Record<string, string | undefined>>,
+): DefaultAzureCredentialOptions {
+  const host = env.AZURE_AUTHORITY_HOST;
+  if (!host) {
+    return {};
+  }
+  let hostname: string;
+  try {
+    hostname = new URL(host).hostname.toLowerCase();
+  } catch {
+    // Not a URL: @azure/identity reports it when it builds the authority.
+    return {};
+  }
+  return MICROSOFT_AUTHORITY_HOSTS.has(hostname) ? {} : { disableInstanceDiscovery: true };
+}
+
+/**
  * `DefaultAzureCredential` (environment service principal, workload identity, managed identity,
  * ...), checked once at start by asking it for an ACS token, so a deployment without a usable
- * identity stops with a message naming the problem instead of failing every request.
+ * identity stops with a message naming the problem instead of failing every request. `env` is
+ * where `@azure/identity` reads its `AZURE_*` variables (the process's environment).
  */
 export async function createEntraCredential(
-  options: { timeoutMs?: number; credential?: TokenCredential } = {},
+  options: {
+    timeoutMs?: number;
+    credential?: TokenCredential;
+    env?: Readonly<Record<string, string | undefined>>;
+  } = {},
 ): Promise<TokenCredential> {
   // Loaded only in Entra ID mode: the package takes a quarter of a second to import.
   const credential =
-    options.credential ?? new (await import("@azure/identity")).DefaultAzureCredential();
+    options.credential ??
+    new (await import("@azure/identity")).DefaultAzureCredential(
+      entraCredentialOptions(options.env ?? process.env),
+    );
   try {
     const token = await credential.getToken(ACS_SCOPE, {
       abortSignal: AbortSignal.timeout(options.timeoutMs ?? 30_000),

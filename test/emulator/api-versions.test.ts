@@ -1,5 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SUPPORTED_API_VERSIONS, type Emulator } from "@acs-identity-gateway/emulator";
+import {
+  EMULATOR_CLIENT_ID,
+  EMULATOR_TENANT_ID,
+  EMULATOR_USER_OBJECT_ID,
+  SUPPORTED_API_VERSIONS,
+  type Emulator,
+} from "@acs-identity-gateway/emulator";
 import { startTestEmulator } from "../helpers/emulator.js";
 import { unsignedJwt } from "./jwt.js";
 import { rawRequest, type RawRequest, type RawResponse } from "./signing.js";
@@ -16,6 +22,8 @@ interface Expected {
   expiresInMinutes: boolean;
   teams: "none" | "token-only" | "token-app-user";
   customId: boolean;
+  /** `/access/entra/...` and `/access/teamsExtension/...` (exchange and assignments). */
+  access?: { entra: boolean; teamsExtension: boolean };
 }
 const EXPECTED: Record<string, Expected> = {
   "2021-03-07": { joinScopes: false, expiresInMinutes: false, teams: "none", customId: false },
@@ -49,6 +57,21 @@ const EXPECTED: Record<string, Expected> = {
     expiresInMinutes: true,
     teams: "token-app-user",
     customId: true,
+    access: { entra: true, teamsExtension: true },
+  },
+  // The stored spec read is 2023-10-01's surface (SOURCE.md).
+  "2025-04-01-preview": {
+    joinScopes: true,
+    expiresInMinutes: true,
+    teams: "token-app-user",
+    customId: false,
+  },
+  "2025-06-30": {
+    joinScopes: true,
+    expiresInMinutes: true,
+    teams: "token-app-user",
+    customId: false,
+    access: { entra: false, teamsExtension: true },
   },
 };
 
@@ -56,11 +79,14 @@ const APP_ID = "2f6a5b5e-1c55-4d8f-9f0d-3a3b6c9a7e11";
 const USER_ID = "9c7d3f1a-7b6e-4f0b-8e2a-5d4c3b2a1f00";
 
 let emulator: Emulator;
+/** Entra `any`: the `/access` exchanges take an unsigned token of the test tenant's user. */
+let entraAny: Emulator;
 beforeAll(async () => {
   emulator = await startTestEmulator();
+  entraAny = await startTestEmulator({ entra: "any" });
 });
 afterAll(async () => {
-  await emulator.close();
+  await Promise.all([emulator.close(), entraAny.close()]);
 });
 
 const send = (req: RawRequest) => rawRequest(emulator.endpoint, emulator.accessKey, req);
@@ -337,6 +363,55 @@ describe.each(Object.entries(EXPECTED))("api-version %s", (version, expected) =>
       expectSuccess(full, 200);
       assertMatchesSpec("CommunicationIdentityAccessToken", full.json, version);
       expectRefusal(tokenOnly, 400, "ValidationError", "AppId");
+    }
+  });
+
+  const access = expected.access ?? { entra: false, teamsExtension: false };
+  it(`has the /access exchanges and assignments: entra ${access.entra}, teamsExtension ${access.teamsExtension}`, async () => {
+    const userToken = (aud: string, scp: string) =>
+      unsignedJwt({
+        aud,
+        scp,
+        tid: EMULATOR_TENANT_ID,
+        oid: EMULATOR_USER_OBJECT_ID,
+        azp: EMULATOR_CLIENT_ID,
+        exp: Math.floor(Date.now() / 1000) + 3600,
+      });
+    const tokens = {
+      entra: userToken("https://communication.azure.com/clients", "VoIP"),
+      teamsExtension: userToken(
+        "https://auth.msft.communication.azure.com",
+        "TeamsExtension.ManageCalls",
+      ),
+    };
+    for (const kind of ["entra", "teamsExtension"] as const) {
+      const exchanged = await rawRequest(entraAny.endpoint, entraAny.accessKey, {
+        method: "POST",
+        path: path(`/access/${kind}/:exchangeAccessToken`),
+        body: "{}",
+        sign: { authorization: `Bearer ${tokens[kind]}` },
+      });
+      const assignment = await rawRequest(entraAny.endpoint, entraAny.accessKey, {
+        method: "GET",
+        path: path(
+          kind === "entra"
+            ? `/access/entra/assignments/${EMULATOR_TENANT_ID}`
+            : `/access/teamsExtension/tenants/${EMULATOR_TENANT_ID}/assignments/${EMULATOR_USER_OBJECT_ID}`,
+        ),
+      });
+      if (access[kind]) {
+        expectSuccess(exchanged, 200);
+        assertMatchesSpec("CommunicationIdentityAccessTokenResult", exchanged.json, version);
+        expectSuccess(assignment, 200);
+        assertMatchesSpec(
+          kind === "entra" ? "EntraAssignment" : "TeamsExtensionAssignmentResponse",
+          assignment.json,
+          version,
+        );
+      } else {
+        expectRefusal(exchanged, 404, "NotFound");
+        expectRefusal(assignment, 404, "NotFound");
+      }
     }
   });
 

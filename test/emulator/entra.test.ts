@@ -153,4 +153,22 @@ describe("ACS_EMULATOR_ENTRA=any", () => {
   it("still accepts the connection string's HMAC", async () => {
     await expect(identityClient(emulator).createUser()).resolves.toBeDefined();
   });
+
+  it("authenticates the emulator's own listing and reset as the ACS calls", async () => {
+    const own = (method: string, path: string, token: string) =>
+      rawRequest(emulator.endpoint, emulator.accessKey, {
+        method,
+        path,
+        sign: { authorization: `Bearer ${token}` },
+      });
+    const good = unsignedJwt({ aud: AUDIENCE, exp: Math.floor(clock / 1000) + 600 });
+    const wrong = unsignedJwt({
+      aud: "https://management.azure.com",
+      exp: Math.floor(clock / 1000) + 600,
+    });
+    expect((await own("GET", "/emulator/identities", good)).status).toBe(200);
+    expectDenied(await own("GET", "/emulator/identities", wrong));
+    expectDenied(await own("POST", "/emulator/reset", wrong));
+    expect((await own("POST", "/emulator/reset", good)).status).toBe(204);
+  });
 });

@@ -10,6 +10,7 @@ import {
   EMULATOR_WELL_KNOWN_ACCESS_KEY,
   emulatorOptionsFromEnv,
 } from "@acs-identity-gateway/emulator";
+import { emulatorCommandSettings } from "../../packages/emulator/src/options.js";
 import { createTestCa } from "../helpers/emulator.js";
 
 /** `npm run emulator` as a child process, and the settings it reads. */
@@ -100,7 +101,10 @@ describe("npm run emulator", () => {
         ACS_EMULATOR_TLS_KEY: ca.keyFile,
         ACS_EMULATOR_ENTRA: "on",
       });
-      const [connection, endpointLine, headerLine] = await run.lines(3);
+      // The test tenant's AZURE_* lines come around these (entra-authority.test.ts checks them).
+      const [connection, ...rest] = await run.lines(9);
+      const endpointLine = rest.find((line) => line.startsWith("IDENTITY_ENDPOINT="));
+      const headerLine = rest.find((line) => line.startsWith("IDENTITY_HEADER="));
       expect(connection).toMatch(
         /^COMMUNICATION_SERVICES_CONNECTION_STRING=endpoint=https:\/\/127\.0\.0\.1:\d+\/;accesskey=\S+$/,
       );
@@ -235,6 +239,46 @@ describe("emulatorOptionsFromEnv", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it("reads ACS_EMULATOR_LOOSE and ACS_EMULATOR_REVOCATION_DELAY_S, and refuses what they are not", () => {
+    expect(
+      emulatorOptionsFromEnv({
+        ACS_EMULATOR_LOOSE: "true",
+        ACS_EMULATOR_REVOCATION_DELAY_S: "900",
+      }),
+    ).toEqual({ loose: true, revocationDelaySeconds: 900 });
+    expect(emulatorOptionsFromEnv({ ACS_EMULATOR_LOOSE: "false" })).toEqual({ loose: false });
+    expect(() =>
+      emulatorOptionsFromEnv({
+        ACS_EMULATOR_LOOSE: "yes",
+        ACS_EMULATOR_REVOCATION_DELAY_S: "901",
+      }),
+    ).toThrow(
+      /ACS_EMULATOR_LOOSE[\s\S]*ACS_EMULATOR_REVOCATION_DELAY_S: must be a whole number from 0 to 900/,
+    );
+  });
+
+  it("gives the command's flags the last word, names them in problems, and reads the log level", () => {
+    const env = {
+      ACS_EMULATOR_PORT: "not a port",
+      ACS_EMULATOR_THROTTLE: "acs",
+      ACS_EMULATOR_LOG_LEVEL: "warn",
+      LOG_LEVEL: "debug",
+    };
+    expect(emulatorCommandSettings({ port: { flag: "--port", value: "0" } }, env)).toEqual({
+      options: { port: 0, throttle: "acs" },
+      logLevel: "warn",
+    });
+    // LOG_LEVEL only when ACS_EMULATOR_LOG_LEVEL is unset; info when neither is.
+    expect(emulatorCommandSettings({}, { LOG_LEVEL: "debug" }).logLevel).toBe("debug");
+    expect(emulatorCommandSettings({}, {}).logLevel).toBe("info");
+    expect(() =>
+      emulatorCommandSettings(
+        { port: { flag: "--port", value: "70000" }, throttle: { flag: "--throttle", value: "x" } },
+        { ACS_EMULATOR_LOG_LEVEL: "loud" },
+      ),
+    ).toThrow(/--port: [\s\S]*--throttle: [\s\S]*ACS_EMULATOR_LOG_LEVEL: must be one of/);
   });
 
   it("throws one error listing every problem", () => {

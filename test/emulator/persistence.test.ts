@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -6,6 +6,7 @@ import type { Emulator } from "@acs-identity-gateway/emulator";
 import { introspect } from "../helpers/introspect.js";
 import { identityClient, startTestEmulator } from "../helpers/emulator.js";
 import { refusal } from "./refusal.js";
+import { rawRequest } from "./signing.js";
 
 /** ACS_EMULATOR_STATE_FILE: identities, deletions and revocations survive a restart. */
 const dir = mkdtempSync(join(tmpdir(), "acs-emulator-state-"));
@@ -46,6 +47,49 @@ describe("a state file", () => {
     await expect(again.getToken(kept, ["voip"])).resolves.toBeDefined();
     expect((await refusal(again.getToken(deleted, ["chat"]))).statusCode).toBe(404);
     expect((await refusal(again.revokeTokens(deleted))).statusCode).toBe(404);
+  });
+
+  it("keeps a revoke still propagating, which takes effect at its time after the restart", async () => {
+    let clock = Date.now();
+    const file = join(dir, "delayed.json");
+    const first = await startTestEmulator({
+      stateFile: file,
+      revocationDelaySeconds: 600,
+      now: () => clock,
+    });
+    open.push(first);
+    const client = identityClient(first);
+    const { user, token } = await client.createUserAndToken(["chat"]);
+    clock += 1000;
+    const revokedAt = clock;
+    await client.revokeTokens(user);
+    await first.close();
+
+    // Restarted without a delay: the revoke made before keeps its own.
+    const second = await startTestEmulator({ stateFile: file, now: () => clock });
+    open.push(second);
+    expect(await introspect(second, token)).toMatchObject({ active: true });
+    clock = revokedAt + 600_000;
+    expect(await introspect(second, token)).toMatchObject({ active: false, reason: "revoked" });
+  });
+
+  it("is emptied by POST /emulator/reset, its signing key kept", async () => {
+    const file = join(dir, "reset.json");
+    const first = await start(file);
+    const user = await identityClient(first).createUser();
+    const before = JSON.parse(readFileSync(file, "utf8"));
+    expect(before.identities).toHaveLength(1);
+    const reset = await rawRequest(first.endpoint, first.accessKey, {
+      method: "POST",
+      path: "/emulator/reset",
+    });
+    expect(reset.status).toBe(204);
+    const after = JSON.parse(readFileSync(file, "utf8"));
+    expect(after.identities).toEqual([]);
+    expect(after.signingKeyPem).toBe(before.signingKeyPem);
+    await first.close();
+    const second = await start(file);
+    expect((await refusal(identityClient(second).getToken(user, ["chat"]))).statusCode).toBe(404);
   });
 
   it("is written atomically and readable only by its owner", async () => {

@@ -20,6 +20,11 @@ export interface RawRequest {
     path?: string;
     /** Replace the whole Authorization header (`null`: send none). */
     authorization?: string | null;
+    /**
+     * Sign over this header: `x-ms-date` (the SDK today) or `date` (`Date` header, as the
+     * 1.0.0-beta SDKs signed). @default "x-ms-date"
+     */
+    dateHeader?: "x-ms-date" | "date";
   };
   headers?: Record<string, string>;
 }
@@ -46,9 +51,10 @@ export function signedHeaders(
   const signature = createHmac("sha256", Buffer.from(req.sign?.accessKey ?? accessKey, "base64"))
     .update(stringToSign)
     .digest("base64");
+  const dateHeader = req.sign?.dateHeader ?? "x-ms-date";
   const headers: Record<string, string> = {
     host: url.host,
-    "x-ms-date": date,
+    [dateHeader]: date,
     "x-ms-content-sha256": contentHash,
     "content-type": "application/json",
     ...req.headers,
@@ -56,7 +62,7 @@ export function signedHeaders(
   if (req.sign?.authorization !== null) {
     headers.authorization =
       req.sign?.authorization ??
-      `HMAC-SHA256 SignedHeaders=x-ms-date;host;x-ms-content-sha256&Signature=${signature}`;
+      `HMAC-SHA256 SignedHeaders=${dateHeader};host;x-ms-content-sha256&Signature=${signature}`;
   }
   return headers;
 }

@@ -28,6 +28,8 @@ const SPEC_OF_VERSION: Record<string, string> = {
   "2022-10-01": "2022-10-01",
   "2023-10-01": "2023-10-01",
   "2025-03-02-preview": "2023-10-01",
+  "2025-04-01-preview": "2023-10-01",
+  "2025-06-30": "2023-10-01",
 };
 const PREVIEW_2025_IDENTITY = {
   description: "A communication identity.",
@@ -44,6 +46,54 @@ const PREVIEW_2025_IDENTITY = {
       type: "string",
     },
     id: { description: "Identifier of the identity.", type: "string" },
+  },
+};
+/**
+ * The `/access` answers' definitions, as published for 2025-03-02-preview (commit b2f74197; the
+ * Teams Phone extension's are the same in 2025-06-30 at commit 37c60514). The exchanges answer
+ * `CommunicationIdentityAccessTokenResult`, whose shape is 2023-10-01's.
+ */
+const TEAMS_EXTENSION_DEFINITIONS = {
+  TeamsExtensionAssignmentResponse: {
+    required: ["objectId", "principalType", "tenantId"],
+    type: "object",
+    properties: {
+      objectId: { type: "string" },
+      tenantId: { type: "string" },
+      principalType: { $ref: "#/definitions/TeamsExtensionPrincipalType" },
+      clientIds: { type: "array", items: { type: "string" } },
+    },
+  },
+  TeamsExtensionPrincipalType: {
+    description: "The type of principal the assignment is for.",
+    enum: ["resourceAccount", "user"],
+    type: "string",
+    "x-ms-enum": { name: "TeamsExtensionPrincipalType", modelAsString: true },
+  },
+};
+const ENTRA_DEFINITIONS = {
+  EntraAssignment: {
+    required: ["objectId", "principalType", "tenantId", "clientIds"],
+    type: "object",
+    properties: {
+      objectId: { type: "string" },
+      tenantId: { type: "string" },
+      principalType: { $ref: "#/definitions/EntraPrincipalType" },
+      clientIds: { type: "array", items: { type: "string" } },
+    },
+  },
+  EntraAssignmentsResponse: {
+    required: ["value"],
+    type: "object",
+    properties: {
+      value: { type: "array", items: { $ref: "#/definitions/EntraAssignment" } },
+      nextLink: { type: "string" },
+    },
+  },
+  EntraPrincipalType: {
+    enum: ["user", "group", "tenant"],
+    type: "string",
+    "x-ms-enum": { name: "EntraPrincipalType", modelAsString: true },
   },
 };
 export const SPEC_VERSIONS = Object.keys(SPEC_OF_VERSION);
@@ -81,6 +131,10 @@ for (const [version, specVersion] of Object.entries(SPEC_OF_VERSION)) {
   const definitions = { ...load(specVersion).definitions };
   if (version === "2025-03-02-preview") {
     definitions.CommunicationIdentity = PREVIEW_2025_IDENTITY;
+    Object.assign(definitions, ENTRA_DEFINITIONS, TEAMS_EXTENSION_DEFINITIONS);
+  }
+  if (version === "2025-06-30") {
+    Object.assign(definitions, TEAMS_EXTENSION_DEFINITIONS);
   }
   ajv.addSchema({ $id: `acs-identity-${version}`, definitions: closed(definitions) });
 }
@@ -111,7 +165,10 @@ export type SpecDefinition =
   | "CommunicationIdentityAccessTokenResult"
   | "CommunicationIdentityAccessToken"
   | "CommunicationIdentity"
-  | "CommunicationIdentityToken";
+  | "CommunicationIdentityToken"
+  | "TeamsExtensionAssignmentResponse"
+  | "EntraAssignment"
+  | "EntraAssignmentsResponse";
 
 const cache = new Map<string, ValidateFunction>();
 function validator(ref: string): ValidateFunction {

@@ -137,6 +137,32 @@ describe("validation, as recorded from the real service", () => {
     }
   });
 
+  it("checks the token first: an invalid token with an empty or malformed userId or appId is 401", async () => {
+    const expired = unsignedJwt(teamsClaims({ exp: Math.floor(Date.now() / 1000) - 1 }));
+    for (const [bad, appId, userId] of [
+      ["", APP_ID, ""],
+      ["abc", APP_ID, ""],
+      [expired, APP_ID, ""],
+      [expired, "", USER_ID],
+      ["abc", "not-a-guid", "42"],
+    ]) {
+      expectError(
+        await exchange(plain, { token: bad, appId, userId }),
+        401,
+        "InvalidAccessToken",
+        "Provided access token is not valid.",
+      );
+    }
+    // With a JWKS, a badly signed token is just as invalid, whatever the ids.
+    const forged = entraToken(teamsClaims(), strangerKey.privateKey);
+    expectError(
+      await exchange(verifying, { token: forged, appId: APP_ID, userId: "" }),
+      401,
+      "InvalidAccessToken",
+      "Provided access token is not valid.",
+    );
+  });
+
   it("mints a Teams user's token with the documented claims, without a JWKS the signature unchecked", async () => {
     const res = await exchange(plain, { token, appId: APP_ID, userId: USER_ID });
     expect(res.status, res.text).toBe(200);

@@ -241,3 +241,65 @@ describe("introspection", () => {
     assertErrorShape(empty.json);
   });
 });
+
+describe("a revocation delay (revocationDelaySeconds), on the emulator's clock", () => {
+  const DELAY_MS = 60_000;
+  let delayed: Emulator;
+  let delayedClient: CommunicationIdentityClient;
+
+  beforeAll(async () => {
+    delayed = await startTestEmulator({ now: () => clock, revocationDelaySeconds: 60 });
+    delayedClient = identityClient(delayed);
+  });
+
+  afterAll(async () => {
+    await delayed.close();
+  });
+
+  it("keeps tokens issued before a revoke active until the delay has passed, not a millisecond less", async () => {
+    const { user, token } = await delayedClient.createUserAndToken(["chat"]);
+    advance(1000);
+    const revokedAt = clock;
+    await delayedClient.revokeTokens(user);
+    expect(await introspect(token, delayed)).toMatchObject({ active: true });
+    advance(1000);
+    const after = await delayedClient.getToken(user, ["chat"]);
+    clock = revokedAt + DELAY_MS - 1;
+    expect(await introspect(token, delayed)).toMatchObject({ active: true });
+    clock = revokedAt + DELAY_MS;
+    expect(await introspect(token, delayed)).toMatchObject({ active: false, reason: "revoked" });
+    // Issued after the revoke: untouched by it, during the delay and after.
+    expect(await introspect(after.token, delayed)).toMatchObject({ active: true });
+  });
+
+  it("lets each of two revokes take effect at its own time", async () => {
+    const { user, token: first } = await delayedClient.createUserAndToken(["chat"]);
+    advance(1000);
+    const firstRevoke = clock;
+    await delayedClient.revokeTokens(user);
+    advance(30_000);
+    const { token: second } = await delayedClient.getToken(user, ["chat"]);
+    advance(1000);
+    const secondRevoke = clock;
+    await delayedClient.revokeTokens(user);
+    clock = firstRevoke + DELAY_MS;
+    expect(await introspect(first, delayed)).toMatchObject({ active: false, reason: "revoked" });
+    expect(await introspect(second, delayed)).toMatchObject({ active: true });
+    clock = secondRevoke + DELAY_MS;
+    expect(await introspect(second, delayed)).toMatchObject({ active: false, reason: "revoked" });
+  });
+
+  it("deletes at once, whatever the delay", async () => {
+    const { user, token } = await delayedClient.createUserAndToken(["chat"]);
+    advance(1000);
+    await delayedClient.revokeTokens(user);
+    await delayedClient.deleteUser(user);
+    expect(await introspect(token, delayed)).toMatchObject({ active: false, reason: "deleted" });
+  });
+
+  it("refuses a delay above 900 seconds, the real service's 15 minutes", async () => {
+    await expect(startTestEmulator({ revocationDelaySeconds: 901 })).rejects.toThrow(
+      /revocationDelaySeconds/,
+    );
+  });
+});

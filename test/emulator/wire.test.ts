@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import { startTestEmulator } from "../helpers/emulator.js";
-import { EMPTY_BODY_HASH, rawRequest, type RawRequest } from "./signing.js";
+import { surfaceProbes } from "./loose-probes.js";
+import { EMPTY_BODY_HASH, rawRequest, signedHeaders, type RawRequest } from "./signing.js";
 import { assertErrorShape, assertMatchesSpec, specExample } from "./spec.js";
 
 /** What the SDK cannot send: broken signatures, odd bodies, unknown paths. Raw signed HTTP only. */
@@ -95,6 +96,40 @@ describe("request signing", () => {
     expect(res.status).toBe(201);
   });
 
+  it("accepts a request signed over `date` with a Date header, as the 1.0.0-beta SDKs sign", async () => {
+    const path = `/identities?${API}`;
+    const res = await send({ method: "POST", path, sign: { dateHeader: "date" } });
+    expect(res.status, res.text).toBe(201);
+    // The same rules as over x-ms-date: a wrong key, a date 16 minutes off, or a Date header not
+    // sent at all are refused.
+    await expectError(
+      {
+        method: "POST",
+        path,
+        sign: { dateHeader: "date", accessKey: Buffer.alloc(64, 1).toString("base64") },
+      },
+      401,
+      "Denied",
+    );
+    const late = new Date(Date.now() - 16 * 60_000).toUTCString();
+    await expectError(
+      { method: "POST", path, sign: { dateHeader: "date", date: late } },
+      401,
+      "Denied",
+    );
+    const headers = signedHeaders(emulator.endpoint, emulator.accessKey, {
+      method: "POST",
+      path,
+      sign: { dateHeader: "date" },
+    });
+    // Signed over `date`, sent with x-ms-date only.
+    await expectError(
+      { method: "POST", path, sign: { authorization: headers.authorization! } },
+      401,
+      "Denied",
+    );
+  });
+
   it("signs the host with its port: a signature for another port is refused", async () => {
     const res = await send({
       method: "POST",
@@ -125,6 +160,159 @@ describe("api-version", () => {
     );
     expect((res.json as { error: { message: string } }).error.message).toContain("2021-03-07");
   });
+
+  it("with loose, answers an unknown api-version as its newest one, and still needs one", async () => {
+    const loose = await startTestEmulator({ loose: true });
+    try {
+      const call = (req: RawRequest) => rawRequest(loose.endpoint, loose.accessKey, req);
+      const newest = String(
+        (await call({ method: "POST", path: `/identities?${API}` })).headers[
+          "api-supported-versions"
+        ],
+      )
+        .split(", ")
+        .at(-1)!;
+      const asNewest = await surfaceProbes(call, newest);
+      expect(asNewest.createWithToken).toBe("201");
+      for (const unknown of ["2099-01-01", "not-a-version"]) {
+        expect(await surfaceProbes(call, unknown), unknown).toEqual(asNewest);
+      }
+      // A known version keeps its own surface, and a missing one is still refused.
+      expect(await surfaceProbes(call, "2021-03-07")).not.toEqual(asNewest);
+      const missing = await call({ method: "POST", path: "/identities" });
+      expect((missing.json as { error: { code: string } }).error.code).toBe(
+        "MissingApiVersionParameter",
+      );
+    } finally {
+      await loose.close();
+    }
+  });
+});
+
+describe("the emulator's own routes", () => {
+  it("answers GET /emulator/health without a signature", async () => {
+    const res = await fetch(new URL("emulator/health", emulator.endpoint));
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({
+      status: "ok",
+      version: expect.stringMatching(/^\d+\.\d+\.\d+/),
+      apiVersions: expect.arrayContaining(["2023-10-01"]),
+    });
+    expect(
+      (await fetch(new URL("emulator/health", emulator.endpoint), { method: "POST" })).status,
+    ).toBe(405);
+  });
+
+  it("lists identities, signed, paged in creation order, with deletions and revocations", async () => {
+    const fresh = await startTestEmulator();
+    try {
+      const call = (req: RawRequest) => rawRequest(fresh.endpoint, fresh.accessKey, req);
+      const ids: string[] = [];
+      for (const body of [
+        JSON.stringify({ createTokenWithScopes: ["chat"] }),
+        undefined,
+        undefined,
+      ]) {
+        const created = await call({ method: "POST", path: `/identities?${API}`, body });
+        ids.push((created.json as { identity: { id: string } }).identity.id);
+      }
+      const [first, revoked, deleted] = ids.map(encodeURIComponent);
+      expect(first).toBeDefined();
+      await call({ method: "POST", path: `/identities/${revoked}/:revokeAccessTokens?${API}` });
+      await call({ method: "DELETE", path: `/identities/${deleted}?${API}` });
+
+      const unsigned = await call({
+        method: "GET",
+        path: "/emulator/identities",
+        sign: { authorization: null },
+      });
+      expect(unsigned.status).toBe(401);
+
+      const page = await call({ method: "GET", path: "/emulator/identities?top=2" });
+      expect(page.status, page.text).toBe(200);
+      const iso = expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      expect(page.json).toEqual({
+        value: [
+          { id: ids[0], createdAt: iso, deleted: false, lastTokenIssuedAt: iso },
+          { id: ids[1], createdAt: iso, deleted: false, revokedAt: iso },
+        ],
+        count: 3,
+        nextLink: "/emulator/identities?skip=2&top=2",
+      });
+      const next = await call({
+        method: "GET",
+        path: (page.json as { nextLink: string }).nextLink,
+      });
+      expect(next.json).toEqual({
+        value: [{ id: ids[2], createdAt: iso, deleted: true, deletedAt: iso }],
+        count: 3,
+      });
+      // 100 a page unless asked, at most 1000.
+      expect((await call({ method: "GET", path: "/emulator/identities" })).json).toMatchObject({
+        count: 3,
+      });
+      for (const query of ["top=0", "top=1001", "top=x", "skip=-1"]) {
+        const refused = await call({ method: "GET", path: `/emulator/identities?${query}` });
+        expect(refused.status, query).toBe(400);
+        expect((refused.json as { error: { target: string } }).error.target).toBe(
+          query.slice(0, query.indexOf("=")),
+        );
+      }
+    } finally {
+      await fresh.close();
+    }
+  });
+
+  it("resets identities, revocations and counters on a signed POST /emulator/reset", async () => {
+    const fresh = await startTestEmulator();
+    try {
+      const call = (req: RawRequest) => rawRequest(fresh.endpoint, fresh.accessKey, req);
+      const created = await call({
+        method: "POST",
+        path: `/identities?${API}`,
+        body: JSON.stringify({ createTokenWithScopes: ["chat"] }),
+      });
+      const { identity, accessToken } = created.json as {
+        identity: { id: string };
+        accessToken: { token: string };
+      };
+      const id = encodeURIComponent(identity.id);
+      await call({ method: "POST", path: `/identities/${id}/:revokeAccessTokens?${API}` });
+      expect(fresh.counters.createIdentity).toBe(1);
+
+      const unsigned = await call({
+        method: "POST",
+        path: "/emulator/reset",
+        sign: { authorization: null },
+      });
+      expect(unsigned.status).toBe(401);
+      expect(fresh.counters.createIdentity).toBe(1);
+
+      const reset = await call({ method: "POST", path: "/emulator/reset" });
+      expect(reset.status, reset.text).toBe(204);
+      expect(fresh.counters.createIdentity).toBe(0);
+      expect(fresh.counters.revokeAccessTokens).toBe(0);
+      expect((await call({ method: "GET", path: "/emulator/identities" })).json).toEqual({
+        value: [],
+        count: 0,
+      });
+      const issue = await call({
+        method: "POST",
+        path: `/identities/${id}/:issueAccessToken?${API}`,
+        body: JSON.stringify({ scopes: ["chat"] }),
+      });
+      expect(issue.status).toBe(404);
+      const introspected = await call({
+        method: "POST",
+        path: "/emulator/introspect",
+        body: JSON.stringify({ token: accessToken.token }),
+      });
+      expect(introspected.json).toMatchObject({ active: false, reason: "invalid" });
+      expect((await call({ method: "POST", path: `/identities?${API}` })).status).toBe(201);
+    } finally {
+      await fresh.close();
+    }
+  });
 });
 
 describe("response context", () => {
@@ -136,7 +324,7 @@ describe("response context", () => {
     });
     expect(res.headers["x-ms-client-request-id"]).toBe("my-correlation-id");
     expect(res.headers["api-supported-versions"]).toBe(
-      "2020-07-20-preview2, 2021-03-07, 2021-10-31-preview, 2021-11-01, 2022-06-01, 2022-10-01, 2023-10-01, 2025-03-02-preview",
+      "2020-07-20-preview2, 2021-03-07, 2021-10-31-preview, 2021-11-01, 2022-06-01, 2022-10-01, 2023-10-01, 2025-03-02-preview, 2025-04-01-preview, 2025-06-30",
     );
     expect(res.headers["ms-cv"]).toMatch(/^[A-Za-z0-9+/]+\.0$/);
     expect(res.headers["x-processing-time"]).toMatch(/^\d+ms$/);

@@ -22,14 +22,27 @@ export interface ApiSurface {
    * `PATCH /identities/{id}` with `tokensValidFrom`; the `:action` paths do not exist.
    */
   readonly legacy: boolean;
+  /**
+   * `POST /access/entra/:exchangeAccessToken` (an Entra user's token for an ACS token) and the Entra
+   * assignments under `/access/entra/assignments` (2025-03-02-preview).
+   */
+  readonly entraAccess: boolean;
+  /**
+   * `POST /access/teamsExtension/:exchangeAccessToken` (a Teams Phone extension user's token for an
+   * ACS token) and its assignments under `/access/teamsExtension/tenants/{tenantId}/assignments`
+   * (2025-03-02-preview, 2025-06-30).
+   */
+  readonly teamsExtension: boolean;
 }
 
 const BASE_SCOPES: readonly Scope[] = ["chat", "voip"];
 
+type Optional = "legacy" | "entraAccess" | "teamsExtension";
+
 const surface = (
   version: string,
-  rest: Omit<ApiSurface, "version" | "legacy"> & { legacy?: boolean },
-): ApiSurface => ({ version, legacy: false, ...rest });
+  rest: Omit<ApiSurface, "version" | Optional> & Partial<Pick<ApiSurface, Optional>>,
+): ApiSurface => ({ version, legacy: false, entraAccess: false, teamsExtension: false, ...rest });
 
 /** In date order; the order of `api-supported-versions`. */
 export const API_SURFACES: readonly ApiSurface[] = [
@@ -84,6 +97,25 @@ export const API_SURFACES: readonly ApiSurface[] = [
     expiresInMinutes: true,
     teamsExchange: "token-app-user",
     customId: true,
+    entraAccess: true,
+    teamsExtension: true,
+  }),
+  // Its stored specs disagree; the one read (commit 55d44403) is 2023-10-01's surface, with
+  // 2023-10-01 even in its `info.version`, and no `/access` routes.
+  surface("2025-04-01-preview", {
+    scopes: ALL_SCOPES,
+    expiresInMinutes: true,
+    teamsExchange: "token-app-user",
+    customId: false,
+  }),
+  // 2023-10-01's operations plus the Teams Phone extension exchange and assignments; no customId,
+  // no `GET /identities/{id}`, no Entra-user exchange (that stays in the preview).
+  surface("2025-06-30", {
+    scopes: ALL_SCOPES,
+    expiresInMinutes: true,
+    teamsExchange: "token-app-user",
+    customId: false,
+    teamsExtension: true,
   }),
 ];
 
@@ -95,8 +127,11 @@ export const EMULATOR_API_VERSION = "2023-10-01";
 
 const byVersion = new Map(API_SURFACES.map((s) => [s.version, s]));
 
-/** The api-version stage: the surface the request asked for, or the refusal. */
-export function resolveApiVersion(query: URLSearchParams): ApiSurface {
+/**
+ * The api-version stage: the surface the request asked for, or the refusal. `loose` (Azurite's
+ * `--loose`): a version the emulator does not know gets its newest surface instead.
+ */
+export function resolveApiVersion(query: URLSearchParams, loose = false): ApiSurface {
   const asked = query.get("api-version");
   if (asked === null || asked === "") {
     throw new AcsError(
@@ -107,6 +142,9 @@ export function resolveApiVersion(query: URLSearchParams): ApiSurface {
     );
   }
   const found = byVersion.get(asked);
+  if (!found && loose) {
+    return API_SURFACES[API_SURFACES.length - 1]!;
+  }
   if (!found) {
     throw new AcsError(
       400,

@@ -52,8 +52,10 @@ const header = (headers: IncomingHttpHeaders, name: string): string | undefined 
  * Verifies the ACS HMAC-SHA256 scheme the way `@azure/communication-common` signs
  * (docs/acs-wire-facts.md, "Request signing"):
  *   VERB \n pathAndQuery \n <values of SignedHeaders joined by ";">
- * keyed with the base64-DECODED access key. The SDK always signs `x-ms-date;host;x-ms-content-sha256`;
- * any order of those (plus other headers) is accepted, as Azure's HMAC scheme defines it.
+ * keyed with the base64-DECODED access key. The SDK signs `x-ms-date;host;x-ms-content-sha256`;
+ * the 1.0.0-beta SDKs signed `date;host;x-ms-content-sha256` with a `Date` header, which the
+ * service accepts too. Any order of those (plus other headers) is accepted, as Azure's HMAC scheme
+ * defines it; with both dates signed, `x-ms-date` is the request's time.
  */
 export function createAuthenticator(options: AuthenticatorOptions) {
   const key = Buffer.from(options.accessKey, "base64");
@@ -71,7 +73,8 @@ export function createAuthenticator(options: AuthenticatorOptions) {
         throw new AuthenticationError("malformed-authorization");
       }
       const signedHeaders = match[1]!.toLowerCase().split(";");
-      for (const required of ["x-ms-date", "host", "x-ms-content-sha256"]) {
+      const dateHeader = signedHeaders.includes("x-ms-date") ? "x-ms-date" : "date";
+      for (const required of [dateHeader, "host", "x-ms-content-sha256"]) {
         if (!signedHeaders.includes(required)) {
           throw new AuthenticationError("missing-signed-header");
         }
@@ -85,7 +88,7 @@ export function createAuthenticator(options: AuthenticatorOptions) {
         values.push(value);
       }
 
-      const date = Date.parse(header(request.headers, "x-ms-date")!);
+      const date = Date.parse(header(request.headers, dateHeader)!);
       if (Number.isNaN(date)) {
         throw new AuthenticationError("bad-date");
       }

@@ -1,4 +1,5 @@
 import type { ApiSurface } from "./api-versions.js";
+import { isAuthorityPath } from "./authority.js";
 import { AcsError } from "./errors.js";
 import { MANAGED_IDENTITY_PATH } from "./entra.js";
 import type { EmulatorOperation } from "./options.js";
@@ -15,8 +16,12 @@ export type Route =
       identitySegment?: string;
       /** `POST /identities/{id}/token`: 2020-07-20-preview2's issue path. */
       legacyPath?: boolean;
+      /** Path parameters of the `/access/...` assignment routes (`objectId`, `tenantId`). */
+      params?: Record<string, string>;
     }
   | { kind: "jwks" }
+  | { kind: "authority" }
+  | { kind: "health" }
   | { kind: "managed-identity" };
 
 const methodNotAllowed = (method: string, pathname: string, allow: string) =>
@@ -52,8 +57,31 @@ export function route(method: string, pathname: string): Route {
   if (pathname === "/teamsUser/:exchangeAccessToken") {
     return one("POST", "exchangeTeamsUserAccessToken");
   }
+  if (segments[0] === "access") {
+    return accessRoute(method, pathname, segments);
+  }
+  if (segments[0] === "" && segments[1] === "access") {
+    // `${resourceEndpoint}/access/...` with an endpoint ending in `/` (as connection strings and
+    // the portal write it): communication-common 2.4 sends `//access/...`. Emulator's choice.
+    return accessRoute(method, pathname, segments.slice(1));
+  }
+  if (isAuthorityPath(pathname)) {
+    return { kind: "authority" };
+  }
   if (pathname === "/emulator/introspect") {
     return one("POST", "introspect");
+  }
+  if (pathname === "/emulator/health") {
+    if (method !== "GET") {
+      throw methodNotAllowed(method, pathname, "GET");
+    }
+    return { kind: "health" };
+  }
+  if (pathname === "/emulator/identities") {
+    return one("GET", "listIdentities");
+  }
+  if (pathname === "/emulator/reset") {
+    return one("POST", "reset");
   }
   if (segments[0] === "identities" && segments[1]) {
     if (segments.length === 2) {
@@ -74,6 +102,60 @@ export function route(method: string, pathname: string): Route {
     }
     if (segments.length === 3 && segments[2] === ":revokeAccessTokens") {
       return one("POST", "revokeAccessTokens", segments[1]);
+    }
+  }
+  throw new AcsError(404, "NotFound", `No operation matches ${method} ${pathname}.`);
+}
+
+/**
+ * `/access/...` (2025-03-02-preview, 2025-06-30): the Entra-user and Teams Phone extension token
+ * exchanges and the assignments that grant them. Segments stay percent-encoded, as the SDKs send
+ * them; the handlers decode the ids.
+ */
+function accessRoute(method: string, pathname: string, segments: string[]): Route {
+  const operation = (
+    byMethod: Partial<Record<string, EmulatorOperation>>,
+    params?: Record<string, string>,
+  ): Route => {
+    const found = byMethod[method];
+    if (found === undefined) {
+      throw methodNotAllowed(method, pathname, Object.keys(byMethod).join(", "));
+    }
+    return { kind: "operation", operation: found, params };
+  };
+  const [, area, ...rest] = segments;
+  if (area === "entra") {
+    if (rest.length === 1 && rest[0] === ":exchangeAccessToken") {
+      return operation({ POST: "exchangeEntraAccessToken" });
+    }
+    if (rest.length === 1 && rest[0] === "assignments") {
+      return operation({ GET: "listEntraAssignments", PATCH: "updateEntraAssignments" });
+    }
+    if (rest.length === 2 && rest[0] === "assignments" && rest[1]) {
+      return operation(
+        {
+          GET: "getEntraAssignment",
+          PUT: "upsertEntraAssignment",
+          DELETE: "deleteEntraAssignment",
+        },
+        { objectId: rest[1] },
+      );
+    }
+  }
+  if (area === "teamsExtension") {
+    if (rest.length === 1 && rest[0] === ":exchangeAccessToken") {
+      return operation({ POST: "exchangeTeamsExtensionAccessToken" });
+    }
+    const [tenants, tenantId, assignments, objectId] = rest;
+    if (rest.length === 4 && tenants === "tenants" && assignments === "assignments") {
+      return operation(
+        {
+          GET: "getTeamsExtensionAssignment",
+          PUT: "upsertTeamsExtensionAssignment",
+          DELETE: "deleteTeamsExtensionAssignment",
+        },
+        { tenantId: tenantId!, objectId: objectId! },
+      );
     }
   }
   throw new AcsError(404, "NotFound", `No operation matches ${method} ${pathname}.`);
@@ -108,4 +190,25 @@ export function assertOperationInVersion(
   if (operation === "exchangeTeamsUserAccessToken" && surface.teamsExchange === "none") {
     throw absent();
   }
+  if (ENTRA_ACCESS_OPERATIONS.has(operation) && !surface.entraAccess) {
+    throw absent();
+  }
+  if (TEAMS_EXTENSION_OPERATIONS.has(operation) && !surface.teamsExtension) {
+    throw absent();
+  }
 }
+
+const ENTRA_ACCESS_OPERATIONS: ReadonlySet<EmulatorOperation> = new Set([
+  "exchangeEntraAccessToken",
+  "listEntraAssignments",
+  "updateEntraAssignments",
+  "getEntraAssignment",
+  "upsertEntraAssignment",
+  "deleteEntraAssignment",
+]);
+const TEAMS_EXTENSION_OPERATIONS: ReadonlySet<EmulatorOperation> = new Set([
+  "exchangeTeamsExtensionAccessToken",
+  "getTeamsExtensionAssignment",
+  "upsertTeamsExtensionAssignment",
+  "deleteTeamsExtensionAssignment",
+]);

@@ -3,8 +3,18 @@ import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { pino } from "pino";
 import type { Logger } from "./logger.js";
+import { createAccessHandlers } from "./access-exchange.js";
 import { createAuthenticator } from "./authenticator.js";
-import { createEntraAuthority, MANAGED_IDENTITY_PATH } from "./entra.js";
+import {
+  createEntraAuthority,
+  describeTenant,
+  EMULATOR_CLIENT_ID,
+  EMULATOR_TENANT_ID,
+  EMULATOR_USER_OBJECT_ID,
+  MANAGED_IDENTITY_PATH,
+  type EmulatorEntraAuthority,
+} from "./entra.js";
+import { createExtraHandlers } from "./extras.js";
 import { createHandlers } from "./handlers.js";
 import {
   EMULATOR_OPERATIONS,
@@ -33,6 +43,18 @@ export interface Emulator {
    * `IDENTITY_ENDPOINT` / `IDENTITY_HEADER` environment variables of Azure App Service.
    */
   readonly managedIdentity: { endpoint: string; header: string } | undefined;
+  /**
+   * With Entra on (or any) and TLS: the Entra ID token authority of the emulator's test tenant
+   * (its host, application, secret, user), and the `AZURE_*` settings `@azure/identity` reads.
+   */
+  readonly entraAuthority: EmulatorEntraAuthority | undefined;
+  /**
+   * The lines (`NAME=value`) the `acs-identity-emulator` command prints after its connection
+   * string line, in order: each mode appends its own here (Entra: with TLS AZURE_TENANT_ID,
+   * AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_AUTHORITY_HOST; IDENTITY_ENDPOINT and
+   * IDENTITY_HEADER; with TLS AZURE_USERNAME and AZURE_PASSWORD).
+   */
+  readonly outputLines: readonly string[];
   /** Successfully answered (2xx) requests per operation since start: the way tests count upstream calls. */
   readonly counters: Readonly<Record<EmulatorOperation, number>>;
   /**
@@ -62,9 +84,10 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     resourceId: o.resourceId,
     stateFile: o.stateFile,
     newSigningKeyPem: o.signingKeyPem === undefined ? generateSigningKeyPem : undefined,
+    revocationDelayMs: o.revocationDelaySeconds * 1000,
   });
   const signer = createTokenSigner({ privateKeyPem: o.signingKeyPem ?? store.signingKeyPem });
-  const entra = createEntraAuthority(o.entra, signer);
+  const entra = createEntraAuthority(o.entra, signer, { tls: o.tls !== undefined });
   const counters = Object.fromEntries(EMULATOR_OPERATIONS.map((op) => [op, 0])) as Record<
     EmulatorOperation,
     number
@@ -74,19 +97,54 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
   const handle = createPipeline({
     now: o.now,
     latencyMs: o.latencyMs,
+    loose: o.loose,
     log,
     authenticator: createAuthenticator({ accessKey: o.accessKey }),
     entra,
     signer,
     throttle: createThrottle(o.throttle),
-    handlers: createHandlers({
-      resourceId: o.resourceId,
-      store,
-      signer,
-      teamsVerifier: o.teamsJwksUrl
-        ? createTeamsTokenVerifier({ jwksUrl: o.teamsJwksUrl, logger: log })
-        : undefined,
-    }),
+    handlers: {
+      ...createHandlers({
+        resourceId: o.resourceId,
+        store,
+        signer,
+        teamsVerifier: o.teamsJwksUrl
+          ? createTeamsTokenVerifier({ jwksUrl: o.teamsJwksUrl, logger: log })
+          : undefined,
+      }),
+      ...createAccessHandlers({
+        resourceId: o.resourceId,
+        signer,
+        entra,
+        logger: log,
+        // The test tenant's users may exchange through its application from the start: the
+        // tenant holds an Entra assignment, the test user a Teams Phone extension assignment.
+        initialEntraAssignments: [
+          {
+            objectId: EMULATOR_TENANT_ID,
+            tenantId: EMULATOR_TENANT_ID,
+            principalType: "tenant",
+            clientIds: [EMULATOR_CLIENT_ID],
+          },
+        ],
+        initialTeamsExtensionAssignments: [
+          {
+            objectId: EMULATOR_USER_OBJECT_ID,
+            tenantId: EMULATOR_TENANT_ID,
+            principalType: "user",
+            clientIds: [EMULATOR_CLIENT_ID],
+          },
+        ],
+      }),
+      ...createExtraHandlers({
+        store,
+        resetCounters: () => {
+          for (const operation of EMULATOR_OPERATIONS) {
+            counters[operation] = 0;
+          }
+        },
+      }),
+    },
     counted: (operation) => {
       counters[operation] += 1;
     },
@@ -123,6 +181,26 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     o.entra === "off"
       ? undefined
       : { endpoint: new URL(MANAGED_IDENTITY_PATH, endpoint).href, header: entra.identityHeader };
+  entra.tenant?.listening(endpoint);
+  const entraAuthority = entra.tenant ? describeTenant(entra.tenant) : undefined;
+  const outputLines: string[] = [];
+  const azure = (names: string[]) => {
+    for (const name of names) {
+      outputLines.push(`${name}=${entraAuthority!.settings[name]}`);
+    }
+  };
+  // The application's settings (what ClientSecretCredential and EnvironmentCredential read), the
+  // managed identity's, then the test user's.
+  if (entraAuthority) {
+    azure(["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_AUTHORITY_HOST"]);
+  }
+  if (managedIdentity) {
+    outputLines.push(`IDENTITY_ENDPOINT=${managedIdentity.endpoint}`);
+    outputLines.push(`IDENTITY_HEADER=${managedIdentity.header}`);
+  }
+  if (entraAuthority) {
+    azure(["AZURE_USERNAME", "AZURE_PASSWORD"]);
+  }
   log.info(
     {
       endpoint,
@@ -131,6 +209,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
       latencyMs: o.latencyMs,
       entra: o.entra,
       persistent: o.stateFile !== undefined,
+      loose: o.loose,
+      revocationDelaySeconds: o.revocationDelaySeconds,
     },
     "ACS Identity emulator listening",
   );
@@ -142,6 +222,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     resourceId: o.resourceId,
     connectionString: `endpoint=${endpoint};accesskey=${o.accessKey}`,
     managedIdentity,
+    entraAuthority,
+    outputLines,
     counters,
     hooks,
     close() {

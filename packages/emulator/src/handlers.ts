@@ -1,3 +1,4 @@
+import { isExchangedIdentity, type AccessOperation } from "./access-exchange.js";
 import type { ApiSurface } from "./api-versions.js";
 import {
   AcsError,
@@ -10,6 +11,7 @@ import {
   teamsFieldMalformed,
   teamsFieldRequired,
 } from "./errors.js";
+import type { ExtraOperation } from "./extras.js";
 import type { EmulatorOperation } from "./options.js";
 import { CUSTOM_ID_MAX_LENGTH, isGuid, jwtPayload, LIFETIME_MINUTES } from "./rules.js";
 import { isRevoked, issuedAtSeconds, type IdentityRecord, type IdentityStore } from "./store.js";
@@ -30,6 +32,12 @@ export interface HandlerContext {
   surface: ApiSurface;
   /** The emulator's clock, read once per request so one answer has one time. */
   now: number;
+  /** The request's query (the emulator's own listing pages with it). */
+  query: URLSearchParams;
+  /** Path parameters of the `/access/...` assignment routes, still percent-encoded. */
+  params?: Record<string, string>;
+  /** The `Authorization` header: the token exchanges' Entra token. */
+  authorization?: string;
   /** Counts the call against the throttle bucket (throws the 429 when full). */
   admit(bucket: ThrottleBucket): void;
 }
@@ -151,7 +159,10 @@ function parseCustomId(value: unknown, surface: ApiSurface): string | undefined 
   return value;
 }
 
-export function createHandlers(deps: HandlerDeps): Record<EmulatorOperation, Handler> {
+/** Every operation's handler but the emulator's own listing and reset (extras.ts). */
+export function createHandlers(
+  deps: HandlerDeps,
+): Record<Exclude<EmulatorOperation, ExtraOperation | AccessOperation>, Handler> {
   const { resourceId, store, signer, teamsVerifier } = deps;
   const subMillisecond = deps.subMillisecond ?? (() => Number(process.hrtime.bigint() % 10_000n));
   const ownPrefix = `8:acs:${resourceId}_`;
@@ -204,6 +215,10 @@ export function createHandlers(deps: HandlerDeps): Record<EmulatorOperation, Han
   function tokenState(claims: AcsTokenClaims, now: number): { active: boolean; reason?: string } {
     if (typeof claims.skypeid === "string" && claims.skypeid.startsWith("acs:")) {
       const identity = store.get(`8:${claims.skypeid}`);
+      if (!identity && isExchangedIdentity(`8:${claims.skypeid}`, resourceId)) {
+        // An Entra or Teams Phone extension user's identity (access-exchange.ts): never stored.
+        return claims.exp * 1000 <= now ? { active: false, reason: "expired" } : { active: true };
+      }
       if (!identity) {
         // Signed with our key but unknown to this emulator (memory-only state was lost in a restart
         // that kept the signing key).
@@ -212,7 +227,7 @@ export function createHandlers(deps: HandlerDeps): Record<EmulatorOperation, Han
       if (identity.deletedAt !== undefined) {
         return { active: false, reason: "deleted" };
       }
-      if (isRevoked(identity, claims.iat)) {
+      if (isRevoked(identity, claims.iat, now)) {
         return { active: false, reason: "revoked" };
       }
     }
@@ -240,6 +255,20 @@ export function createHandlers(deps: HandlerDeps): Record<EmulatorOperation, Han
     const body = parseObject(ctx.body, true);
     ctx.admit("exchangeTeamsUserAccessToken");
     const { token, appId, userId } = body;
+    // The token first (docs/acs-wire-facts.md: the service answers an invalid token with an empty
+    // userId 401, not 400): empty, unparsable, expired or (with a JWKS) badly signed is 401.
+    if (typeof token !== "string" || token === "") {
+      throw invalidAccessToken();
+    }
+    const aad = jwtPayload(token);
+    const exp = aad?.exp;
+    const oid = aad?.oid;
+    if (typeof exp !== "number" || typeof oid !== "string" || exp * 1000 <= ctx.now) {
+      throw invalidAccessToken();
+    }
+    if (teamsVerifier && !(await teamsVerifier.verify(token))) {
+      throw invalidAccessToken();
+    }
     if (surface.teamsExchange === "token-only") {
       if (!absent(appId)) {
         throw fieldNotInVersion("appId", surface.version);
@@ -249,7 +278,7 @@ export function createHandlers(deps: HandlerDeps): Record<EmulatorOperation, Han
       }
     } else {
       // Messages and targets as the Azure SDK's recorded live tests show them: required fields
-      // first (model validation), then their format, then the token itself.
+      // (model validation), then their format.
       if (absent(appId) || appId === "") {
         throw teamsFieldRequired("AppId");
       }
@@ -262,18 +291,6 @@ export function createHandlers(deps: HandlerDeps): Record<EmulatorOperation, Han
       if (typeof userId !== "string" || !isGuid(userId)) {
         throw teamsFieldMalformed("UserId");
       }
-    }
-    if (typeof token !== "string" || token === "") {
-      throw invalidAccessToken();
-    }
-    const aad = jwtPayload(token);
-    const exp = aad?.exp;
-    const oid = aad?.oid;
-    if (typeof exp !== "number" || typeof oid !== "string" || exp * 1000 <= ctx.now) {
-      throw invalidAccessToken();
-    }
-    if (teamsVerifier && !(await teamsVerifier.verify(token))) {
-      throw invalidAccessToken();
     }
     if (surface.teamsExchange === "token-app-user") {
       // Emulator's choice for mismatches (not recorded): 400 on the field that disagrees.
@@ -396,15 +413,17 @@ export function createHandlers(deps: HandlerDeps): Record<EmulatorOperation, Han
         );
       }
       const identity = ownIdentity(ctx.identityId);
-      // "All tokens that are issued prior to this time will be revoked" (spec): a revoke dated then.
-      store.revoke(identity.id, at);
+      // "All tokens that are issued prior to this time will be revoked" (spec): a revoke dated then,
+      // propagating from now.
+      store.revoke(identity.id, at, ctx.now);
       return { status: 204, identityId: identity.id };
     },
 
     async revokeAccessTokens(ctx) {
       ctx.admit("revokeAccessTokens");
       const identity = ownIdentity(ctx.identityId);
-      // Immediate, where the real service may take up to 15 minutes to propagate.
+      // In effect after the revocation delay (0 unless set): the real service may take up to 15
+      // minutes to propagate a revoke.
       store.revoke(identity.id, ctx.now);
       return { status: 204, identityId: identity.id };
     },

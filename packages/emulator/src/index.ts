@@ -22,7 +22,11 @@ export {
 export { SUPPORTED_API_VERSIONS } from "./api-versions.js";
 export { ACS_THROTTLE_LIMITS } from "./throttle.js";
 export {
+  EMULATOR_CLIENT_ID,
   EMULATOR_MANAGED_IDENTITY_CLIENT_ID,
   EMULATOR_TENANT_ID,
+  EMULATOR_USER_OBJECT_ID,
+  EMULATOR_USERNAME,
   MANAGED_IDENTITY_PATH,
+  type EmulatorEntraAuthority,
 } from "./entra.js";

@@ -11,18 +11,22 @@ import {
 
 export { EMULATOR_API_VERSION } from "./api-versions.js";
 
-/** The operations the emulator answers; the keys of `Emulator.counters`. */
-export type EmulatorOperation =
-  | "createIdentity"
-  | "getIdentity"
-  | "updateIdentity"
-  | "issueAccessToken"
-  | "revokeAccessTokens"
-  | "deleteIdentity"
-  | "exchangeTeamsUserAccessToken"
-  | "introspect";
+/** The operations of the `/access/*` areas (Entra users, Teams Phone extension users). */
+export const ACCESS_OPERATIONS = [
+  "exchangeEntraAccessToken",
+  "exchangeTeamsExtensionAccessToken",
+  "listEntraAssignments",
+  "updateEntraAssignments",
+  "getEntraAssignment",
+  "upsertEntraAssignment",
+  "deleteEntraAssignment",
+  "getTeamsExtensionAssignment",
+  "upsertTeamsExtensionAssignment",
+  "deleteTeamsExtensionAssignment",
+] as const;
 
-export const EMULATOR_OPERATIONS: readonly EmulatorOperation[] = [
+/** The operations the emulator answers; the keys of `Emulator.counters`. */
+export const EMULATOR_OPERATIONS = [
   "createIdentity",
   "getIdentity",
   "updateIdentity",
@@ -31,7 +35,15 @@ export const EMULATOR_OPERATIONS: readonly EmulatorOperation[] = [
   "deleteIdentity",
   "exchangeTeamsUserAccessToken",
   "introspect",
-];
+  "listIdentities",
+  "reset",
+  ...ACCESS_OPERATIONS,
+] as const;
+
+export type EmulatorOperation = (typeof EMULATOR_OPERATIONS)[number];
+
+/** The longest revocation delay: the real service's revokes take up to 15 minutes to propagate. */
+export const MAX_REVOCATION_DELAY_SECONDS = 900;
 
 /**
  * The well-known DEVELOPMENT access key (64 random bytes, base64, the shape of a real ACS key).
@@ -83,6 +95,17 @@ export interface EmulatorOptions {
   /** Persist identities, deletions and revocations (and the signing key) to this JSON file. */
   stateFile?: string;
   /**
+   * Like Azurite's `--loose`: an api-version the emulator does not know gets its newest surface
+   * instead of 400 `UnsupportedApiVersion`. @default false
+   */
+  loose?: boolean;
+  /**
+   * Seconds a revoke takes to reach the tokens it revokes (0..900): until then they stay active,
+   * as on the real service, which may take up to 15 minutes. Deleting an identity still takes
+   * effect at once. Measured with `now`. @default 0
+   */
+  revocationDelaySeconds?: number;
+  /**
    * The emulator's clock (epoch ms) for token times, revocation and throttle windows. The `x-ms-date`
    * skew check deliberately uses the wall clock: the SDK signs with the machine's real time, so a
    * test that moves this clock hours ahead must still be able to call the emulator.
@@ -106,6 +129,8 @@ export interface ResolvedOptions {
   entra: EntraMode;
   teamsJwksUrl?: string;
   stateFile?: string;
+  loose: boolean;
+  revocationDelaySeconds: number;
   now: () => number;
   logger?: Logger;
 }
@@ -168,6 +193,8 @@ const optionsSchema = z.strictObject({
   entra: z.enum(["off", "on", "any"]).default("off"),
   teamsJwksUrl: z.url({ protocol: /^https?$/, message: "must be an http(s) URL" }).optional(),
   stateFile: z.string().min(1).optional(),
+  loose: z.boolean().default(false),
+  revocationDelaySeconds: z.number().int().min(0).max(MAX_REVOCATION_DELAY_SECONDS).default(0),
   now: z.custom<() => number>((v) => typeof v === "function").default(() => Date.now),
   logger: z.custom<Logger>((v) => typeof v === "object" && v !== null).optional(),
 });
@@ -186,7 +213,8 @@ export function resolveOptions(options: EmulatorOptions): ResolvedOptions {
 
 type Env = Record<string, string | undefined>;
 
-const ENV_NAMES = {
+/** The variable of each setting (the `acs-identity-emulator` command's flags name these too). */
+export const ENV_NAMES = {
   host: "ACS_EMULATOR_HOST",
   port: "ACS_EMULATOR_PORT",
   accessKey: "ACS_EMULATOR_ACCESS_KEY",
@@ -199,7 +227,19 @@ const ENV_NAMES = {
   signingKeyFile: "ACS_EMULATOR_SIGNING_KEY_FILE",
   tlsCert: "ACS_EMULATOR_TLS_CERT",
   tlsKey: "ACS_EMULATOR_TLS_KEY",
+  loose: "ACS_EMULATOR_LOOSE",
+  revocationDelaySeconds: "ACS_EMULATOR_REVOCATION_DELAY_S",
 } as const;
+
+export type EmulatorSetting = keyof typeof ENV_NAMES;
+
+/** Every problem of the settings, one line each (never a key's value or a file's content). */
+export class EmulatorSettingsError extends Error {
+  override readonly name = "EmulatorSettingsError";
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid emulator settings:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
 
 const wholeNumber = (max: number) =>
   z
@@ -225,14 +265,24 @@ const envSchema = z.object({
   signingKeyFile: z.string().optional(),
   tlsCert: z.string().optional(),
   tlsKey: z.string().optional(),
+  loose: z
+    .enum(["true", "false"], { message: 'must be "true" or "false"' })
+    .transform((v) => v === "true")
+    .optional(),
+  revocationDelaySeconds: wholeNumber(MAX_REVOCATION_DELAY_SECONDS).optional(),
 });
 
 /**
  * Reads the `ACS_EMULATOR_*` settings (docs/configuration.md, "Emulator settings"), every one of
  * ENV_NAMES. An empty string counts as unset (docker-compose passes `FOO=`).
- * Throws one Error listing every problem; never echoes the access key or a file's content.
+ * Throws one EmulatorSettingsError listing every problem, each under `label(variable)` (the
+ * command's flag when a flag gave the value); never echoes the access key or a file's content.
  */
-export function emulatorOptionsFromEnv(env: Env = process.env): EmulatorOptions {
+export function emulatorOptionsFromEnv(
+  env: Env = process.env,
+  label: (variable: string) => string = (variable) => variable,
+): EmulatorOptions {
+  const name = (field: EmulatorSetting) => label(ENV_NAMES[field]);
   const raw: Record<string, string | undefined> = {};
   for (const [field, name] of Object.entries(ENV_NAMES)) {
     raw[field] = env[name] === "" ? undefined : env[name];
@@ -241,8 +291,8 @@ export function emulatorOptionsFromEnv(env: Env = process.env): EmulatorOptions 
   const parsed = envSchema.safeParse(raw);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
-      const field = String(issue.path[0]) as keyof typeof ENV_NAMES;
-      problems.push(`${ENV_NAMES[field]}: ${issue.message}`);
+      const field = String(issue.path[0]) as EmulatorSetting;
+      problems.push(`${name(field)}: ${issue.message}`);
     }
   }
   // Files are read even when other settings are wrong, so one run reports every problem.
@@ -261,19 +311,19 @@ export function emulatorOptionsFromEnv(env: Env = process.env): EmulatorOptions 
   const options: EmulatorOptions = {};
   const tlsHalf = (e.tlsCert === undefined) !== (e.tlsKey === undefined);
   if (tlsHalf) {
-    problems.push(`${ENV_NAMES.tlsCert} and ${ENV_NAMES.tlsKey}: set both or neither`);
+    problems.push(`${name("tlsCert")} and ${name("tlsKey")}: set both or neither`);
   }
   if (!parsed.success) {
     if (e.signingKeyFile !== undefined) {
-      readPem(ENV_NAMES.signingKeyFile, e.signingKeyFile);
+      readPem(name("signingKeyFile"), e.signingKeyFile);
     }
     if (e.tlsCert !== undefined) {
-      readPem(ENV_NAMES.tlsCert, e.tlsCert);
+      readPem(name("tlsCert"), e.tlsCert);
     }
     if (e.tlsKey !== undefined) {
-      readPem(ENV_NAMES.tlsKey, e.tlsKey);
+      readPem(name("tlsKey"), e.tlsKey);
     }
-    throw new Error(`invalid emulator settings:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    throw new EmulatorSettingsError(problems);
   }
   if (e.host !== undefined) {
     options.host = e.host;
@@ -302,18 +352,73 @@ export function emulatorOptionsFromEnv(env: Env = process.env): EmulatorOptions 
   if (e.stateFile !== undefined) {
     options.stateFile = e.stateFile;
   }
+  if (e.loose !== undefined) {
+    options.loose = e.loose;
+  }
+  if (e.revocationDelaySeconds !== undefined) {
+    options.revocationDelaySeconds = e.revocationDelaySeconds;
+  }
   if (e.signingKeyFile !== undefined) {
-    options.signingKeyPem = readPem(ENV_NAMES.signingKeyFile, e.signingKeyFile);
+    options.signingKeyPem = readPem(name("signingKeyFile"), e.signingKeyFile);
   }
   if (!tlsHalf && e.tlsCert !== undefined && e.tlsKey !== undefined) {
-    const cert = readPem(ENV_NAMES.tlsCert, e.tlsCert);
-    const key = readPem(ENV_NAMES.tlsKey, e.tlsKey);
+    const cert = readPem(name("tlsCert"), e.tlsCert);
+    const key = readPem(name("tlsKey"), e.tlsKey);
     if (cert !== undefined && key !== undefined) {
       options.tls = { cert, key };
     }
   }
   if (problems.length > 0) {
-    throw new Error(`invalid emulator settings:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    throw new EmulatorSettingsError(problems);
   }
   return options;
+}
+
+/** The standalone command's own log level; `LOG_LEVEL` (the gateway's) when it is unset. */
+export const LOG_LEVEL_VARIABLE = "ACS_EMULATOR_LOG_LEVEL";
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+export interface EmulatorCommandSettings {
+  options: EmulatorOptions;
+  /** pino's level for the logs on stderr. */
+  logLevel: string;
+}
+
+/**
+ * The settings of the `acs-identity-emulator` command: each flag given stands for its variable and
+ * wins over it (`flags`: the setting, the flag's name for the problems, its value), then the
+ * environment. The one place the package reads its environment (`env` defaults to
+ * `process.env`). Throws one EmulatorSettingsError listing every problem.
+ */
+export function emulatorCommandSettings(
+  flags: Partial<Record<EmulatorSetting, { flag: string; value: string }>>,
+  env: Env = process.env,
+): EmulatorCommandSettings {
+  const merged: Env = { ...env };
+  const flagOf = new Map<string, string>();
+  for (const [field, given] of Object.entries(flags)) {
+    const variable = ENV_NAMES[field as EmulatorSetting];
+    merged[variable] = given.value;
+    flagOf.set(variable, given.flag);
+  }
+  const problems: string[] = [];
+  let options: EmulatorOptions = {};
+  try {
+    options = emulatorOptionsFromEnv(merged, (variable) => flagOf.get(variable) ?? variable);
+  } catch (error) {
+    if (!(error instanceof EmulatorSettingsError)) {
+      throw error;
+    }
+    problems.push(...error.problems);
+  }
+  // LOG_LEVEL as a fallback: the level `npm run emulator` honoured before it had its own variable.
+  const levelVariable = env[LOG_LEVEL_VARIABLE] ? LOG_LEVEL_VARIABLE : "LOG_LEVEL";
+  const logLevel = env[levelVariable] || "info";
+  if (!LOG_LEVELS.includes(logLevel)) {
+    problems.push(`${levelVariable}: must be one of ${LOG_LEVELS.join(", ")}`);
+  }
+  if (problems.length > 0) {
+    throw new EmulatorSettingsError(problems);
+  }
+  return { options, logLevel };
 }

@@ -5,7 +5,9 @@ import { AuthenticationError, type Authenticator } from "./authenticator.js";
 import { createRequestContext, MAX_BODY_BYTES, readBody, type RequestContext } from "./context.js";
 import { assertOperationInVersion, route } from "./dispatch.js";
 import type { EntraAuthority } from "./entra.js";
+import { EXCHANGE_OPERATIONS } from "./access-exchange.js";
 import { AcsError, denied } from "./errors.js";
+import { emulatorHealth, UNVERSIONED_OPERATIONS } from "./extras.js";
 import type { Handler, HandlerResult } from "./handlers.js";
 import type { EmulatorOperation } from "./options.js";
 import type { Throttle } from "./throttle.js";
@@ -19,6 +21,8 @@ import type { TokenSigner } from "./token-signer.js";
 export interface PipelineDeps {
   now: () => number;
   latencyMs: number;
+  /** An unknown api-version gets the newest surface instead of 400 (options.ts, `loose`). */
+  loose: boolean;
   log: Logger;
   authenticator: Authenticator;
   entra: EntraAuthority;
@@ -44,7 +48,7 @@ export type RespondOverride = "drop" | { status: number; code?: string; message?
 /** What `hooks.beforeRespond` learns of a request about to be answered. */
 export interface RespondInfo {
   identityId?: string;
-  /** The api-version asked for (none for the emulator's own introspection). */
+  /** The api-version asked for (none for the emulator's own routes: introspection, listing, reset). */
   apiVersion?: string;
   /** How the caller authenticated: the connection string's HMAC or an Entra bearer token. */
   auth: "hmac" | "bearer";
@@ -114,21 +118,39 @@ export function createPipeline(deps: PipelineDeps) {
       await ctx.send(200, deps.signer.jwks());
       return;
     }
+    if (matched.kind === "health") {
+      // Unsigned, like the JWKS: a container's health check has no key.
+      await ctx.send(200, emulatorHealth());
+      return;
+    }
     if (matched.kind === "managed-identity") {
       await ctx.send(200, deps.entra.issue(ctx.query, ctx.req.headers, deps.now()));
+      return;
+    }
+    if (matched.kind === "authority") {
+      // The test tenant's token authority (authority.ts): Entra's answers, not the ACS API's.
+      const tenant = deps.entra.tenant;
+      if (!tenant) {
+        throw new AcsError(404, "NotFound", `No operation matches ${ctx.method} ${ctx.pathname}.`);
+      }
+      const { method, pathname, req } = ctx;
+      const now = deps.now();
+      const answer = tenant.handle({ method, pathname, headers: req.headers, body, now });
+      await ctx.send(answer.status, answer.body, answer.headers);
       return;
     }
     const { operation } = matched;
 
     // The api-version is checked before the signature so a client speaking another version learns
-    // why even with a wrong key. The emulator's own introspection needs none.
+    // why even with a wrong key. The emulator's own routes (introspection, listing, reset) need none.
     let surface: ApiSurface = NEWEST;
-    if (operation !== "introspect") {
-      surface = resolveApiVersion(ctx.query);
+    if (!UNVERSIONED_OPERATIONS.has(operation)) {
+      surface = resolveApiVersion(ctx.query, deps.loose);
       assertOperationInVersion(matched, surface, ctx.method, ctx.pathname);
     }
 
-    const auth = authenticate(ctx, body, operation);
+    // The token exchanges authenticate with the Entra user's token itself: their handler checks it.
+    const auth = EXCHANGE_OPERATIONS.has(operation) ? "bearer" : authenticate(ctx, body, operation);
 
     let identityId: string | undefined;
     if (matched.identitySegment !== undefined) {
@@ -144,11 +166,14 @@ export function createPipeline(deps: PipelineDeps) {
       identityId,
       surface,
       now: at,
+      query: ctx.query,
+      params: matched.params,
+      authorization: ctx.req.headers.authorization,
       admit: (bucket) => deps.throttle.admit(bucket, at),
     });
     const override = await deps.beforeRespond(operation, {
       identityId: result.identityId ?? identityId,
-      apiVersion: operation === "introspect" ? undefined : surface.version,
+      apiVersion: UNVERSIONED_OPERATIONS.has(operation) ? undefined : surface.version,
       auth,
     });
     if (override === "drop") {

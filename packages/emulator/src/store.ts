@@ -13,11 +13,23 @@ export interface IdentityRecord {
   readonly createdAt: number;
   /** 2025-03-02-preview: the caller's own id mapped to this identity. */
   readonly customId?: string;
-  /** The latest revoke (epoch ms). */
+  /** The latest revoke's cutoff (epoch ms): tokens issued in or before its second are revoked. */
   revokedAt?: number;
+  /**
+   * The revokes still propagating (with a revocation delay) and the newest one that has, in the
+   * order they were made: see `isRevoked`.
+   */
+  revocations?: Revocation[];
   deletedAt?: number;
   /** 2025-03-02-preview's `lastTokenIssuedAt` (epoch ms). */
   lastTokenIssuedAt?: number;
+}
+
+/** One revoke: tokens issued in or before `cutoff`'s second are revoked from `effectiveAt` on. */
+export interface Revocation {
+  readonly cutoff: number;
+  /** The revoke's time plus the revocation delay (epoch ms, the emulator's clock). */
+  readonly effectiveAt: number;
 }
 
 export interface IdentityStore {
@@ -26,8 +38,17 @@ export interface IdentityStore {
   /** The live identity mapped to `customId`, if any. */
   byCustomId(customId: string): IdentityRecord | undefined;
   tokenIssued(id: string, now: number): void;
-  revoke(id: string, now: number): void;
+  /**
+   * Revokes the tokens issued in or before `cutoff`'s second, effective `revocationDelayMs` after
+   * `now` (the time of the request; `cutoff` itself for a plain revoke).
+   */
+  revoke(id: string, cutoff: number, now?: number): void;
+  /** Takes effect at once, whatever the revocation delay: the real service purges on delete. */
   delete(id: string, now: number): void;
+  /** Every identity, deleted ones included, in the order they were created. */
+  list(): readonly IdentityRecord[];
+  /** Forgets every identity and revocation (the signing key stays) and rewrites the state file. */
+  reset(): void;
   /** A signing key kept with the state, so tokens of an earlier run still verify. */
   readonly signingKeyPem: string | undefined;
 }
@@ -42,6 +63,7 @@ const stateSchema = z.object({
       createdAt: z.number(),
       customId: z.string().optional(),
       revokedAt: z.number().optional(),
+      revocations: z.array(z.object({ cutoff: z.number(), effectiveAt: z.number() })).optional(),
       deletedAt: z.number().optional(),
       lastTokenIssuedAt: z.number().optional(),
     }),
@@ -54,10 +76,16 @@ export interface StoreOptions {
   stateFile?: string;
   /** Used to fill `signingKeyPem` of a NEW state file; an existing file's key wins. */
   newSigningKeyPem?: () => string;
+  /**
+   * How long a revoke takes to reach the tokens it revokes (the real service may take up to 15
+   * minutes). @default 0: at once
+   */
+  revocationDelayMs?: number;
 }
 
 export function createIdentityStore(options: StoreOptions): IdentityStore {
   const { resourceId, stateFile } = options;
+  const revocationDelayMs = options.revocationDelayMs ?? 0;
   // Deleted identities stay as tombstones: the emulator answers 404 for them, and introspection of
   // their tokens says "deleted" rather than "invalid".
   const identities = new Map<string, IdentityRecord>();
@@ -88,7 +116,12 @@ export function createIdentityStore(options: StoreOptions): IdentityStore {
         );
       }
       for (const record of parsed.identities) {
-        identities.set(record.id, { ...record });
+        const loaded: IdentityRecord = { ...record };
+        if (loaded.revokedAt !== undefined && loaded.revocations === undefined) {
+          // A state file of an emulator without revocation delays: its revokes took effect at once.
+          loaded.revocations = [{ cutoff: loaded.revokedAt, effectiveAt: 0 }];
+        }
+        identities.set(record.id, loaded);
       }
       signingKeyPem = parsed.signingKeyPem;
     }
@@ -145,10 +178,22 @@ export function createIdentityStore(options: StoreOptions): IdentityStore {
         // Not persisted on its own: an informational field is not worth a disk write per token.
       }
     },
-    revoke(id, now) {
+    revoke(id, cutoff, now = cutoff) {
       const record = identities.get(id);
       if (record) {
-        record.revokedAt = now;
+        record.revokedAt = cutoff;
+        // Only the newest revoke in effect matters, and those still propagating: drop the rest.
+        const kept = record.revocations ?? [];
+        let from = 0;
+        kept.forEach((revocation, index) => {
+          if (revocation.effectiveAt <= now) {
+            from = index;
+          }
+        });
+        record.revocations = [
+          ...kept.slice(from),
+          { cutoff, effectiveAt: now + revocationDelayMs },
+        ];
         persist();
       }
     },
@@ -159,17 +204,32 @@ export function createIdentityStore(options: StoreOptions): IdentityStore {
         persist();
       }
     },
+    list() {
+      return [...identities.values()];
+    },
+    reset() {
+      identities.clear();
+      persist();
+    },
   };
 }
 
 /**
  * Revocation works on whole seconds, the grain of a token's `iat`: a token is revoked when it was
- * issued in or before the second of its identity's latest revoke. A token issued AFTER a revoke but
- * within the same second therefore gets the next second as its `iat` (see `issuedAtSeconds`), so it
- * stays active, and no per-token state is needed.
+ * issued in or before the second of its identity's latest revoke IN EFFECT at `now` (the
+ * emulator's clock): a revoke takes effect the revocation delay after it was made, as the real
+ * service's take up to 15 minutes to propagate. A token issued AFTER a revoke but within the same
+ * second gets the next second as its `iat` (see `issuedAtSeconds`), so it stays active, and no
+ * per-token state is needed.
  */
-export function isRevoked(identity: IdentityRecord, iatSeconds: number): boolean {
-  return identity.revokedAt !== undefined && iatSeconds <= Math.floor(identity.revokedAt / 1000);
+export function isRevoked(identity: IdentityRecord, iatSeconds: number, now: number): boolean {
+  let cutoff: number | undefined;
+  for (const revocation of identity.revocations ?? []) {
+    if (revocation.effectiveAt <= now) {
+      cutoff = revocation.cutoff;
+    }
+  }
+  return cutoff !== undefined && iatSeconds <= Math.floor(cutoff / 1000);
 }
 
 /**

@@ -1,5 +1,6 @@
 import {
   createHash,
+  createHmac,
   createPrivateKey,
   createPublicKey,
   generateKeyPairSync,
@@ -44,6 +45,12 @@ export interface TokenSigner {
   /** The payload when `token` is a JWT this signer made (signature checked), else undefined. */
   verify(token: string): AcsTokenClaims | undefined;
   jwks(): { keys: Jwk[] };
+  /**
+   * 32 bytes derived from the private key and `label` (HMAC-SHA256 keyed with the key's PKCS#8 DER):
+   * secrets that stay the same exactly as long as the signing key does (a state file or a key file
+   * keeps them across restarts), and reveal nothing of the key.
+   */
+  derive(label: string): Buffer;
 }
 
 const b64url = (value: Buffer | string) => Buffer.from(value).toString("base64url");
@@ -70,6 +77,7 @@ export function createTokenSigner(options: { privateKeyPem?: string } = {}): Tok
   const kid = thumbprint.toString("hex").toUpperCase();
   const header = b64url(JSON.stringify({ alg: "RS256", kid, x5t: b64url(thumbprint), typ: "JWT" }));
   const jwk = publicKey.export({ format: "jwk" }) as { kty: string; n: string; e: string };
+  const privateDer = privateKey.export({ type: "pkcs8", format: "der" });
 
   return {
     kid,
@@ -111,6 +119,9 @@ export function createTokenSigner(options: { privateKeyPem?: string } = {}): Tok
           },
         ],
       };
+    },
+    derive(label) {
+      return createHmac("sha256", privateDer).update(label, "utf8").digest();
     },
   };
 }

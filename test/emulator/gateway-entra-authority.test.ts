@@ -1,0 +1,100 @@
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Emulator, RespondInfo } from "@acs-identity-gateway/emulator";
+import { entraCredentialOptions } from "../../src/identity/entra-credential.js";
+import { createTestCa, startTestEmulator, type TestCa } from "../helpers/emulator.js";
+import { freePort } from "../helpers/ports.js";
+import { spawnGateway, type GatewayProcess } from "../helpers/processes.js";
+
+/**
+ * The gateway itself (`node --import tsx src/main.ts`, a real process) authenticating to the
+ * emulator with Entra ID through the emulator's own token authority: ACS_ENDPOINT is the emulator's
+ * https endpoint, the credential settings are exactly the AZURE_* lines the emulator prints, and
+ * the process trusts the test CA through NODE_EXTRA_CA_CERTS. No managed identity is offered, so
+ * DefaultAzureCredential's EnvironmentCredential (a client secret) must do it, which works only
+ * because the gateway turns instance discovery off for an authority host outside Microsoft's.
+ */
+const root = fileURLToPath(new URL("../..", import.meta.url));
+let ca: TestCa;
+let emulator: Emulator;
+const seen: { operation: string; info: RespondInfo }[] = [];
+
+beforeAll(async () => {
+  ca = createTestCa();
+  emulator = await startTestEmulator({ tls: { cert: ca.cert, key: ca.key }, entra: "on" });
+  emulator.hooks.beforeRespond = (operation, info) => {
+    seen.push({ operation, info });
+  };
+});
+
+afterAll(async () => {
+  await emulator?.close();
+  ca?.remove();
+});
+
+async function gql(url: string, query: string, variables: Record<string, unknown> = {}) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ query, variables }),
+  });
+  return (await response.json()) as { data?: any; errors?: unknown[] };
+}
+
+describe("entraCredentialOptions", () => {
+  it("turns instance discovery off for an authority host outside Microsoft's clouds only", () => {
+    expect(entraCredentialOptions({})).toEqual({});
+    expect(entraCredentialOptions({ AZURE_AUTHORITY_HOST: "" })).toEqual({});
+    for (const host of [
+      "https://login.microsoftonline.com",
+      "https://login.microsoftonline.us/",
+      "https://LOGIN.chinacloudapi.cn",
+    ]) {
+      expect(entraCredentialOptions({ AZURE_AUTHORITY_HOST: host })).toEqual({});
+    }
+    for (const host of ["https://127.0.0.1:10500", "https://adfs.contoso.test/adfs"]) {
+      expect(entraCredentialOptions({ AZURE_AUTHORITY_HOST: host })).toEqual({
+        disableInstanceDiscovery: true,
+      });
+    }
+  });
+});
+
+describe("the gateway with the emulator's AZURE_* settings", { timeout: 120_000 }, () => {
+  it("gets its ACS token from the emulator's authority and issues tokens with it", async () => {
+    const port = await freePort();
+    let gateway: GatewayProcess | undefined;
+    seen.length = 0;
+    try {
+      gateway = await spawnGateway(process.execPath, ["--import", "tsx", "src/main.ts"], {
+        cwd: root,
+        env: {
+          HOST: "127.0.0.1",
+          PORT: String(port),
+          ACS_ENDPOINT: emulator.endpoint,
+          ...emulator.entraAuthority!.settings,
+          NODE_EXTRA_CA_CERTS: ca.caFile,
+        },
+      });
+      const created = await gql(gateway.url, "mutation { createUser { id } }");
+      expect(created.errors).toBeUndefined();
+      const issued = await gql(
+        gateway.url,
+        "mutation ($u: ID) { issueToken(userId: $u, scopes: [VOIP]) { token } }",
+        { u: created.data.createUser.id },
+      );
+      expect(issued.errors).toBeUndefined();
+      expect(issued.data.issueToken.token.split(".")).toHaveLength(3);
+      expect(seen.map((s) => `${s.operation} ${s.info.auth}`)).toEqual(
+        expect.arrayContaining(["createIdentity bearer", "issueAccessToken bearer"]),
+      );
+      expect(new Set(seen.map((s) => s.info.auth))).toEqual(new Set(["bearer"]));
+      expect(gateway.output()).not.toContain(emulator.entraAuthority!.clientSecret);
+    } finally {
+      if (gateway) {
+        gateway.child.kill("SIGTERM");
+        await gateway.exited;
+      }
+    }
+  });
+});
