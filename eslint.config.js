@@ -16,7 +16,19 @@ export default tseslint.config(
         { argsIgnorePattern: "^_", varsIgnorePattern: "^_" },
       ],
       "no-console": "error",
+      // Settings enter each package in one module (the gateway's src/config.ts, the emulator's
+      // options.ts); everything below receives values.
+      "no-process-env": "error",
     },
+  },
+  {
+    files: ["src/config.ts", "packages/emulator/src/options.ts"],
+    rules: { "no-process-env": "off" },
+  },
+  {
+    // Tests, scripts, the bench and tool configs set up processes and read their own knobs.
+    files: ["test/**", "scripts/**", "bench/**", "examples/**", "*.config.ts", "codegen.ts"],
+    rules: { "no-process-env": "off" },
   },
   {
     files: ["scripts/**", "test/**", "src/main.ts", "packages/emulator/src/main.ts"],

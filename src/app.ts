@@ -18,7 +18,7 @@ import type { TokenCredential } from "@azure/identity";
 import { createAcsIdentityProvider } from "./identity/acs-identity-provider.js";
 import { createEntraCredential } from "./identity/entra-credential.js";
 import type { IdentityProvider } from "./identity/identity-provider.js";
-import { exitAfterStepFromEnv } from "./identity/provisioning.js";
+import { exitAfterStep } from "./identity/provisioning.js";
 import {
   createMemoryUserMappingStore,
   createRedisUserMappingStore,
@@ -36,7 +36,7 @@ import { createUpstreamBudget } from "./tokens/upstream-budget.js";
 
 export interface AppDeps {
   logger?: Logger;
-  /** Options for the embedded emulator, used only when `config.acs` is unset. Port 0 by default. */
+  /** Options over `config.embeddedEmulator`'s, used only when the gateway embeds the emulator. */
   emulator?: EmulatorOptions;
   /** Replaces the ACS client (tests use this only to inject faults; normal tests use the emulator). */
   identity?: IdentityProvider;
@@ -123,12 +123,15 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
     let acs: App["acs"] | undefined = config.acs;
     let credential: TokenCredential | undefined;
     if (config.acsEntraEndpoint) {
-      credential = await createEntraCredential();
+      credential = await createEntraCredential({
+        credentialOptions: config.entraCredentialOptions,
+      });
       acs = { endpoint: config.acsEntraEndpoint, accessKey: undefined };
     } else if (!acs) {
       resources.emulator = await startEmulator({
         host: "127.0.0.1",
         port: 0,
+        ...config.embeddedEmulator,
         ...deps.emulator,
         // Its "listening" line would repeat what the gateway's start-up line says.
         logger: logger.child({ component: "emulator" }, { level: quieter(logger.level, "warn") }),
@@ -284,7 +287,7 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       cache,
       mappings,
       logger,
-      provisioning: { afterStep: exitAfterStepFromEnv(process.env, config.production) },
+      provisioning: { afterStep: exitAfterStep(config.testExitAfterStep) },
     }));
     // Identities a crash left recorded but unconfirmed: confirm them now rather than on the
     // caller's next call. A store that is down does not stop the start (each call retries).

@@ -1,10 +1,26 @@
+import { emulatorOptionsFromEnv, type EmulatorOptions } from "@acs-identity-gateway/emulator";
 import { z } from "zod";
+import {
+  entraCredentialOptions,
+  type EntraCredentialOptions,
+} from "./identity/entra-credential.js";
 import { parseCorsOrigins, type CorsPolicy } from "./server/cors-policy.js";
+import {
+  TracingConfigError,
+  tracingSettingsFromEnv,
+  type TracingSettings,
+} from "./telemetry/tracing.js";
 
 /**
  * Environment -> one frozen, validated Config. Every problem is collected and reported at once, so a
  * misconfigured deployment fails on its first start with the whole list instead of one per restart.
  * An empty string counts as unset (docker-compose and Kubernetes often pass `FOO=`).
+ *
+ * This is the only module of the gateway that reads the environment (a lint rule holds the rest
+ * to it): the embedded emulator's `ACS_EMULATOR_*` settings (through the emulator package's own
+ * reader), the standard `OTEL_*` trace settings and the `AZURE_*` authority host are read here
+ * too, so every start-up problem is in the one list and everything below receives values.
+ * (`@azure/identity` and the OTLP exporter still read their own variables, as libraries do.)
  */
 
 export interface AcsConnection {
@@ -18,8 +34,25 @@ export interface Config {
   host: string;
   port: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
-  /** `undefined`: start the bundled emulator in-process and use it (unless `acsEntraEndpoint`). */
+  /** `undefined`: the embedded emulator (`embeddedEmulator`), or Entra ID (`acsEntraEndpoint`). */
   acs: AcsConnection | undefined;
+  /**
+   * Set exactly when the gateway starts the bundled emulator in-process (no connection string and
+   * no ACS_ENDPOINT): its options from the `ACS_EMULATOR_*` settings, decided here once. The
+   * embedded one stays plain loopback HTTP with access-key signing (TLS and Entra ID modes are for
+   * clients that talk to `npm run emulator`), on a free port unless ACS_EMULATOR_PORT is set, so it
+   * never clashes with a standalone emulator on the documented port.
+   */
+  embeddedEmulator: EmulatorOptions | undefined;
+  /** For `DefaultAzureCredential` with ACS_ENDPOINT (an authority host outside Microsoft's). */
+  entraCredentialOptions: EntraCredentialOptions;
+  /** OTLP trace export from the standard `OTEL_*` variables; `undefined`: no tracing. */
+  tracing: TracingSettings | undefined;
+  /**
+   * ACSGW_TEST_EXIT_AFTER_STEP=reserved|recorded: the process exits right after that provisioning
+   * step, as a crash would. For the crash tests only; ignored in production.
+   */
+  testExitAfterStep: "reserved" | "recorded" | undefined;
   /**
    * ACS_ENDPOINT: authenticate to ACS with Entra ID (`DefaultAzureCredential`: managed identity,
    * workload identity, or `AZURE_*` service principal settings) instead of an access key.
@@ -396,6 +429,41 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     problems.push(`CORS_ORIGINS: ${cors}`);
   }
 
+  // Decided once: the emulator's settings matter (and are checked) only when it runs.
+  let embeddedEmulator: EmulatorOptions | undefined;
+  if (
+    e.COMMUNICATION_SERVICES_CONNECTION_STRING === undefined &&
+    e.ACS_ENDPOINT === undefined &&
+    !production
+  ) {
+    try {
+      const { tls: _tls, entra: _entra, ...options } = emulatorOptionsFromEnv(env);
+      embeddedEmulator = { ...options, ...(options.port === undefined ? { port: 0 } : {}) };
+    } catch (error) {
+      problems.push(error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  let tracing: TracingSettings | undefined;
+  try {
+    tracing = tracingSettingsFromEnv(env);
+  } catch (error) {
+    if (!(error instanceof TracingConfigError)) {
+      throw error;
+    }
+    problems.push(error.message);
+  }
+
+  let testExitAfterStep: Config["testExitAfterStep"];
+  const exitStep = env.ACSGW_TEST_EXIT_AFTER_STEP?.trim();
+  if (exitStep && !production) {
+    if (exitStep === "reserved" || exitStep === "recorded") {
+      testExitAfterStep = exitStep;
+    } else {
+      problems.push("ACSGW_TEST_EXIT_AFTER_STEP: must be reserved or recorded");
+    }
+  }
+
   if (problems.length > 0) {
     throw new ConfigError(problems);
   }
@@ -407,6 +475,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     redis,
     tokenCacheEncryptionKey,
     auth,
+    embeddedEmulator,
+    entraCredentialOptions: entraCredentialOptions(env),
+    tracing,
+    testExitAfterStep,
   });
 }
 
@@ -421,6 +493,10 @@ function freezeConfig(
     | "redis"
     | "tokenCacheEncryptionKey"
     | "auth"
+    | "embeddedEmulator"
+    | "entraCredentialOptions"
+    | "tracing"
+    | "testExitAfterStep"
   >,
 ): Readonly<Config> {
   const { databaseUrl, cors, acs, acsEntraEndpoint, redis, tokenCacheEncryptionKey, auth } =
@@ -434,6 +510,10 @@ function freezeConfig(
     logLevel: e.LOG_LEVEL,
     acs,
     acsEntraEndpoint,
+    embeddedEmulator: derived.embeddedEmulator,
+    entraCredentialOptions: derived.entraCredentialOptions,
+    tracing: derived.tracing,
+    testExitAfterStep: derived.testExitAfterStep,
     acsAllowInsecure: e.ACS_ALLOW_INSECURE,
     redis,
     redisKeyPrefix: e.REDIS_KEY_PREFIX,

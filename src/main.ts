@@ -2,11 +2,10 @@ import "reflect-metadata";
 import { setFlagsFromString } from "node:v8";
 import { createApp } from "./app.js";
 import { ConfigError, loadConfig } from "./config.js";
-import { emulatorOptionsFromEnv } from "@acs-identity-gateway/emulator";
 import { createLogger } from "./logger.js";
 import { createMetrics } from "./server/metrics.js";
 import { registerStoppingReadiness } from "./server/plugins/stopping.js";
-import { startTracing, TracingConfigError, type Tracing } from "./telemetry/tracing.js";
+import { startTracingWith } from "./telemetry/tracing.js";
 
 /**
  * V8 lets the old generation grow to several times its live size between full collections while
@@ -26,33 +25,27 @@ async function main(): Promise<void> {
     setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
   }
   let config;
-  let tracing: Tracing | undefined;
   try {
-    config = loadConfig(process.env);
-    const tracingLogger = createLogger({ level: config.logLevel }).child({ component: "tracing" });
-    tracing = await startTracing(process.env, {
-      onProblem: (message) => tracingLogger.warn({ detail: message }, "trace export problem"),
-    });
+    // The process's environment, read in config.ts alone; everything below receives values.
+    config = loadConfig();
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(error.message);
       process.exit(1);
     }
-    if (error instanceof TracingConfigError) {
-      console.error(`invalid configuration:\n  - ${error.message}`);
-      process.exit(1);
-    }
     throw error;
   }
+  const tracingLogger = createLogger({ level: config.logLevel }).child({ component: "tracing" });
+  const tracing = await startTracingWith(config.tracing, {
+    onProblem: (message) => tracingLogger.warn({ detail: message }, "trace export problem"),
+  });
   const logger = createLogger({ level: config.logLevel });
-
-  const embedded = config.acs === undefined;
-  const emulator = embedded ? embeddedEmulatorOptions() : undefined;
+  const embedded = config.embeddedEmulator !== undefined;
 
   // Process and Node metrics (event loop lag, heap, GC, handles) only for the real process: tests
   // create many apps in one process.
   const metrics = createMetrics({ defaultMetrics: true });
-  const app = await createApp(config, { logger, emulator, metrics });
+  const app = await createApp(config, { logger, metrics });
   const stopping = registerStoppingReadiness(app.server.fastify);
   const stop = (signal: string) => {
     if (stopping.stopping) {
@@ -100,17 +93,6 @@ async function main(): Promise<void> {
     { url, upstream, cache: config.redis.mode, tracing: tracing !== undefined },
     `ACS identity gateway ready at ${url}${sandbox}, using ${upstream}`,
   );
-}
-
-/**
- * The standalone emulator's settings, as far as they make sense in process: the embedded one
- * keeps plain loopback HTTP and access-key signing (TLS and Entra ID modes are for clients that
- * need them, which talk to `npm run emulator`), and a free port unless ACS_EMULATOR_PORT is set, so
- * it never clashes with a standalone emulator on the documented port.
- */
-function embeddedEmulatorOptions() {
-  const { tls: _tls, entra: _entra, ...options } = emulatorOptionsFromEnv(process.env);
-  return { ...options, ...(process.env.ACS_EMULATOR_PORT ? {} : { port: 0 }) };
 }
 
 main().catch((error: unknown) => {

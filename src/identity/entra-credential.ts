@@ -35,9 +35,15 @@ const MICROSOFT_AUTHORITY_HOSTS = new Set([
  * an Entra authority: it is turned off (`disableInstanceDiscovery`), and the host is trusted as
  * given, as `@azure/identity` documents for such authorities.
  */
+/** What the gateway adds to `DefaultAzureCredential`'s options (config.ts derives it). */
+export type EntraCredentialOptions = Pick<
+  DefaultAzureCredentialOptions,
+  "disableInstanceDiscovery"
+>;
+
 export function entraCredentialOptions(
   env: Readonly<Record<string, string | undefined>>,
-): DefaultAzureCredentialOptions {
+): EntraCredentialOptions {
   const host = env.AZURE_AUTHORITY_HOST;
   if (!host) {
     return {};
@@ -55,22 +61,22 @@ export function entraCredentialOptions(
 /**
  * `DefaultAzureCredential` (environment service principal, workload identity, managed identity,
  * ...), checked once at start by asking it for an ACS token, so a deployment without a usable
- * identity stops with a message naming the problem instead of failing every request. `env` is
- * where `@azure/identity` reads its `AZURE_*` variables (the process's environment).
+ * identity stops with a message naming the problem instead of failing every request.
+ * `@azure/identity` reads its `AZURE_*` variables itself; `credentialOptions` adds what the
+ * configuration derived from them.
  */
 export async function createEntraCredential(
   options: {
     timeoutMs?: number;
     credential?: TokenCredential;
-    env?: Readonly<Record<string, string | undefined>>;
+    /** From the configuration (`entraCredentialOptions`). */
+    credentialOptions?: EntraCredentialOptions;
   } = {},
 ): Promise<TokenCredential> {
   // Loaded only in Entra ID mode: the package takes a quarter of a second to import.
   const credential =
     options.credential ??
-    new (await import("@azure/identity")).DefaultAzureCredential(
-      entraCredentialOptions(options.env ?? process.env),
-    );
+    new (await import("@azure/identity")).DefaultAzureCredential(options.credentialOptions ?? {});
   try {
     const token = await credential.getToken(ACS_SCOPE, {
       abortSignal: AbortSignal.timeout(options.timeoutMs ?? 30_000),

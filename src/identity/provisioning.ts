@@ -49,7 +49,7 @@ export interface Provisioner {
   close(): void;
 }
 
-/** Where the test hook may stop the process (see `exitAfterStepFromEnv`). */
+/** Where the test hook may stop the process (see `exitAfterStep`). */
 export type ProvisioningStep = "reserved" | "recorded";
 
 export interface ProvisionerOptions {
@@ -313,19 +313,13 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
 }
 
 /**
- * `ACSGW_TEST_EXIT_AFTER_STEP=reserved|recorded`: the process exits (code 86, no clean-up) right
- * after that step, as a crash would. For the crash tests only; refused in production.
+ * `ACSGW_TEST_EXIT_AFTER_STEP=reserved|recorded` (config.ts, `testExitAfterStep`): the process
+ * exits (code 86, no clean-up) right after that step, as a crash would. For the crash tests only;
+ * the configuration ignores it in production.
  */
-export function exitAfterStepFromEnv(
-  env: Record<string, string | undefined>,
-  production: boolean,
-): ProvisionerOptions["afterStep"] {
-  const step = env.ACSGW_TEST_EXIT_AFTER_STEP;
-  if (!step || production) {
+export function exitAfterStep(step: ProvisioningStep | undefined): ProvisionerOptions["afterStep"] {
+  if (step === undefined) {
     return undefined;
-  }
-  if (step !== "reserved" && step !== "recorded") {
-    throw new Error("ACSGW_TEST_EXIT_AFTER_STEP must be reserved or recorded");
   }
   return (reached) => {
     if (reached === step) {

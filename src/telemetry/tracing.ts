@@ -121,11 +121,18 @@ export interface StartTracingOptions {
  * `OTEL_TRACES_SAMPLER` (default `parentbased_always_on`); headers, timeout and compression follow
  * the exporter's own `OTEL_EXPORTER_OTLP_*` variables from the process environment.
  */
-export async function startTracing(
+export function startTracing(
   env: Env,
   options: StartTracingOptions = {},
 ): Promise<Tracing | undefined> {
-  const settings = tracingSettingsFromEnv(env);
+  return startTracingWith(tracingSettingsFromEnv(env), options);
+}
+
+/** `startTracing` with settings already read (the gateway reads them in config.ts). */
+export async function startTracingWith(
+  settings: TracingSettings | undefined,
+  options: StartTracingOptions = {},
+): Promise<Tracing | undefined> {
   if (!settings) {
     return undefined;
   }

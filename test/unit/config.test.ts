@@ -38,6 +38,61 @@ describe("configuration", () => {
     expect(loadConfig({ ...production, HOST: "127.0.0.1" }).host).toBe("127.0.0.1");
   });
 
+  it("decides once whether the emulator is embedded, and checks its settings only then", () => {
+    // No ACS settings: embedded, on a free port unless ACS_EMULATOR_PORT says otherwise.
+    expect(loadConfig({}).embeddedEmulator).toEqual({ port: 0 });
+    expect(loadConfig({ ACS_EMULATOR_PORT: "10600" }).embeddedEmulator).toMatchObject({
+      port: 10600,
+    });
+    // Its settings are part of the one list of problems...
+    expect(problems({ ACS_EMULATOR_PORT: "abc", PORT: "x" })).toEqual([
+      expect.stringMatching(/^PORT: /),
+      expect.stringMatching(/ACS_EMULATOR_PORT/),
+    ]);
+    // ...and mean nothing with a real resource: no emulator, nothing to refuse.
+    const entra = loadConfig({
+      ACS_ENDPOINT: "https://contoso.communication.azure.com/",
+      ACS_EMULATOR_PORT: "abc",
+    });
+    expect(entra.embeddedEmulator).toBeUndefined();
+    expect(
+      loadConfig({ COMMUNICATION_SERVICES_CONNECTION_STRING: ACS, ACS_EMULATOR_PORT: "abc" })
+        .embeddedEmulator,
+    ).toBeUndefined();
+    // The embedded one never takes the standalone modes.
+    expect(loadConfig({ ACS_EMULATOR_ENTRA: "on" }).embeddedEmulator).not.toHaveProperty("entra");
+  });
+
+  it("reads the OTLP trace settings, the Azure authority host and the crash-test hook with the rest", () => {
+    expect(loadConfig({}).tracing).toBeUndefined();
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318" }).tracing).toEqual({
+      url: "http://collector:4318/v1/traces",
+    });
+    expect(
+      problems({
+        OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4317",
+      }),
+    ).toEqual([expect.stringMatching(/^OTEL_EXPORTER_OTLP_PROTOCOL: only http\/json/)]);
+    expect(
+      loadConfig({ AZURE_AUTHORITY_HOST: "https://127.0.0.1:10501" }).entraCredentialOptions,
+    ).toEqual({ disableInstanceDiscovery: true });
+    expect(
+      loadConfig({ AZURE_AUTHORITY_HOST: "https://login.microsoftonline.com" })
+        .entraCredentialOptions,
+    ).toEqual({});
+    expect(loadConfig({ ACSGW_TEST_EXIT_AFTER_STEP: "recorded" }).testExitAfterStep).toBe(
+      "recorded",
+    );
+    expect(problems({ ACSGW_TEST_EXIT_AFTER_STEP: "later" })).toEqual([
+      "ACSGW_TEST_EXIT_AFTER_STEP: must be reserved or recorded",
+    ]);
+    expect(
+      loadConfig({ ...PRODUCTION_SETTINGS, ACSGW_TEST_EXIT_AFTER_STEP: "recorded" })
+        .testExitAfterStep,
+    ).toBeUndefined();
+  });
+
   it("treats empty strings as unset", () => {
     const config = loadConfig({
       PORT: "",
