@@ -3,7 +3,7 @@ import { printSchemaWithDirectives } from "@graphql-tools/utils";
 import { parse, type GraphQLSchema } from "graphql";
 import { buildSchema, createResolversMap } from "type-graphql";
 import type { GatewayContext } from "./context.js";
-import { applyRights, enforceEntity } from "./rights.js";
+import { applyRights, enforceEntity } from "./apply-rights.js";
 import { TeamsResolver } from "./resolvers/teams.resolver.js";
 import { IdentityResolver } from "./resolvers/identity.resolver.js";
 import { ViewerResolver } from "./resolvers/viewer.resolver.js";

@@ -62,8 +62,6 @@ export interface TokenService {
   deleteUser(actor: Actor, userId: string): Promise<number>;
   /** The ACS identity mapped to a signed-in caller (`Caller.key`), if any. */
   userIdOf(subjectKey: string): Promise<string | undefined>;
-  /** Is `userId` the identity of the caller with `subjectKey`? (the rights table's `owner` rule) */
-  isOwnedBy(subjectKey: string, userId: string): Promise<boolean>;
   /** The caller's own token; its identity is created and mapped on first use. */
   issueMyToken(
     actor: Actor,
@@ -380,10 +378,6 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     },
 
     userIdOf: (subjectKey) => mappings.get(subjectKey),
-
-    async isOwnedBy(subjectKey, userId) {
-      return (await mappings.get(subjectKey)) === userId;
-    },
 
     async issueMyToken(actor, scopesIn, expiresInMinutes) {
       const scopes = checkScopes(scopesIn);

@@ -13,7 +13,7 @@ import {
   startGateway,
   upstreamAttempts,
 } from "../helpers/gateway.js";
-import { MAX_ENTITY_REPRESENTATIONS } from "../../src/graphql/rights.js";
+import { MAX_ENTITY_REPRESENTATIONS } from "../../src/graphql/apply-rights.js";
 
 /**
  * The four mutations and `me` end to end, in process (executeOperation), against the embedded
