@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  ANSWERED_API_VERSIONS,
   EMULATOR_CLIENT_ID,
   EMULATOR_TENANT_ID,
   EMULATOR_USER_OBJECT_ID,
@@ -9,7 +10,7 @@ import {
 import { startTestEmulator } from "../helpers/emulator.js";
 import { unsignedJwt } from "./jwt.js";
 import { rawRequest, type RawRequest, type RawResponse } from "./signing.js";
-import { assertErrorShape, assertMatchesSpec, SPEC_VERSIONS } from "./spec.js";
+import { assertErrorShape, assertMatchesSpec, SPEC_VERSIONS, specAcceptsRequest } from "./spec.js";
 
 /**
  * Every api-version the emulator lists gets a signed request for each operation it has, and each
@@ -19,42 +20,80 @@ import { assertErrorShape, assertMatchesSpec, SPEC_VERSIONS } from "./spec.js";
  */
 interface Expected {
   joinScopes: boolean;
-  expiresInMinutes: boolean;
+  /** Where the request bodies have `expiresInMinutes`. */
+  expiresInMinutes: "none" | "issue" | "create-and-issue";
   teams: "none" | "token-only" | "token-app-user";
   customId: boolean;
   /** `/access/entra/...` and `/access/teamsExtension/...` (exchange and assignments). */
   access?: { entra: boolean; teamsExtension: boolean };
+  /**
+   * Published, answered, but not in the service's `api-supported-versions` (the 2025 recordings,
+   * docs/acs-wire-facts.md): the four older folders read in (SOURCE.md).
+   */
+  unlisted?: true;
 }
 const EXPECTED: Record<string, Expected> = {
-  "2021-03-07": { joinScopes: false, expiresInMinutes: false, teams: "none", customId: false },
+  // Its spec is 2021-03-07's but for the version string.
+  "2021-02-22-preview1": {
+    joinScopes: false,
+    expiresInMinutes: "none",
+    teams: "none",
+    customId: false,
+    unlisted: true,
+  },
+  "2021-03-07": { joinScopes: false, expiresInMinutes: "none", teams: "none", customId: false },
+  // The `{token}` Teams exchange, as 2021-10-31-preview.
+  "2021-03-31-preview1": {
+    joinScopes: false,
+    expiresInMinutes: "none",
+    teams: "token-only",
+    customId: false,
+    unlisted: true,
+  },
   "2021-10-31-preview": {
     joinScopes: false,
-    expiresInMinutes: false,
+    expiresInMinutes: "none",
     teams: "token-only",
     customId: false,
   },
-  "2021-11-01": { joinScopes: false, expiresInMinutes: false, teams: "none", customId: false },
+  "2021-11-01": { joinScopes: false, expiresInMinutes: "none", teams: "none", customId: false },
   "2022-06-01": {
     joinScopes: false,
-    expiresInMinutes: false,
+    expiresInMinutes: "none",
     teams: "token-app-user",
     customId: false,
+  },
+  // `expiresInMinutes` on the issue request only; the create request has none.
+  "2022-09-01": {
+    joinScopes: false,
+    expiresInMinutes: "issue",
+    teams: "token-app-user",
+    customId: false,
+    unlisted: true,
   },
   "2022-10-01": {
     joinScopes: false,
-    expiresInMinutes: true,
+    expiresInMinutes: "create-and-issue",
     teams: "token-app-user",
     customId: false,
   },
+  // 2022-10-01's bodies and answers (plus optional Repeatability headers on create).
+  "2023-08-01": {
+    joinScopes: false,
+    expiresInMinutes: "create-and-issue",
+    teams: "token-app-user",
+    customId: false,
+    unlisted: true,
+  },
   "2023-10-01": {
     joinScopes: true,
-    expiresInMinutes: true,
+    expiresInMinutes: "create-and-issue",
     teams: "token-app-user",
     customId: false,
   },
   "2025-03-02-preview": {
     joinScopes: true,
-    expiresInMinutes: true,
+    expiresInMinutes: "create-and-issue",
     teams: "token-app-user",
     customId: true,
     access: { entra: true, teamsExtension: true },
@@ -62,13 +101,13 @@ const EXPECTED: Record<string, Expected> = {
   // The stored spec read is 2023-10-01's surface (SOURCE.md).
   "2025-04-01-preview": {
     joinScopes: true,
-    expiresInMinutes: true,
+    expiresInMinutes: "create-and-issue",
     teams: "token-app-user",
     customId: false,
   },
   "2025-06-30": {
     joinScopes: true,
-    expiresInMinutes: true,
+    expiresInMinutes: "create-and-issue",
     teams: "token-app-user",
     customId: false,
     access: { entra: false, teamsExtension: true },
@@ -115,12 +154,25 @@ function expectRefusal(res: RawResponse, status: number, code: string, target?: 
 
 const LEGACY = "2020-07-20-preview2";
 const ALL_VERSIONS = [LEGACY, ...Object.keys(EXPECTED)].sort();
+const LISTED_VERSIONS = ALL_VERSIONS.filter((v) => !EXPECTED[v]?.unlisted);
+const UNLISTED_VERSIONS = ALL_VERSIONS.filter((v) => EXPECTED[v]?.unlisted);
 
-it("lists exactly the versions the tests cover, in api-supported-versions too", async () => {
-  expect([...SUPPORTED_API_VERSIONS].sort()).toEqual(ALL_VERSIONS);
+it("answers exactly the versions the tests cover, and lists the listed ones in api-supported-versions", async () => {
+  expect(UNLISTED_VERSIONS).toEqual([
+    "2021-02-22-preview1",
+    "2021-03-31-preview1",
+    "2022-09-01",
+    "2023-08-01",
+  ]);
+  expect([...ANSWERED_API_VERSIONS].sort()).toEqual(ALL_VERSIONS);
+  expect([...SUPPORTED_API_VERSIONS].sort()).toEqual(LISTED_VERSIONS);
   expect([...SPEC_VERSIONS].sort()).toEqual(ALL_VERSIONS);
   const res = await send({ method: "POST", path: "/identities?api-version=2021-03-07" });
-  expect(String(res.headers["api-supported-versions"]).split(", ").sort()).toEqual(ALL_VERSIONS);
+  expect(String(res.headers["api-supported-versions"]).split(", ").sort()).toEqual(LISTED_VERSIONS);
+  const health = await fetch(new URL("emulator/health", emulator.endpoint));
+  expect(((await health.json()) as { apiVersions: string[] }).apiVersions.sort()).toEqual(
+    ALL_VERSIONS,
+  );
 });
 
 describe(`api-version ${LEGACY}, the first preview's own API`, () => {
@@ -290,26 +342,42 @@ describe.each(Object.entries(EXPECTED))("api-version %s", (version, expected) =>
   });
 
   it(
-    expected.expiresInMinutes
-      ? "honours expiresInMinutes on create and issue"
-      : "refuses expiresInMinutes, which this version does not have",
+    {
+      "create-and-issue": "honours expiresInMinutes on create and issue",
+      issue: "honours expiresInMinutes on issue, and refuses it on create, which has none",
+      none: "refuses expiresInMinutes, which this version does not have",
+    }[expected.expiresInMinutes],
     async () => {
       const created = await create({ createTokenWithScopes: ["chat"], expiresInMinutes: 60 });
       const id = ((await create()).json as { identity: { id: string } }).identity.id;
-      const issued = await send({
-        method: "POST",
-        path: identityPath(id, "/:issueAccessToken"),
-        body: json({ scopes: ["chat"], expiresInMinutes: 60 }),
-      });
-      if (expected.expiresInMinutes) {
+      const issue = (expiresInMinutes: number) =>
+        send({
+          method: "POST",
+          path: identityPath(id, "/:issueAccessToken"),
+          body: json({ scopes: ["chat"], expiresInMinutes }),
+        });
+      const issued = await issue(60);
+      if (expected.expiresInMinutes === "create-and-issue") {
         expectSuccess(created, 201);
-        expectSuccess(issued, 200);
-        const { token } = issued.json as { token: string };
-        const claims = claimsOf(token);
+        assertMatchesSpec("CommunicationIdentityAccessTokenResult", created.json, version);
+        const { accessToken } = created.json as { accessToken: { token: string } };
+        const claims = claimsOf(accessToken.token);
         expect(claims.exp! - claims.iat!).toBe(3600);
       } else {
         expectRefusal(created, 400, "ValidationError", "expiresInMinutes");
+      }
+      if (expected.expiresInMinutes === "none") {
         expectRefusal(issued, 400, "ValidationError", "expiresInMinutes");
+      } else {
+        expectSuccess(issued, 200);
+        assertMatchesSpec("CommunicationIdentityAccessToken", issued.json, version);
+        const { token } = issued.json as { token: string };
+        const claims = claimsOf(token);
+        expect(claims.exp! - claims.iat!).toBe(3600);
+        // [60, 1440]: the spec's bounds, or (2022-09-01, whose field has none) its example's
+        // "[1-24] hours range"; the service's answer (docs/acs-wire-facts.md).
+        expectRefusal(await issue(59), 400, "ValidationError", "ExpiresInMinutes");
+        expectRefusal(await issue(1441), 400, "ValidationError", "ExpiresInMinutes");
       }
     },
   );
@@ -453,4 +521,81 @@ describe.each(Object.entries(EXPECTED))("api-version %s", (version, expected) =>
       );
     },
   );
+});
+
+/**
+ * The four published versions the service does not list: each is answered, kept out of
+ * `api-supported-versions`, and takes exactly the request bodies its own spec (copied in
+ * test/fixtures/acs-identity-spec) allows, refusing the rest with the service's error shape.
+ */
+describe.each(UNLISTED_VERSIONS)("api-version %s, published but not listed", (version) => {
+  const path = (p: string) => `${p}?api-version=${version}`;
+
+  it("is answered, and not named in api-supported-versions", async () => {
+    const res = await send({ method: "POST", path: path("/identities") });
+    expectSuccess(res, 201);
+    assertMatchesSpec("CommunicationIdentityAccessTokenResult", res.json, version);
+    expect(String(res.headers["api-supported-versions"]).split(", ")).not.toContain(version);
+  });
+
+  it("takes exactly the request bodies its spec allows", async () => {
+    const aad = unsignedJwt({
+      appid: APP_ID,
+      oid: USER_ID,
+      exp: Math.floor(Date.now() / 1000) + 3600,
+    });
+    const bodies: Record<string, unknown[]> = {
+      "/identities": [
+        {},
+        { createTokenWithScopes: ["chat", "voip"] },
+        { createTokenWithScopes: ["chat"], expiresInMinutes: 60 },
+        { createTokenWithScopes: ["voip.join"] },
+        { customId: "alice" },
+      ],
+      "/identities/{id}/:issueAccessToken": [
+        { scopes: ["chat", "voip"] },
+        { scopes: ["voip"], expiresInMinutes: 60 },
+        { scopes: ["chat.join", "chat.join.limited", "voip.join"] },
+      ],
+      "/teamsUser/:exchangeAccessToken": [
+        { token: aad, appId: APP_ID, userId: USER_ID },
+        { token: aad },
+      ],
+    };
+    const outcomes = new Set<boolean | undefined>();
+    for (const [specPath, list] of Object.entries(bodies)) {
+      for (const body of list) {
+        const id = (
+          (await send({ method: "POST", path: path("/identities") })).json as {
+            identity: { id: string };
+          }
+        ).identity.id;
+        const res = await send({
+          method: "POST",
+          path: path(specPath.replace("{id}", encodeURIComponent(id))),
+          body: json(body),
+        });
+        const accepted = specAcceptsRequest(version, specPath, body);
+        outcomes.add(accepted);
+        if (accepted === undefined) {
+          expectRefusal(res, 404, "NotFound");
+        } else if (accepted) {
+          expectSuccess(res, specPath === "/identities" ? 201 : 200);
+          assertMatchesSpec(
+            specPath === "/identities"
+              ? "CommunicationIdentityAccessTokenResult"
+              : "CommunicationIdentityAccessToken",
+            res.json,
+            version,
+          );
+        } else {
+          expect(res.status, `${specPath} ${json(body)}: ${res.text}`).toBe(400);
+          assertErrorShape(res.json);
+          expect((res.json as { error: { code: string } }).error.code).toBe("ValidationError");
+        }
+      }
+    }
+    // The spec decided, not the list above: each version takes some of these bodies and refuses some.
+    expect(outcomes.has(true) && outcomes.has(false)).toBe(true);
+  });
 });

@@ -9,10 +9,15 @@ import addFormatsModule from "ajv-formats";
  * (`additionalProperties: false`), because an emulator that invents fields is drifting too.
  */
 const fixture = (path: string) => new URL(`../fixtures/acs-identity-spec/${path}`, import.meta.url);
+interface Spec {
+  paths: Record<
+    string,
+    Record<string, { parameters: { in: string; schema?: { $ref: string } }[] } | undefined>
+  >;
+  definitions: Record<string, Record<string, unknown>>;
+}
 const load = (version: string) =>
-  JSON.parse(readFileSync(fixture(`${version}/CommunicationIdentity.json`), "utf8")) as {
-    definitions: Record<string, Record<string, unknown>>;
-  };
+  JSON.parse(readFileSync(fixture(`${version}/CommunicationIdentity.json`), "utf8")) as Spec;
 
 /**
  * The copied spec each api-version is validated against (SOURCE.md says why some share one), and,
@@ -21,11 +26,15 @@ const load = (version: string) =>
  */
 const SPEC_OF_VERSION: Record<string, string> = {
   "2020-07-20-preview2": "2020-07-20-preview2",
+  "2021-02-22-preview1": "2021-02-22-preview1",
   "2021-03-07": "2021-03-07",
+  "2021-03-31-preview1": "2021-03-31-preview1",
   "2021-10-31-preview": "2021-10-31-preview",
   "2021-11-01": "2021-03-07",
   "2022-06-01": "2022-10-01",
+  "2022-09-01": "2022-09-01",
   "2022-10-01": "2022-10-01",
+  "2023-08-01": "2023-08-01",
   "2023-10-01": "2023-10-01",
   "2025-03-02-preview": "2023-10-01",
   "2025-04-01-preview": "2023-10-01",
@@ -204,6 +213,31 @@ export function assertErrorShape(body: unknown): void {
       `error body mismatch: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(body)}`,
     );
   }
+}
+
+/**
+ * Whether `version`'s own spec takes `body` as the JSON body of `POST path` (a key of its `paths`,
+ * e.g. `/identities/{id}/:issueAccessToken`): the body parameter's schema, closed as above.
+ * Undefined when the spec has no such operation. Only for a version validated against a spec of its
+ * own: a neighbour's spec says nothing of another version's requests.
+ */
+export function specAcceptsRequest(
+  version: string,
+  path: string,
+  body: unknown,
+): boolean | undefined {
+  if (SPEC_OF_VERSION[version] !== version) {
+    throw new Error(`api-version ${version} has no spec of its own`);
+  }
+  const operation = load(version).paths[path]?.post;
+  if (!operation) {
+    return undefined;
+  }
+  const param = operation.parameters.find((p) => p.in === "body");
+  if (!param?.schema) {
+    return body === undefined;
+  }
+  return validator(`acs-identity-${version}${param.schema.$ref}`)(body);
 }
 
 /** The spec's own request examples, to send exactly what the spec shows. */

@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { SUPPORTED_API_VERSIONS } from "./api-versions.js";
+import { ANSWERED_API_VERSIONS } from "./api-versions.js";
 import { AcsError } from "./errors.js";
 import type { Handler } from "./handlers.js";
 import type { EmulatorOperation } from "./options.js";
@@ -36,9 +36,12 @@ const PACKAGE_VERSION = (() => {
   }
 })();
 
-/** `GET /emulator/health`'s answer: up, which emulator, which api-versions it speaks. */
+/**
+ * `GET /emulator/health`'s answer: up, which emulator, which api-versions it speaks (all it
+ * answers, including those `api-supported-versions` leaves out).
+ */
 export function emulatorHealth() {
-  return { status: "ok", version: PACKAGE_VERSION, apiVersions: SUPPORTED_API_VERSIONS };
+  return { status: "ok", version: PACKAGE_VERSION, apiVersions: ANSWERED_API_VERSIONS };
 }
 
 const iso = (epochMs: number | undefined) =>

@@ -99,11 +99,14 @@ function parseObject(body: Buffer, required: boolean): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-function parseLifetime(value: unknown, surface: ApiSurface): number {
+function parseLifetime(value: unknown, surface: ApiSurface, on: "create" | "issue"): number {
   if (absent(value)) {
     return LIFETIME_MINUTES.default;
   }
-  if (!surface.expiresInMinutes) {
+  if (
+    surface.expiresInMinutes === "none" ||
+    (on === "create" && surface.expiresInMinutes === "issue")
+  ) {
     throw fieldNotInVersion("expiresInMinutes", surface.version);
   }
   if (
@@ -351,7 +354,7 @@ export function createHandlers(
       }
       const wantsToken = !absent(body.createTokenWithScopes);
       ctx.admit(wantsToken ? "createIdentityWithToken" : "createIdentity");
-      const minutes = parseLifetime(body.expiresInMinutes, surface);
+      const minutes = parseLifetime(body.expiresInMinutes, surface, "create");
       const customId = parseCustomId(body.customId, surface);
       // Emulator's choice: an explicitly empty `createTokenWithScopes` asks for a token without
       // scopes, refused like an issue without scopes.
@@ -381,7 +384,7 @@ export function createHandlers(
       const body = parseObject(ctx.body, true);
       ctx.admit("issueAccessToken");
       const scopes = parseScopes(body.scopes, "scopes", ctx.surface);
-      const minutes = parseLifetime(body.expiresInMinutes, ctx.surface);
+      const minutes = parseLifetime(body.expiresInMinutes, ctx.surface, "issue");
       const identity = ownIdentity(ctx.identityId);
       const minted = mintFor(identity, scopes, minutes, ctx.now);
       return {

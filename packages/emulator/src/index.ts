@@ -19,7 +19,7 @@ export {
   type EmulatorOptions,
   type EntraMode,
 } from "./options.js";
-export { SUPPORTED_API_VERSIONS } from "./api-versions.js";
+export { ANSWERED_API_VERSIONS, SUPPORTED_API_VERSIONS } from "./api-versions.js";
 export { ACS_THROTTLE_LIMITS } from "./throttle.js";
 export {
   EMULATOR_CLIENT_ID,
