@@ -1,5 +1,5 @@
 import type { Logger } from "../logger.js";
-import { onTopologyChange, type RedisClient } from "../redis/client.js";
+import { onTopologyChange, ReplicaAckError, type RedisClient } from "../redis/client.js";
 import { createBreaker } from "./breaker.js";
 import type { EntryRead, StoredEntry, TokenStore } from "./token-store.js";
 
@@ -128,7 +128,8 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
     retryTimer = setTimeout(() => {
       retryTimer = undefined;
       if (client.status === "ready" && breaker.canTry()) {
-        void recover().then((ok) => (ok ? undefined : scheduleRetry()));
+        // recover() schedules the next round itself while users stay journaled.
+        void recover();
       } else {
         scheduleRetry();
       }
@@ -145,38 +146,60 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
     }
   }
 
-  /** Replay the journal, then set the fence; only then may reads go through. One at a time. */
+  /**
+   * Set the fence if one is due (only then may reads go through), then replay the journal. One at a
+   * time. Resolves whether the fence is in place: a journaled user whose invalidation still cannot
+   * be recorded (Redis refusing it, or no replica acknowledging it) stays journaled, and only that
+   * user's reads wait for it; the other users' are served.
+   */
   function recover(): Promise<boolean> {
     recovering ??= (async () => {
       try {
-        const replayed = journal.size;
-        const batch: Promise<void>[] = [];
-        for (const userId of [...journal.keys()]) {
-          batch.push(record(userId, false));
-          if (batch.length >= 32) {
-            await Promise.all(batch.splice(0));
-          }
-        }
-        await Promise.all(batch);
         if (needsFence) {
           const [seconds, micros] = await client.time();
           fenceMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
           needsFence = false;
         }
         breaker.success();
-        if (replayed > 0) {
-          logger.info({ replayed }, "token cache: redis back; pending invalidations recorded");
-        }
-        return journal.size === 0;
       } catch (error) {
         failure(error, "recover");
         scheduleRetry();
-        return false;
-      } finally {
         recovering = undefined;
+        return false;
       }
+      const waiting = journal.size;
+      const batch: Promise<void>[] = [];
+      for (const userId of [...journal.keys()]) {
+        // Each user on its own: one that cannot be recorded yet keeps its entry (and is retried).
+        batch.push(record(userId, false).catch((error: unknown) => unrecorded(error, "replay")));
+        if (batch.length >= 32) {
+          await Promise.all(batch.splice(0));
+        }
+      }
+      await Promise.all(batch);
+      if (waiting > 0 && journal.size < waiting) {
+        logger.info(
+          { replayed: waiting - journal.size, waiting: journal.size },
+          "token cache: pending invalidations recorded",
+        );
+      }
+      scheduleRetry();
+      recovering = undefined;
+      return true;
     })();
     return recovering;
+  }
+
+  /**
+   * An invalidation Redis did not record. A missing replica acknowledgement is not a failure of
+   * Redis (it answered; its replica lags): it must not open the breaker for everyone's reads.
+   */
+  function unrecorded(error: unknown, what: string): void {
+    if (error instanceof ReplicaAckError) {
+      logger.debug({ op: what, err: { message: error.message } }, "token cache: " + error.message);
+      return;
+    }
+    failure(error, what);
   }
 
   /** Begun before the fence: not served by this instance. */
@@ -187,7 +210,8 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
     if (closed || client.status !== "ready" || !breaker.canTry()) {
       throw new StoreUnavailableError("redis is not usable right now");
     }
-    if ((needsFence || journal.size > 0) && !(await recover())) {
+    // Only the fence gates every read: a journaled user's own reads are held back in `read`.
+    if (needsFence && !(await recover())) {
       throw new StoreUnavailableError("redis is back but this instance has not caught up yet");
     }
   }
@@ -243,7 +267,7 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
         await record(userId, tombstone);
         breaker.success();
       } catch (error) {
-        failure(error, "invalidate");
+        unrecorded(error, "invalidate");
         remember(userId, tombstone);
         throw error;
       }

@@ -1,5 +1,5 @@
 import type { Logger } from "../logger.js";
-import type { RedisClient } from "../redis/client.js";
+import { createRevokeConnection, type RedisClient } from "../redis/client.js";
 import { guardAgainstOutages } from "./outage-guard.js";
 import { createRedisTokenStore } from "./redis-token-store.js";
 import {
@@ -39,8 +39,10 @@ export interface RedisTokenCacheOptions {
 /** The one cache algorithm over the Redis store, wrapped in the outage guard (journal, fence, breaker). */
 export function createRedisTokenCache(options: RedisTokenCacheOptions): TokenCache {
   const { client } = options;
+  const revokeClient = createRevokeConnection(client, options.logger);
   const store = createRedisTokenStore({
     client,
+    revokeClient,
     keyPrefix: options.keyPrefix,
     encryptionKey: options.encryptionKey,
     lockTtlMs: LOCK_TTL_MS,
@@ -56,6 +58,7 @@ export function createRedisTokenCache(options: RedisTokenCacheOptions): TokenCac
     ...cache,
     async close() {
       await cache.close();
+      revokeClient.disconnect();
       if (options.closeClient) {
         try {
           await client.quit();

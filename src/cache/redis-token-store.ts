@@ -9,6 +9,11 @@ import type { StoredEntry, TokenStore } from "./token-store.js";
 
 export interface RedisTokenStoreOptions {
   client: RedisClient;
+  /**
+   * Where invalidations (and their replica acknowledgement) are sent; `client` when omitted.
+   * A connection of its own keeps `WAIT` from holding up reads (createRevokeConnection).
+   */
+  revokeClient?: RedisClient;
   /** REDIS_KEY_PREFIX + "tc1:" + namespace fingerprint + ":" (see `tokenCacheKeyPrefix`). */
   keyPrefix: string;
   /** 32 bytes (AES-256-GCM). */
@@ -217,8 +222,10 @@ export function createRedisTokenStore(options: RedisTokenStoreOptions): TokenSto
     },
 
     async invalidate(userId, tombstone) {
-      const members = await redis.smembers(keys.index(userId));
-      await run(
+      const revoke = (options.revokeClient ?? options.client) as Redis;
+      const members = await revoke.smembers(keys.index(userId));
+      await runScript(
+        revoke,
         INVALIDATE,
         [
           keys.epoch(userId),
@@ -230,7 +237,7 @@ export function createRedisTokenStore(options: RedisTokenStoreOptions): TokenSto
       );
       // Recorded only once a replica has it, where the topology has replicas: a failover must
       // not bring the pre-revoke epoch (or a deleted user without its tombstone) back.
-      await awaitReplicaAck(options.client, keys.epoch(userId));
+      await awaitReplicaAck(revoke, keys.epoch(userId));
     },
 
     async isDeleted(userId) {

@@ -170,11 +170,39 @@ export function isClientReady(client: RedisClient): boolean {
 }
 
 /**
- * How long a revoke waits for a replica to acknowledge its writes (Redis `WAIT`): below the
- * command timeout, so a replica that lags or is cut off turns the revoke into
- * REVOCATION_UNCONFIRMED (as an outage does) instead of a timeout of the whole call.
+ * How long a revoke waits for a replica to acknowledge its writes (Redis `WAIT`). Redis checks
+ * WAIT's deadline on its own timer (every 100 ms at the default `hz 10`), so the answer can come
+ * up to about 100 ms later than this; the revoke connection's command timeout leaves room for it,
+ * and a replica that lags or is cut off turns the revoke into REVOCATION_UNCONFIRMED (as an outage
+ * does) rather than a timeout of the whole call.
  */
-export const REPLICA_ACK_TIMEOUT_MS = 200;
+export const REPLICA_ACK_TIMEOUT_MS = 100;
+/** The revoke connection's command timeout: the invalidation script, then WAIT (above). */
+export const REVOKE_COMMAND_TIMEOUT_MS = 1000;
+
+/**
+ * A connection of its own for revokes and deletes, to the same Redis (or Cluster) as `client`.
+ * `WAIT` blocks the connection it is sent on until a replica answers or its timeout ends: on the
+ * connection every request shares, one revoke during replica lag would hold every cache read of
+ * the process behind it (each then timing out, and the breaker opening for everyone). Here it
+ * holds only revokes. The caller closes it.
+ */
+export function createRevokeConnection(client: RedisClient, logger: Logger): RedisClient {
+  const revoke =
+    client instanceof Cluster
+      ? client.duplicate(undefined, {
+          redisOptions: {
+            ...client.options.redisOptions,
+            commandTimeout: REVOKE_COMMAND_TIMEOUT_MS,
+          },
+        })
+      : client.duplicate({ commandTimeout: REVOKE_COMMAND_TIMEOUT_MS });
+  // The shared client's listeners log outages; this one only must not throw on "error".
+  revoke.on("error", (error: Error) =>
+    logger.debug({ err: { message: error.message } }, "redis revoke connection error"),
+  );
+  return revoke;
+}
 
 /** A write that a topology with replicas did not replicate in time. */
 export class ReplicaAckError extends Error {

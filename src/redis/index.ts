@@ -2,6 +2,7 @@ export {
   awaitReplicaAck,
   COMMAND_TIMEOUT_MS,
   createRedisClient,
+  createRevokeConnection,
   isClientReady,
   onTopologyChange,
   redactRedisUrl,

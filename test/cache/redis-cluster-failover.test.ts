@@ -3,7 +3,16 @@ import type { Emulator } from "@acs-identity-gateway/emulator";
 import type { App } from "../../src/app.js";
 import { hashTag } from "../../src/redis/keys.js";
 import { startTestEmulator } from "../helpers/emulator.js";
-import { CREATE, DELETE, ISSUE, REVOKE, ok, run, startGateway } from "../helpers/gateway.js";
+import {
+  CREATE,
+  DELETE,
+  ISSUE,
+  REVOKE,
+  ok,
+  run,
+  startGateway,
+  upstreamAttempts,
+} from "../helpers/gateway.js";
 import { startRedisCluster, type RedisClusterProcess } from "../helpers/redis-cluster.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
 import { eventually } from "./upstream.js";
@@ -161,6 +170,38 @@ describe("a single Redis endpoint whose primary has a replica", () => {
     await app?.close();
     await Promise.all([replica?.stop(), primary?.stop()]);
     await emulator?.close();
+  });
+
+  it("keeps serving other users' cached tokens while a revoke waits for a lagging replica, and after", async () => {
+    const create = async () =>
+      (await ok<{ createUser: { id: string } }>(app, CREATE)).createUser.id;
+    const [revoked, other] = [await create(), await create()];
+    const cached = async (userId: string) =>
+      (await ok<{ issueToken: { token: string } }>(app, ISSUE, { userId, scopes: ["VOIP"] }))
+        .issueToken.token;
+    await cached(revoked);
+    const otherToken = await cached(other);
+    const callsBefore = await upstreamAttempts(app);
+
+    await replica.pause();
+    try {
+      // The revoke waits for an acknowledgement that cannot come; the other user's requests,
+      // sent meanwhile, must not wait behind it (nor fall back to ACS).
+      const [revoke, during] = await Promise.all([
+        run(app, REVOKE, { userId: revoked }),
+        Promise.all(Array.from({ length: 20 }, () => cached(other))),
+      ]);
+      expect(revoke.errors?.[0]?.extensions?.code).toBe("REVOCATION_UNCONFIRMED");
+      expect(new Set(during)).toEqual(new Set([otherToken]));
+      // The revoked user is journaled until a replica takes it; nobody else is held back.
+      for (let i = 0; i < 10; i++) {
+        expect(await cached(other)).toBe(otherToken);
+      }
+      // One ACS call: the revoke. None for the other user's 30 requests.
+      expect((await upstreamAttempts(app)) - callsBefore).toBe(1);
+    } finally {
+      await replica.resume();
+    }
   });
 
   it("confirms a revoke the replica acknowledged, and not one it could not", async () => {
