@@ -26,6 +26,7 @@ import type { RequestHeaders } from "./plugins/authentication.js";
 import { documentBoundsPlugin, documentBoundsRule } from "./plugins/document-bounds.js";
 import { createErrorLogger, errorLoggingPlugin } from "./plugins/error-logging.js";
 import { createDirectOperations } from "./direct-operations.js";
+import { registerHostCheck } from "./plugins/host-check.js";
 import { operationsEndpoints } from "./plugins/operations-endpoints.js";
 import type { Readiness } from "./readiness.js";
 import {
@@ -188,6 +189,8 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     reply.header("x-request-id", request.id);
     done();
   });
+  // AUTH_MODE=none: requests addressed to a foreign name (DNS rebinding) get 421, on every route.
+  registerHostCheck(fastify, config);
 
   const explorer = config.production ? undefined : await createExplorer(config);
   if (explorer !== undefined && !explorer.files.installed) {
