@@ -20,9 +20,12 @@ export const APQ_MEMORY_MAX_BYTES = 8 * 1024 * 1024;
 export const APQ_MAX_TEXT_BYTES = 8 * 1024;
 /**
  * New registrations accepted in Redis per UTC day, across all instances: distinct texts, so a text
- * already stored, or registered earlier the same day, costs nothing when sent again. With the text
- * cap and the 24-hour TTL this bounds what APQ can make Redis hold (at most about 40 MiB, plus the
- * day's set of registered hashes, under 1 MiB), whatever callers send.
+ * still stored, or registered earlier the same UTC day, costs nothing when sent again. Sending a
+ * stored text again never extends its life: an entry expires 24 hours after the registration that
+ * stored it, and a text sent after that is registered, and charged, anew. So Redis holds at most
+ * the texts registered in the last 24 hours, which span two UTC days: two days' budgets of texts
+ * under the text cap (at most about 80 MiB), plus the two days' sets of registered hashes (under
+ * 1 MiB each), whatever callers send.
  */
 export const APQ_MAX_NEW_ENTRIES_PER_DAY = 5_000;
 
@@ -41,9 +44,9 @@ export interface ApqCacheDeps {
 
 /**
  * The APQ store. Redis trouble never fails a request: a failed read is a miss (the client resends
- * the text) and a failed write is dropped. Entries expire after APQ_TTL_SECONDS; with the text cap
- * and the daily registration budget that bounds what Redis holds. A query in use is re-registered
- * by its client after expiry.
+ * the text) and a failed write is dropped. Entries expire APQ_TTL_SECONDS after they were stored,
+ * however often their text is sent again; with the text cap and the daily registration budget that
+ * bounds what Redis holds. A query in use is re-registered (and charged) by its client after expiry.
  */
 export function createApqCache(deps: ApqCacheDeps): KeyValueCache<string> {
   const { redis, keyPrefix, logger } = deps;
@@ -98,13 +101,17 @@ export function createApqCache(deps: ApqCacheDeps): KeyValueCache<string> {
       );
       try {
         // Apollo calls this for every request that sends the text with its hash (the refresher
-        // does by default): a text already stored is only refreshed, and costs no budget.
-        if ((await redis.set(keyPrefix + key, value, "EX", ttl, "XX")) === "OK") {
+        // does by default): a text still stored is left alone, its expiry included, and costs no
+        // budget. Refreshing it would let a text that keeps being sent live forever, and Redis
+        // grow by a day's budget every day.
+        if ((await redis.exists(keyPrefix + key)) === 1) {
           warned = false;
           return;
         }
         // The budget counts distinct texts: the day's set of registered hashes (SADD answers 0
-        // for one registered earlier today, e.g. by another instance, or since evicted).
+        // for one registered earlier today, e.g. by another instance, or since evicted). An entry
+        // that lived its 24 hours was stored on an earlier UTC day, so registering it again is
+        // counted in today's set.
         const day = Math.floor(now() / 86_400_000);
         const registeredToday = `${keyPrefix}registered:${day}`;
         const replies = await redis
@@ -124,7 +131,8 @@ export function createApqCache(deps: ApqCacheDeps): KeyValueCache<string> {
           await redis.srem(registeredToday, key);
           return;
         }
-        await redis.set(keyPrefix + key, value, "EX", ttl);
+        // NX: an entry another request or instance stored meanwhile keeps its own expiry.
+        await redis.set(keyPrefix + key, value, "EX", ttl, "NX");
         warned = false;
       } catch (error) {
         warnOnce(error);

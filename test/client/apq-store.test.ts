@@ -86,6 +86,89 @@ describe("the APQ store's bounds", () => {
     expect(await two.get("apq:c")).toBe("C");
   });
 
+  /**
+   * Redis's clock, moved by `ms`: every key of `prefix` loses `ms` of its TTL, and one with no more
+   * left is gone, as if that much time had passed (the store's own clock is `now`).
+   */
+  async function age(prefix: string, ms: number): Promise<void> {
+    const raw = redis.client();
+    for (const key of await raw.keys(`${prefix}*`)) {
+      const left = await raw.pttl(key);
+      if (left <= ms) {
+        await raw.del(key);
+      } else {
+        await raw.pexpire(key, left - ms);
+      }
+    }
+  }
+
+  it("never extends an entry's life when its text is sent again", async () => {
+    const now = () => Date.UTC(2026, 0, 4, 12);
+    const store = createApqCache({ redis: client, keyPrefix: "t6:", logger, now });
+    await store.set("apq:a", "A", { ttl: 86_400 });
+    // 23 hours later (Redis's clock): an hour left.
+    await redis.client().pexpire("t6:apq:a", 3_600_000);
+    const before = await redis.client().pttl("t6:apq:a");
+    await store.set("apq:a", "A", { ttl: 86_400 });
+    await store.set("apq:a", "A");
+    const after = await redis.client().pttl("t6:apq:a");
+    expect(before).toBeGreaterThan(0);
+    expect(after).toBeGreaterThan(0);
+    expect(after).toBeLessThanOrEqual(before);
+    expect(await store.get("apq:a")).toBe("A");
+  });
+
+  it("registers a text whose entry expired as a new text: it costs that day's budget again", async () => {
+    let now = Date.UTC(2026, 0, 5, 12);
+    const store = createApqCache({
+      redis: client,
+      keyPrefix: "t7:",
+      logger,
+      maxNewEntriesPerDay: 1,
+      now: () => now,
+    });
+    await store.set("apq:a", "A");
+    now += DAY;
+    await age("t7:", DAY);
+    expect(await store.get("apq:a")).toBeUndefined();
+    await store.set("apq:a", "A"); // expired: registered anew, today's one registration
+    await store.set("apq:b", "B"); // over today's budget
+    expect([await store.get("apq:a"), await store.get("apq:b")]).toEqual(["A", undefined]);
+    expect(await redis.client().smembers(`t7:registered:${Math.floor(now / DAY)}`)).toEqual([
+      "apq:a",
+    ]);
+  });
+
+  it("keeps what one caller can make Redis hold bounded, day after day, however often it resends its texts", async () => {
+    const budget = 2;
+    const step = DAY / 2;
+    // From noon: texts registered late one UTC day and early the next are live together.
+    let now = Date.UTC(2026, 0, 6, 12);
+    const store = createApqCache({
+      redis: client,
+      keyPrefix: "t8:",
+      logger,
+      maxNewEntriesPerDay: budget,
+      now: () => now,
+    });
+    const sent: string[] = [];
+    const live: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      // Every 12 hours for 5 days: each text sent so far once more, and a day's budget of new ones.
+      sent.push(`apq:${i}a`, `apq:${i}b`);
+      for (const key of sent) {
+        await store.set(key, `{ t${key.slice(4)}: __typename }`, { ttl: 86_400 });
+      }
+      live.push((await redis.client().keys("t8:apq:*")).length);
+      now += step;
+      await age("t8:", step);
+    }
+    // Only what was registered in the last 24 hours is live: at most two UTC days' budgets (the
+    // 4 at the first midnight: noon's texts and the new day's), then one day's budget, day after
+    // day. Refreshing the texts on every resend would keep them all (2, 4, 4, 6, 6, 8, ...).
+    expect(live).toEqual([2, 4, 2, 2, 2, 2, 2, 2, 2, 2]);
+  });
+
   it("answers a miss and drops writes while Redis is unreachable, without failing", async () => {
     const down = createRedisClient({ mode: "single", url: "redis://127.0.0.1:1" }, logger);
     try {

@@ -19,8 +19,12 @@ function deferred<T = void>() {
   return { promise, resolve, reject };
 }
 
-/** A budget whose charges the test settles, and an ACS that counts its issues. */
-function rig() {
+/**
+ * A budget whose charges the test settles, and an ACS that counts its issues. With `holdAnswers`,
+ * ACS answers an issue only when the test resolves it (`answers`); `called(n)` resolves once n
+ * issues reached ACS.
+ */
+function rig(options: { holdAnswers?: boolean } = {}) {
   const charges: { actor: Actor; settle: ReturnType<typeof deferred<void>> }[] = [];
   const budget: UpstreamBudget = {
     charge(actor) {
@@ -30,13 +34,31 @@ function rig() {
     },
   };
   let issued = 0;
+  const answers: ReturnType<typeof deferred<void>>[] = [];
+  const waiters: { n: number; reached: () => void }[] = [];
   const identity = {
-    issueToken: async (): Promise<IssuedToken> => ({
-      token: `token-${++issued}`,
-      expiresOn: Date.now() + 3_600_000,
-    }),
+    issueToken: async (): Promise<IssuedToken> => {
+      const token = { token: `token-${++issued}`, expiresOn: Date.now() + 3_600_000 };
+      for (const waiter of waiters.filter((w) => w.n <= issued)) {
+        waiter.reached();
+      }
+      if (options.holdAnswers) {
+        const answer = deferred();
+        answers.push(answer);
+        await answer.promise;
+      }
+      return token;
+    },
   } as unknown as IdentityProvider;
-  return { upstream: meterUpstream(identity, budget), charges, issued: () => issued };
+  const called = (n: number) =>
+    issued >= n ? Promise.resolve() : new Promise<void>((reached) => waiters.push({ n, reached }));
+  return {
+    upstream: meterUpstream(identity, budget),
+    charges,
+    issued: () => issued,
+    answers,
+    called,
+  };
 }
 
 const alice: Actor = { key: "alice", isAdmin: false };
@@ -62,6 +84,24 @@ describe("the metered upstream charges ACS calls, once each", () => {
     expect(charges).toHaveLength(2);
     charges[1]!.settle.resolve();
     expect((await second).token).toBe("token-2");
+    expect(issued()).toBe(2);
+  });
+
+  it("an issue asked once the first was charged, while ACS has not answered it yet, makes (and is charged for) its own call", async () => {
+    const { upstream, charges, issued, answers, called } = rig({ holdAnswers: true });
+    const first = upstream.issueToken(alice, USER, ["chat"], 60);
+    charges[0]!.settle.resolve();
+    await called(1); // charged and sent; ACS holds the answer
+    // A revoke may have been confirmed since the first call was sent: its token must not serve
+    // an ask that began after that.
+    const second = upstream.issueToken(alice, USER, ["chat"], 60);
+    expect(charges).toHaveLength(2);
+    charges[1]!.settle.resolve();
+    await called(2);
+    for (const answer of answers) {
+      answer.resolve();
+    }
+    expect([(await first).token, (await second).token]).toEqual(["token-1", "token-2"]);
     expect(issued()).toBe(2);
   });
 
