@@ -38,8 +38,10 @@ export class DomainError extends Error {
     message: string,
     /** Safe, structured facts a client may act on (e.g. `retryAfterSeconds`, `field`). */
     readonly details: Readonly<Record<string, unknown>> = {},
+    /** The underlying failure, for the gateway's own decisions and logs; never sent to a client. */
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
   }
 }
 

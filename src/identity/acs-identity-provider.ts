@@ -1,4 +1,6 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
+import type { PipelinePolicy } from "@azure/core-rest-pipeline";
 import type { TokenCredential } from "@azure/identity";
 import { CommunicationIdentityClient } from "@azure/communication-identity";
 import { SpanKind } from "@opentelemetry/api";
@@ -75,12 +77,81 @@ export function mayHaveBeenDone(error: UpstreamError): boolean {
   return status === 408 || status >= 500;
 }
 
+/**
+ * `@azure/identity`'s errors for an Entra ID token it could not get (by name: the package is
+ * loaded only in Entra ID mode). The ACS request is sent only with a token, so it was not sent.
+ * `AuthenticationError` carries the token endpoint's status (a 503 there is not an ACS 503).
+ */
+const CREDENTIAL_ERRORS: ReadonlySet<string> = new Set([
+  "CredentialUnavailableError",
+  "AuthenticationError",
+  "AuthenticationRequiredError",
+  "AggregateAuthenticationError",
+]);
+
+function isCredentialError(error: unknown): boolean {
+  let e: unknown = error;
+  for (let depth = 0; depth < 5 && e instanceof Error; depth++, e = e.cause) {
+    if (CREDENTIAL_ERRORS.has(e.name)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * May a create that failed with `error` have created the identity at ACS (its outcome is then
+ * unknown: counted and logged)? Only if the request was sent to ACS. `sent` says whether it
+ * reached the HTTP client, after authentication (see `markSent`), when that is known: not sent,
+ * nothing was created, whatever the error. Otherwise by the error: never after a credential error
+ * (no Entra ID token, so no request); after an ACS answer, when it was a 2xx (created, though the
+ * answer could not be read), a 408 or a 5xx; without one, unless the connection was refused or
+ * the host never resolved (a reset, a timeout or an abort may have come after ACS did the work).
+ */
+export function createOutcomeUnknown(error: unknown, sent?: boolean): boolean {
+  if (sent === false || isCredentialError(error)) {
+    return false;
+  }
+  if (error instanceof UpstreamError) {
+    return mayHaveBeenDone(error);
+  }
+  const e = (error ?? {}) as RestErrorLike;
+  const status =
+    typeof e.statusCode === "number"
+      ? e.statusCode
+      : typeof e.response?.status === "number"
+        ? e.response.status
+        : undefined;
+  if (status !== undefined) {
+    return status < 300 || status === 408 || status >= 500;
+  }
+  return typeof e.code !== "string" || !NOT_SENT_CODES.has(e.code);
+}
+
+/** Per ACS call attempt: did its request get past authentication to the HTTP client? */
+const attemptSent = new AsyncLocalStorage<{ sent: boolean }>();
+
+/**
+ * The pipeline's last policy (after the Sign phase, so after the auth policy got a token and
+ * signed the request): whatever fails from here on, the request may have reached ACS.
+ */
+const markSent: PipelinePolicy = {
+  name: "acsgwMarkSent",
+  sendRequest(request, next) {
+    const attempt = attemptSent.getStore();
+    if (attempt) {
+      attempt.sent = true;
+    }
+    return next(request);
+  },
+};
+
 interface RestErrorLike {
   name?: string;
   statusCode?: number;
   code?: string;
   message?: string;
-  response?: { headers: { get(name: string): string | undefined } };
+  response?: { status?: number; headers: { get(name: string): string | undefined } };
 }
 
 /**
@@ -164,6 +235,7 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
     allowInsecureConnection: options.allowInsecureConnection ?? false,
     retryOptions: { maxRetries: 0 },
     userAgentOptions: { userAgentPrefix: "acs-identity-gateway" },
+    additionalPolicies: [{ policy: markSent, position: "perRetry" as const }],
   };
   const client = options.credential
     ? new CommunicationIdentityClient(options.endpoint, options.credential, clientOptions)
@@ -186,6 +258,8 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
     for (let attempt = 0; ; attempt++) {
       const started = performance.now();
       let status = 0;
+      /** The attempt's own error (before it becomes an UpstreamError), and whether it was sent. */
+      let failed: { error: unknown; sent: boolean } | undefined;
       try {
         // A span per attempt (a retry is a second HTTP call): the ACS host and the outcome only,
         // never the user id, the token or the signed request.
@@ -193,8 +267,11 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
           `acs ${operation}`,
           { "acsgw.acs.operation": operation, "server.address": acsHost, "acsgw.attempt": attempt },
           async (span) => {
+            const thisTry = { sent: false };
             try {
-              const value = await run(AbortSignal.timeout(timeoutMs));
+              const value = await attemptSent.run(thisTry, () =>
+                run(AbortSignal.timeout(timeoutMs)),
+              );
               status =
                 operation === "createUser" || operation === "createUserAndToken"
                   ? 201
@@ -204,6 +281,7 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
               span.setAttribute("http.response.status_code", status);
               return value;
             } catch (error) {
+              failed = { error, sent: thisTry.sent };
               const upstream = toUpstreamError(error);
               if (upstream.options.status !== undefined) {
                 span.setAttribute("http.response.status_code", upstream.options.status);
@@ -220,7 +298,9 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
         if (upstream.failure !== "unavailable" || attempt >= maxRetries) {
           if (
             (operation === "createUser" || operation === "createUserAndToken") &&
-            mayHaveBeenDone(upstream)
+            (failed
+              ? createOutcomeUnknown(failed.error, failed.sent)
+              : createOutcomeUnknown(upstream))
           ) {
             // No secret here: the operation, the status and ACS's error code only.
             metrics?.upstreamCreateOutcomeUnknown.inc({ operation });

@@ -11,10 +11,13 @@ import type { UserMappingStore } from "./user-mapping-store.js";
  *
  * - reserved (no identity yet): the creator's lease runs for `leaseMs`, which bounds the ACS
  *   create call (sent once, never retried), so it outlives a dead creator by less than one
- *   request. A live creator whose call failed releases it, and keeps trying in the background
- *   while the store is down, so once the store is back the caller is not kept waiting.
- * - The store refuses the reservation: nothing was created; the call fails (and the reservation,
- *   which may have been written after all, is released as above).
+ *   request. A live creator whose call failed releases it, and while the store is down keeps
+ *   trying in the background until the lease ends (after that the next call takes it over
+ *   anyway), so once the store is back the caller is not kept waiting. One background release per
+ *   caller, whatever the number of failed calls: a newer failed call's reservation joins it.
+ * - The store refuses the reservation: nothing was created; the call fails. The reservation may
+ *   have been written after all (a timeout), so it is released as above, unless the store failed
+ *   before sending anything (`nothingWritten`).
  * - ACS fails to create: the reservation is released; the call fails.
  * - pending (recorded, not confirmed): the identity is the caller's for every purpose (`get`,
  *   `me`, revoke, delete); the caller's next call, any reader through `currentIdentity`, or any
@@ -22,15 +25,21 @@ import type { UserMappingStore } from "./user-mapping-store.js";
  * - The record fails: its outcome is unknown (a timed-out statement may still commit), so the
  *   identity is settled before anything is deleted: the reservation is released first (a late
  *   record can then no longer land), then the subject is read. Recorded after all: it is the
- *   caller's, and is confirmed. Not recorded: it is deleted at ACS (compensation). While the store
- *   is down this is retried in the background; a row never points at an identity compensation
- *   deleted. If the process dies first, the identity is either recorded (pending, found again) or
- *   logged below as possibly orphaned.
+ *   caller's, is confirmed, and the call returns it. Not recorded: it is deleted at ACS
+ *   (compensation). While the store is down this is retried in the background, and the id is
+ *   logged at warn when that starts; a row never points at an identity compensation deleted. If
+ *   the process stops first (`close`), or the clean-up gives up, the id is logged at error as
+ *   possibly orphaned; if it dies, the warn line has it, and the identity is either recorded
+ *   (pending, found again) or to be deleted by that id.
  * - A crash after the reservation and before the record: the reservation's lease runs out and the
  *   next call takes it over. If the crash fell inside the ACS create call after ACS had created
  *   the identity, that identity cannot be found again: API 2023-10-01 has neither a list call nor
  *   an idempotent create (the preview's `customId` would close this window). That window is one
  *   HTTP round trip; nothing else in the flow leaves an unrecorded identity.
+ *
+ * Background clean-ups are bounded: one per caller for releases, one per failed record for
+ * settles, at most `maxCleanups` at a time (beyond it, releases rely on the lease and settles log
+ * the id as possibly orphaned), each logged once when it starts waiting and once when it ends.
  */
 export interface Provisioner {
   /**
@@ -45,7 +54,10 @@ export interface Provisioner {
   currentIdentity(subjectKey: string): Promise<string | undefined>;
   /** Confirms identities left pending by a crash (at start); returns how many it confirmed. */
   recover(limit?: number): Promise<number>;
-  /** Stops the background clean-ups (releases, settles) still waiting for the store. */
+  /**
+   * Stops the background clean-ups (releases, settles) still waiting for the store, logging the
+   * id of each identity whose record was not settled yet at error (possibly orphaned).
+   */
   close(): void;
 }
 
@@ -54,6 +66,12 @@ export type ProvisioningStep = "reserved" | "recorded";
 
 export interface ProvisionerOptions {
   store: UserMappingStore;
+  /**
+   * The store the background clean-ups (releases, settles) use: the same data, without the
+   * caller-facing wrapper that logs each failure and turns it into an API error, since a clean-up
+   * waiting for the store logs once when it starts waiting and once when it ends. @default store
+   */
+  cleanupStore?: UserMappingStore;
   /** `deleteUser` compensates (uncharged: the gateway's own clean-up); `createUser` by default. */
   identity: Pick<IdentityProvider, "createUser" | "deleteUser">;
   logger: Logger;
@@ -79,12 +97,78 @@ export interface ProvisionerOptions {
   cleanupBackoffMs?: readonly number[];
   /** @default 600000 (ten minutes) */
   cleanupForMs?: number;
+  /**
+   * Most background clean-ups waiting for the store at once; beyond it a release relies on its
+   * lease, and a settle logs its identity as possibly orphaned. @default 1000
+   */
+  maxCleanups?: number;
 }
 
 const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+const errorText = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+/**
+ * Did the store fail before sending anything, so that a failed `reserve` cannot have written its
+ * reservation (and there is nothing to release)? Only for failures known to be raised before a
+ * command leaves the process; anything else may have been written (a timeout may still commit).
+ *
+ * - ioredis with the offline queue off (src/redis/client.ts) rejects a command it cannot write at
+ *   once: "Stream isn't writeable and enableOfflineQueue options is false" (one node), "Cluster
+ *   isn't ready and enableOfflineQueue options is false" (Cluster). The Redis store's `reserve` is
+ *   one script, so nothing of it ran.
+ * - The memory store's `UserMappingStoreFullError` is thrown before it writes.
+ * - Not PostgreSQL's ECONNREFUSED: its `reserve` may make more than one statement (the import from
+ *   an earlier Redis store inserts, then reads, then releases on failure), so a refused connection
+ *   may follow a committed insert.
+ *
+ * The token service's guarded store throws its own error in place of the store's: the cause is
+ * looked for along `cause`, and without it the reservation is released (when unsure, release).
+ */
+export function nothingWritten(error: unknown): boolean {
+  let e: unknown = error;
+  for (let depth = 0; depth < 5 && e instanceof Error; depth++, e = e.cause) {
+    if (
+      e.message.includes("enableOfflineQueue options is false") ||
+      e.name === "UserMappingStoreFullError"
+    ) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/** How a clean-up ended. */
+type Ending =
+  /** Its first try did it: nothing waited. */
+  | "at-once"
+  /** Its work is done, after waiting for the store. */
+  | "done"
+  /** `cleanupForMs` passed with the store still down. */
+  | "gave-up"
+  /** The provisioner was closed first. */
+  | "stopped"
+  /** Not started: `maxCleanups` were already waiting. */
+  | "over-cap";
+
+/** One clean-up that may have to wait for the store: a caller's releases, or one settle. */
+interface Cleanup {
+  /** One try at what is left; true when nothing is. Throws (or false) while the store is down. */
+  attempt(): Promise<boolean>;
+  /** The first try failed: logged once, as the clean-up starts waiting for the store. */
+  waiting(): void;
+  /** Logs how it ended (once), and forgets it (the table that de-duplicates it). */
+  end(how: Ending): void;
+}
+
+/** A caller's reservations to release: id -> its lease's end (epoch ms, `now`'s clock). */
+interface Releases extends Cleanup {
+  ids: Map<string, number>;
+}
+
 export function createProvisioner(options: ProvisionerOptions): Provisioner {
   const { store, identity, logger } = options;
+  const cleanupStore = options.cleanupStore ?? store;
   const now = options.now ?? Date.now;
   const leaseMs = options.leaseMs ?? 15_000;
   const maxWaitMs = options.maxWaitMs ?? 10_000;
@@ -93,58 +177,143 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
 
   const backoff = options.cleanupBackoffMs ?? [250, 500, 1000, 2000];
   const cleanupForMs = options.cleanupForMs ?? 600_000;
-  const cleanups = new Set<NodeJS.Timeout>();
+  const maxCleanups = options.maxCleanups ?? 1000;
+
+  /** Releases per subject key: one clean-up per caller, however many of its calls failed. */
+  const releases = new Map<string, Releases>();
+  /** The clean-ups waiting for the store, with their timers. */
+  const background = new Map<Cleanup, { timer: NodeJS.Timeout | undefined }>();
+  let overCapLogged = false;
   let closed = false;
 
+  const tryOnce = (cleanup: Cleanup): Promise<boolean> => cleanup.attempt().catch(() => false);
+
+  function finish(cleanup: Cleanup, how: Ending): void {
+    const entry = background.get(cleanup);
+    if (entry?.timer) {
+      clearTimeout(entry.timer);
+    }
+    background.delete(cleanup);
+    if (background.size === 0) {
+      overCapLogged = false;
+    }
+    cleanup.end(how);
+  }
+
   /**
-   * Runs `attempt` now and, while it throws (the store is down), again in the background with a
-   * growing pause, for `cleanupForMs`; `gaveUp` runs if it never succeeded. Resolves after the
-   * first attempt, whichever way it went: the caller's request does not wait for the store.
+   * Tries `cleanup` now and, while that fails (the store is down), again in the background with a
+   * growing pause, for `cleanupForMs`. Resolves after the first try, true when that did it: the
+   * caller's request does not wait for the store.
    */
-  async function untilDone(attempt: () => Promise<void>, gaveUp: () => void): Promise<void> {
+  async function untilDone(cleanup: Cleanup): Promise<boolean> {
+    if (await tryOnce(cleanup)) {
+      cleanup.end("at-once");
+      return true;
+    }
+    if (closed) {
+      cleanup.end("stopped");
+      return false;
+    }
+    if (background.size >= maxCleanups) {
+      if (!overCapLogged) {
+        overCapLogged = true;
+        logger.warn(
+          { maxCleanups },
+          "too many clean-ups waiting for the identity mapping store: reservations are left to their leases, and identities whose record failed are logged as possibly orphaned",
+        );
+      }
+      cleanup.end("over-cap");
+      return false;
+    }
+    cleanup.waiting();
+    const entry: { timer: NodeJS.Timeout | undefined } = { timer: undefined };
+    background.set(cleanup, entry);
     const started = performance.now();
     let tries = 0;
-    const once = async (): Promise<boolean> => {
-      try {
-        await attempt();
-        return true;
-      } catch {
-        return false;
-      }
-    };
     const later = () => {
-      if (closed) {
-        return;
+      if (!background.has(cleanup)) {
+        return; // closed meanwhile
       }
       if (performance.now() - started >= cleanupForMs) {
-        gaveUp();
+        finish(cleanup, "gave-up");
         return;
       }
-      const timer = setTimeout(
+      entry.timer = setTimeout(
         () => {
-          cleanups.delete(timer);
-          void once().then((done) => (done ? undefined : later()));
+          entry.timer = undefined;
+          void tryOnce(cleanup).then((done) => {
+            if (done && background.has(cleanup)) {
+              finish(cleanup, "done");
+            } else if (!done) {
+              later();
+            }
+          });
         },
         backoff[Math.min(tries++, backoff.length - 1)],
       );
-      timer.unref();
-      cleanups.add(timer);
+      entry.timer.unref();
     };
-    if (!(await once())) {
-      later();
-    }
+    later();
+    return false;
   }
 
-  /** Releases our reservation, now or once the store is back (it may have been written after all). */
-  function release(subjectKey: string, reservationId: string): Promise<void> {
-    return untilDone(
-      () => store.release(subjectKey, reservationId),
-      () =>
-        logger.warn(
+  /**
+   * Releases our reservation, now or (it may have been written after all) once the store is back,
+   * until its lease ends: after that the next call takes it over, and releasing it changes
+   * nothing. A caller whose earlier failed call's release is still waiting joins that one: it
+   * releases every reservation id its calls used (only one can have been written, and releasing
+   * one that is not ours is a no-op), one at a time, stopping at the first the store refuses.
+   */
+  function release(subjectKey: string, reservationId: string, leaseUntil: number): Promise<void> {
+    const joined = releases.get(subjectKey);
+    if (joined) {
+      joined.ids.set(reservationId, leaseUntil);
+      return Promise.resolve();
+    }
+    let released = 0;
+    const cleanup: Releases = {
+      ids: new Map([[reservationId, leaseUntil]]),
+      async attempt() {
+        for (const [id, until] of cleanup.ids) {
+          if (now() < until) {
+            await cleanupStore.release(subjectKey, id);
+            released++;
+          }
+          cleanup.ids.delete(id);
+        }
+        // Forgotten in the same step as the last look at `ids`: a later failed call starts afresh.
+        if (releases.get(subjectKey) === cleanup) {
+          releases.delete(subjectKey);
+        }
+        return true;
+      },
+      waiting() {
+        logger.info(
           { leaseMs },
-          "could not release an identity reservation; it blocks its caller until its lease ends",
-        ),
-    );
+          "could not release an identity reservation; retrying in the background until the mapping store is back or the lease ends",
+        );
+      },
+      end(how) {
+        if (releases.get(subjectKey) === cleanup) {
+          releases.delete(subjectKey);
+        }
+        if (how === "done") {
+          logger.info(
+            { released },
+            released > 0
+              ? "the mapping store is back: released the identity reservations left by failed calls"
+              : "the identity reservations left by failed calls reached the end of their leases before the mapping store came back: nothing left to release",
+          );
+        } else if (how === "gave-up") {
+          logger.warn(
+            { leaseMs },
+            "could not release an identity reservation; it blocks its caller until its lease ends",
+          );
+        }
+      },
+    };
+    releases.set(subjectKey, cleanup);
+    return untilDone(cleanup).then(() => undefined);
   }
 
   /** Deletes an identity the store did not take; logs loudly when even that fails. */
@@ -154,7 +323,7 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
       logger.warn({ userId, why }, "deleted an identity the mapping store could not record");
     } catch (error) {
       logger.error(
-        { userId, why, err: error instanceof Error ? error.message : String(error) },
+        { userId, why, err: errorText(error) },
         "ORPHANED ACS identity: it could not be recorded nor deleted; delete it by its id",
       );
     }
@@ -164,47 +333,87 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
    * The record of `userId` failed without saying whether it landed. Release the reservation first,
    * so a late record can no longer land, then look: recorded after all, the identity is the
    * caller's (confirm it); not recorded, delete it at ACS. Never the other order: a record landing
-   * after the delete would leave the caller mapped to a deleted identity.
+   * after the delete would leave the caller mapped to a deleted identity. Resolves with what the
+   * first try found ("unsettled" when the store could not tell; the background goes on).
    */
-  function settle(subjectKey: string, reservationId: string, userId: string): Promise<void> {
-    return untilDone(
-      async () => {
-        await store.release(subjectKey, reservationId);
-        const found = await store.find(subjectKey);
+  async function settle(
+    subjectKey: string,
+    reservationId: string,
+    userId: string,
+  ): Promise<"kept" | "deleted" | "unsettled"> {
+    let outcome: "kept" | "deleted" | "unsettled" = "unsettled";
+    const cleanup: Cleanup = {
+      async attempt() {
+        await cleanupStore.release(subjectKey, reservationId);
+        const found = await cleanupStore.find(subjectKey);
         if (found?.userId === userId) {
           if (!found.confirmed) {
-            await store.confirm(subjectKey, userId);
+            // Recorded is the caller's already (as after a failed confirm in `createFor`): a
+            // confirm refused now leaves it pending, for the next call or a start-up to confirm.
+            await store
+              .confirm(subjectKey, userId)
+              .catch((error: unknown) =>
+                logger.warn(
+                  { userId, err: errorText(error) },
+                  "could not confirm a recorded identity; it stays pending until the next call confirms it",
+                ),
+              );
           }
           logger.info({ userId }, "an identity whose record failed was recorded after all");
-          return;
+          outcome = "kept";
+          return true;
         }
         await compensate(userId, "record failed");
+        outcome = "deleted";
+        return true;
       },
-      () =>
-        logger.error(
+      waiting() {
+        logger.warn(
           { userId },
-          "ORPHANED ACS identity: its record failed and the mapping store never came back to tell; delete it by its id unless a caller has it",
-        ),
-    );
+          "record outcome unknown; settling once the store is back (the identity is kept if it was recorded, deleted at ACS if not)",
+        );
+      },
+      end(how) {
+        if (how === "gave-up") {
+          logger.error(
+            { userId },
+            "possibly ORPHANED ACS identity: its record failed and the mapping store never came back to tell; delete it by its id unless a caller has it",
+          );
+        } else if (how === "stopped" || how === "over-cap") {
+          logger.error(
+            { userId },
+            how === "stopped"
+              ? "possibly ORPHANED ACS identity: the gateway stopped before its failed record was settled; delete it by its id unless a caller has it"
+              : "possibly ORPHANED ACS identity: its record failed and too many clean-ups are waiting to settle it; delete it by its id unless a caller has it",
+          );
+        }
+      },
+    };
+    await untilDone(cleanup);
+    return outcome;
   }
 
   async function createFor(
     subjectKey: string,
     reservationId: string,
+    leaseUntil: number,
     createUser: () => Promise<string>,
   ): Promise<string | undefined> {
     let userId: string;
     try {
       userId = await createUser();
     } catch (error) {
-      await release(subjectKey, reservationId);
+      await release(subjectKey, reservationId, leaseUntil);
       throw error;
     }
     let recorded: boolean;
     try {
       recorded = await store.record(subjectKey, reservationId, userId);
     } catch (error) {
-      await settle(subjectKey, reservationId, userId);
+      if ((await settle(subjectKey, reservationId, userId)) === "kept") {
+        // The record landed though the store answered an error: the identity is the caller's.
+        return userId;
+      }
       throw error;
     }
     if (!recorded) {
@@ -219,7 +428,7 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
       // Recorded is safe: the identity is the caller's already (`get` and `currentIdentity` say
       // so), and the next call or a start-up confirms it. The caller may use it now.
       logger.warn(
-        { err: error instanceof Error ? error.message : String(error) },
+        { err: errorText(error) },
         "could not confirm a recorded identity; it stays pending until the next call confirms it",
       );
     }
@@ -239,7 +448,9 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
         } catch (error) {
           // The reservation may have been written before the store failed: release it once the
           // store is back, or this caller would wait out its lease.
-          await release(subjectKey, reservationId);
+          if (!nothingWritten(error)) {
+            await release(subjectKey, reservationId, at + leaseMs);
+          }
           throw error;
         }
         if (held.kind === "mapped") {
@@ -265,7 +476,7 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
           continue;
         }
         await afterStep("reserved", subjectKey);
-        const created = await createFor(subjectKey, reservationId, createUser);
+        const created = await createFor(subjectKey, reservationId, at + leaseMs, createUser);
         if (created !== undefined) {
           return created;
         }
@@ -293,8 +504,8 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
 
     close() {
       closed = true;
-      cleanups.forEach(clearTimeout);
-      cleanups.clear();
+      // A settle still waiting logs its identity as possibly orphaned (its `end`).
+      [...background.keys()].forEach((cleanup) => finish(cleanup, "stopped"));
     },
 
     async recover(limit = 1000) {

@@ -191,6 +191,9 @@ function guardedMappings(store: UserMappingStore, logger: Logger): UserMappingSt
         throw new DomainError(
           "upstream-unavailable",
           "The identity mapping store is unavailable. Try again.",
+          {},
+          // Kept for the provisioner, which tells "nothing was sent" from "may have been written".
+          { cause: error },
         );
       }
     };
@@ -235,6 +238,8 @@ export function createTokenService(deps: TokenServiceDeps): TokenService {
     now,
     ...deps.provisioning,
     store: mappings,
+    // Background clean-ups log once when they start waiting for the store, not per retry.
+    cleanupStore: deps.mappings,
     identity: {
       createUser: () =>
         Promise.reject(new Error("identityOf is always given a charged createUser")),

@@ -72,7 +72,7 @@ function provisionerOver(store: UserMappingStore): Provisioner {
 }
 
 describe("a record whose outcome is unknown", () => {
-  it("landed, though the store answered with an error: the identity is kept as the caller's, never deleted", async () => {
+  it("landed, though the store answered with an error: the call returns the identity, the caller's, never deleted", async () => {
     const memory = createMemoryUserMappingStore();
     // A statement that committed but whose answer timed out (a PostgreSQL pause).
     const store: UserMappingStore = {
@@ -83,13 +83,14 @@ describe("a record whose outcome is unknown", () => {
       },
     };
     const count = counting();
-    await expect(provisionerOver(store).identityOf("ann")).rejects.toThrow("query read timeout");
+    // The settle found it recorded: the caller gets it, not UPSTREAM_UNAVAILABLE.
+    const userId = await provisionerOver(store).identityOf("ann");
+    expect(userId).toMatch(/^8:acs:/);
     expect(count.created()).toBe(1);
     expect(count.deleted()).toBe(0);
-    const kept = await memory.find("ann");
-    expect(kept).toEqual({ userId: expect.stringMatching(/^8:acs:/), confirmed: true });
+    expect(await memory.find("ann")).toEqual({ userId, confirmed: true });
     // And it is the one the caller gets from now on.
-    expect(await provisionerOver(memory).identityOf("ann")).toBe(kept!.userId);
+    expect(await provisionerOver(memory).identityOf("ann")).toBe(userId);
   });
 
   it("while the store is down: nothing is deleted until the store tells; then the reservation goes and the identity is deleted", async () => {
@@ -130,6 +131,65 @@ describe("a record whose outcome is unknown", () => {
     expect(await memory.find("bea")).toBeUndefined();
     // The reservation went with it: the next call is not kept waiting.
     expect(await memory.reserve("bea", "next", 1, 0)).toEqual({ kind: "reserved" });
+  });
+});
+
+describe("a process that stops while a failed record is unsettled", () => {
+  it("logs the identity's id at warn when the settle starts waiting, and at error (possibly orphaned) when it stops first", async () => {
+    const memory = createMemoryUserMappingStore();
+    let down = false;
+    const unlessDown =
+      <A extends unknown[], R>(call: (...args: A) => Promise<R>) =>
+      async (...args: A): Promise<R> => {
+        if (down) {
+          throw new Error("connection refused");
+        }
+        return call(...args);
+      };
+    const store: UserMappingStore = {
+      ...memory,
+      record: async () => {
+        down = true;
+        throw new Error("connection refused");
+      },
+      release: unlessDown(memory.release),
+      find: unlessDown(memory.find),
+    };
+    const lines: { level: number; msg: string; userId?: string }[] = [];
+    const logger = createLogger(
+      { level: "info" },
+      { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) },
+    );
+    const provisioner = createProvisioner({
+      store,
+      identity: identityProviderFor(emulator),
+      logger,
+      // A pause the test never reaches: the process stops while the settle waits.
+      cleanupBackoffMs: [600_000],
+    });
+    provisioners.push(provisioner);
+    const count = counting();
+
+    await expect(provisioner.identityOf("fay")).rejects.toThrow("connection refused");
+    expect(count.created()).toBe(1);
+    expect(count.deleted()).toBe(0);
+    const waiting = lines.filter((line) => line.msg.includes("record outcome unknown"));
+    expect(waiting).toEqual([
+      expect.objectContaining({ level: 40, userId: expect.stringMatching(/^8:acs:/) }),
+    ]);
+    const userId = waiting[0]!.userId;
+    expect(lines.filter((line) => line.level >= 50)).toEqual([]);
+
+    provisioner.close();
+    expect(lines.filter((line) => line.level >= 50)).toEqual([
+      expect.objectContaining({
+        level: 50,
+        userId,
+        msg: expect.stringMatching(
+          /^possibly ORPHANED ACS identity.*delete it by its id unless a caller has it$/,
+        ),
+      }),
+    ]);
   });
 });
 

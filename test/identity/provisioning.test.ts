@@ -1,8 +1,8 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { App } from "../../src/app.js";
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import { DomainError } from "../../src/errors.js";
-import { createProvisioner } from "../../src/identity/provisioning.js";
+import { createProvisioner, type Provisioner } from "../../src/identity/provisioning.js";
 import {
   createMemoryUserMappingStore,
   createRedisUserMappingStore,
@@ -13,6 +13,7 @@ import { createLogger } from "../../src/logger.js";
 import { startTestEmulator } from "../helpers/emulator.js";
 import { introspect } from "../helpers/introspect.js";
 import { identityProviderFor, run, startGateway } from "../helpers/gateway.js";
+import { freePort } from "../helpers/ports.js";
 import { startPostgres, type PostgresServer } from "../helpers/postgres.js";
 import { commandCounts, startRedis, type RedisProcess } from "../helpers/redis.js";
 
@@ -239,6 +240,164 @@ describe("the store failing between the steps", () => {
     expect(await provisioner.recover()).toBe(1);
     expect(await store.get("erin")).toBe("8:acs:x_erin");
     expect(await provisioner.recover()).toBe(0);
+  });
+});
+
+describe("background clean-ups after failed calls", () => {
+  /** ACS is never reached here: every call fails at its reservation. */
+  const noAcs = {
+    createUser: () => Promise.reject(new Error("not reached")),
+    deleteUser: () => Promise.resolve(),
+  };
+  const opened: Provisioner[] = [];
+  afterEach(() => {
+    opened.splice(0).forEach((p) => p.close());
+    vi.useRealTimers();
+  });
+
+  /** A logger whose lines (pino JSON) the test reads. */
+  function capturing() {
+    const lines: { level: number; msg: string }[] = [];
+    const logger = createLogger(
+      { level: "info" },
+      {
+        write: (line: string) =>
+          void lines.push(JSON.parse(line) as { level: number; msg: string }),
+      },
+    );
+    return { logger, lines };
+  }
+
+  function provisioner(options: Omit<Parameters<typeof createProvisioner>[0], "identity">) {
+    const made = createProvisioner({ identity: noAcs, ...options });
+    opened.push(made);
+    return made;
+  }
+
+  /** A store whose reservations and releases fail while `down` (a command timing out). */
+  function failing(memory: UserMappingStore, state: { down: boolean; releases: number }) {
+    return {
+      ...memory,
+      reserve: () => Promise.reject(new Error("Command timed out")),
+      release: async (subjectKey: string, reservationId: string) => {
+        state.releases++;
+        if (state.down) {
+          throw new Error("Command timed out");
+        }
+        return memory.release(subjectKey, reservationId);
+      },
+    } satisfies UserMappingStore;
+  }
+
+  it("200 failed calls of one caller leave one background release, which frees the reservation the store wrote after all, and logs twice", async () => {
+    // The pauses between tries are fake timers: the test moves time on, it never waits for it.
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    const memory = createMemoryUserMappingStore();
+    const state = { down: true, releases: 0 };
+    let calls = 0;
+    const store: UserMappingStore = {
+      ...failing(memory, state),
+      // Each call's reservation times out; call 137's was written all the same.
+      reserve: async (subjectKey, reservationId, leaseUntil, now) => {
+        if (++calls === 137) {
+          await memory.reserve(subjectKey, reservationId, leaseUntil, now);
+        }
+        throw new Error("Command timed out");
+      },
+    };
+    const { logger, lines } = capturing();
+    const outage = provisioner({ store, logger, now: () => 0, cleanupBackoffMs: [1000] });
+
+    for (let i = 0; i < 200; i++) {
+      await expect(outage.identityOf("ann")).rejects.toThrow("Command timed out");
+    }
+    // The first call tried its release; the 199 others joined its background clean-up.
+    expect(state.releases).toBe(1);
+    expect(vi.getTimerCount()).toBe(1);
+    expect(await memory.reserve("ann", "other", 1, 0)).toMatchObject({ kind: "busy" });
+
+    // A try stops at the first release the store refuses: one store call per pause.
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(state.releases).toBe(2);
+    expect(vi.getTimerCount()).toBe(1);
+
+    state.down = false;
+    await vi.advanceTimersByTimeAsync(1000);
+    // Every id the caller's calls used is released (a release that is not ours does nothing).
+    expect(state.releases).toBe(2 + 200);
+    expect(vi.getTimerCount()).toBe(0);
+    expect(await memory.reserve("ann", "next", 1, 0)).toEqual({ kind: "reserved" });
+    // Once as it started waiting, once as it ended: no line per try.
+    expect(lines.map((line) => line.msg)).toEqual([
+      expect.stringContaining("retrying in the background"),
+      expect.stringContaining("the mapping store is back: released"),
+    ]);
+  });
+
+  it("a background release ends with its reservation's lease: the next call takes it over anyway", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    const state = { down: true, releases: 0 };
+    const clock = { now: 0 };
+    const { logger, lines } = capturing();
+    const outage = provisioner({
+      store: failing(createMemoryUserMappingStore(), state),
+      logger,
+      now: () => clock.now,
+      leaseMs: 15_000,
+      cleanupBackoffMs: [1000],
+    });
+    await expect(outage.identityOf("bea")).rejects.toThrow("Command timed out");
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(state.releases).toBe(2);
+
+    clock.now = 15_000;
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(state.releases).toBe(2);
+    expect(vi.getTimerCount()).toBe(0);
+    expect(lines.at(-1)?.msg).toContain("reached the end of their leases");
+  });
+
+  it("at most maxCleanups clean-ups wait for the store; beyond it one warn line, and the lease", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    const state = { down: true, releases: 0 };
+    const { logger, lines } = capturing();
+    const outage = provisioner({
+      store: failing(createMemoryUserMappingStore(), state),
+      logger,
+      now: () => 0,
+      maxCleanups: 3,
+      cleanupBackoffMs: [1000],
+    });
+    for (const subject of ["a", "b", "c", "d", "e", "f"]) {
+      await expect(outage.identityOf(subject)).rejects.toThrow("Command timed out");
+    }
+    expect(vi.getTimerCount()).toBe(3);
+    expect(lines.filter((line) => line.msg.includes("too many clean-ups"))).toMatchObject([
+      { level: 40 },
+    ]);
+    outage.close();
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("a reservation Redis refused before sending it (unreachable, no offline queue) leaves nothing to release", async () => {
+    const nobody = await freePort();
+    const client = createRedisClient(
+      { mode: "single", url: `redis://127.0.0.1:${nobody}` },
+      silent,
+    );
+    clients.push(client);
+    const redisStore = createRedisUserMappingStore({ redis: client, keyPrefix: "unreachable:" });
+    let releases = 0;
+    const store: UserMappingStore = {
+      ...redisStore,
+      release: (subjectKey, reservationId) => {
+        releases++;
+        return redisStore.release(subjectKey, reservationId);
+      },
+    };
+    const outage = provisioner({ store, logger: silent, cleanupBackoffMs: [1000] });
+    await expect(outage.identityOf("cy")).rejects.toThrow("enableOfflineQueue options is false");
+    expect(releases).toBe(0);
   });
 });
 

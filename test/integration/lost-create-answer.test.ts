@@ -1,8 +1,13 @@
+import { createServer, type Server } from "node:net";
 import { Writable } from "node:stream";
+import { AuthenticationError, CredentialUnavailableError } from "@azure/identity";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { EmulatorOperation, RespondOverride } from "@acs-identity-gateway/emulator";
 import type { App } from "../../src/app.js";
+import { createAcsIdentityProvider } from "../../src/identity/acs-identity-provider.js";
+import { UpstreamError } from "../../src/identity/upstream-error.js";
 import { createLogger } from "../../src/logger.js";
+import { createMetrics } from "../../src/server/metrics.js";
 import { ACS_ID, CREATE, ISSUE, REVOKE, errorCode, ok, startGateway } from "../helpers/gateway.js";
 import { freePort } from "../helpers/ports.js";
 
@@ -143,5 +148,80 @@ describe("operations that may be repeated", () => {
 
     expect(issueToken.user.id).toBe(createUser.id);
     expect(handled.issueAccessToken).toBe(2);
+  });
+});
+
+describe("Entra ID mode (ACS_ENDPOINT): a create is counted only when it was sent to ACS", () => {
+  /** A provider whose credential gives `token` (or throws), against `endpoint`; its counter and lines. */
+  function entraProvider(endpoint: string, token: () => Promise<string>) {
+    const metrics = createMetrics();
+    let lines = "";
+    const logger = createLogger(
+      { level: "info" },
+      new Writable({
+        write(chunk, _encoding, done) {
+          lines += chunk.toString();
+          done();
+        },
+      }),
+    );
+    let asked = 0;
+    const credential = {
+      getToken: async () => {
+        asked++;
+        return { token: await token(), expiresOnTimestamp: Date.now() + 3_600_000 };
+      },
+    };
+    const provider = createAcsIdentityProvider({ endpoint, credential, metrics, logger });
+    return {
+      provider,
+      asked: () => asked,
+      lines: () => lines,
+      unknown: async () =>
+        (await metrics.upstreamCreateOutcomeUnknown.get()).values.reduce((n, v) => n + v.value, 0),
+    };
+  }
+
+  it.each([
+    ["CredentialUnavailableError", () => new CredentialUnavailableError("no managed identity")],
+    [
+      "AuthenticationError with status 503 (the token endpoint's)",
+      () =>
+        new AuthenticationError(503, {
+          error: "temporarily_unavailable",
+          error_description: "try again later",
+        }),
+    ],
+    ["any other error of the credential", () => new Error("IMDS connection reset")],
+  ])(
+    "no Entra ID token (%s): nothing sent, not counted nor logged as possibly done",
+    async (_, failure) => {
+      const nobody = await freePort();
+      const entra = entraProvider(`https://127.0.0.1:${nobody}/`, () => Promise.reject(failure()));
+
+      await expect(entra.provider.createUser()).rejects.toBeInstanceOf(UpstreamError);
+
+      expect(entra.asked()).toBe(1);
+      expect(await entra.unknown()).toBe(0);
+      expect(entra.lines()).not.toContain("may have created the identity");
+    },
+  );
+
+  it("a token, then the connection to ACS lost: counted as possibly done", async () => {
+    // Accepts, then drops the connection: the request was on its way.
+    const dropping: Server = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => dropping.listen(0, "127.0.0.1", resolve));
+    try {
+      const { port } = dropping.address() as { port: number };
+      const entra = entraProvider(`https://127.0.0.1:${port}/`, async () => "a-token");
+
+      await expect(entra.provider.createUser()).rejects.toBeInstanceOf(UpstreamError);
+
+      expect(entra.asked()).toBe(1);
+      expect(await entra.unknown()).toBe(1);
+      expect(entra.lines()).toContain("may have created the identity");
+    } finally {
+      await new Promise((resolve) => dropping.close(resolve));
+    }
   });
 });
