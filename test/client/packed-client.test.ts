@@ -6,7 +6,12 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawnGateway, type GatewayProcess } from "../helpers/processes.js";
+import {
+  packIntoApp,
+  spawnGateway,
+  type GatewayProcess,
+  type PackedTarball,
+} from "../helpers/processes.js";
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL("../..", import.meta.url));
@@ -53,39 +58,16 @@ createTokenRefresher({ url: GATEWAY_URL, scopes: ["voip"], expiresInMinutes: "60
  */
 describe("the packed client, installed into an app outside the repository", () => {
   let app: string;
-  let tarball: string;
-  let packed: { files: { path: string }[]; size: number; unpackedSize: number };
+  let packed: PackedTarball;
   let gateway: GatewayProcess | undefined;
 
   beforeAll(async () => {
     app = mkdtempSync(join(tmpdir(), "acs-client-app-"));
-    const { stdout } = await run(
-      "npm",
-      ["pack", "-w", "@acs-identity-gateway/client", "--pack-destination", app, "--json"],
-      { cwd: root },
-    );
-    // npm prints the prepack build's own lines before the JSON report.
-    [packed] = JSON.parse(stdout.slice(stdout.indexOf("[")));
-    tarball = join(app, (packed as unknown as { filename: string }).filename);
-    writeFileSync(
-      join(app, "package.json"),
-      JSON.stringify({ name: "frontend-app", private: true, type: "module" }),
-    );
-    // --prefer-offline: the versions the repository's lock file holds are in npm's cache after
-    // `npm ci`, so this works without a registry too.
-    await run(
-      "npm",
-      [
-        "install",
-        tarball,
-        "@azure/communication-common@2.4.2",
-        "@types/node@20.19.43",
-        "--prefer-offline",
-        "--no-audit",
-        "--no-fund",
-      ],
-      { cwd: app },
-    );
+    ({ packed } = await packIntoApp(root, "@acs-identity-gateway/client", {
+      dir: app,
+      manifest: { name: "frontend-app", private: true, type: "module" },
+      extra: ["@azure/communication-common@2.4.2", "@types/node@20.19.43"],
+    }));
     gateway = await spawnGateway("npm", ["start"], {
       cwd: root,
       env: { PORT: "0", NODE_ENV: "development", LOG_LEVEL: "info" },

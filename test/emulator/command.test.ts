@@ -1,5 +1,5 @@
 import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -7,6 +7,7 @@ import { promisify } from "node:util";
 import { CommunicationIdentityClient } from "@azure/communication-identity";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestCa, type TestCa } from "../helpers/emulator.js";
+import { packIntoApp, type PackedTarball } from "../helpers/processes.js";
 import { introspect } from "../helpers/introspect.js";
 import { unsignedJwt } from "./jwt.js";
 import { surfaceProbes } from "./loose-probes.js";
@@ -43,7 +44,7 @@ const FLAGS: [flag: string, variable: string][] = [
 
 let app: string;
 let bin: string;
-let packed: { files: { path: string }[]; size: number; unpackedSize: number; filename: string };
+let packed: PackedTarball;
 const children: ChildProcess[] = [];
 const startTimes: number[] = [];
 
@@ -123,20 +124,11 @@ const sdk = (connectionString: string) =>
 
 beforeAll(async () => {
   app = mkdtempSync(join(tmpdir(), "acs-emulator-app-"));
-  const { stdout } = await run(
-    "npm",
-    ["pack", "-w", "@acs-identity-gateway/emulator", "--pack-destination", app, "--json"],
-    { cwd: root },
-  );
-  // npm prints the prepack build's own lines before the JSON report.
-  [packed] = JSON.parse(stdout.slice(stdout.indexOf("[")));
-  writeFileSync(join(app, "package.json"), JSON.stringify({ name: "ci-app", private: true }));
-  // --prefer-offline: pino and zod are in npm's cache after the repository's `npm ci`.
-  await run(
-    "npm",
-    ["install", join(app, packed.filename), "--prefer-offline", "--no-audit", "--no-fund"],
-    { cwd: app },
-  );
+  // pino and zod come from npm's cache after the repository's `npm ci`.
+  ({ packed } = await packIntoApp(root, "@acs-identity-gateway/emulator", {
+    dir: app,
+    manifest: { name: "ci-app", private: true },
+  }));
   bin = join(app, "node_modules/.bin/acs-identity-emulator");
 }, 240_000);
 

@@ -1,5 +1,7 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { createInterface } from "node:readline";
 
 /** A gateway started as a user starts it: a command in a child process, found by its ready line. */
@@ -86,4 +88,41 @@ export async function postGraphQL(
     body: JSON.stringify({ query, variables }),
   });
   return response.json();
+}
+
+/** What `npm pack --json` reports of one tarball. */
+export interface PackedTarball {
+  filename: string;
+  files: { path: string }[];
+  size: number;
+  unpackedSize: number;
+}
+
+/**
+ * A workspace package as a user gets it: `npm pack -w <name>` (its prepack builds it) into a new
+ * app folder outside the repository, installed there from the tarball with `extra` packages
+ * beside it. `--prefer-offline`: what the repository's lock file holds is in npm's cache after
+ * `npm ci`, so this works without a registry too. The caller removes `app`.
+ */
+export async function packIntoApp(
+  repository: string,
+  workspace: string,
+  app: { dir: string; manifest: Record<string, unknown>; extra?: string[] },
+): Promise<{ packed: PackedTarball; tarball: string }> {
+  const run = promisify(execFile);
+  const { stdout } = await run(
+    "npm",
+    ["pack", "-w", workspace, "--pack-destination", app.dir, "--json"],
+    { cwd: repository },
+  );
+  // npm prints the prepack build's own lines before the JSON report.
+  const [packed] = JSON.parse(stdout.slice(stdout.indexOf("["))) as PackedTarball[];
+  const tarball = join(app.dir, packed!.filename);
+  writeFileSync(join(app.dir, "package.json"), JSON.stringify(app.manifest));
+  await run(
+    "npm",
+    ["install", tarball, ...(app.extra ?? []), "--prefer-offline", "--no-audit", "--no-fund"],
+    { cwd: app.dir },
+  );
+  return { packed: packed!, tarball };
 }
