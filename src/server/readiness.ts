@@ -1,5 +1,6 @@
 import type { IdentityProvider } from "../identity/identity-provider.js";
 import { UpstreamError } from "../identity/upstream-error.js";
+import { wrapMethods } from "../wrap-methods.js";
 
 /**
  * What /readyz reports. `ready` is whether THIS instance can serve: ACS reachable and accepting the
@@ -87,18 +88,10 @@ export function createReadiness(options: {
       };
     },
 
+    // Every ACS call alike (a new one too). A Teams exchange's 401 is about the Teams token
+    // (invalid_teams_token), never ours, so it clears the flag like any other answer.
     track(identity) {
-      return {
-        createUser: () => observe(identity.createUser()),
-        createUserAndToken: (scopes, minutes) =>
-          observe(identity.createUserAndToken(scopes, minutes)),
-        issueToken: (userId, scopes, minutes) =>
-          observe(identity.issueToken(userId, scopes, minutes)),
-        revokeTokens: (userId) => observe(identity.revokeTokens(userId)),
-        deleteUser: (userId) => observe(identity.deleteUser(userId)),
-        // A Teams exchange's 401 is about the Teams token (invalid_teams_token), never ours.
-        exchangeTeamsToken: (input) => observe(identity.exchangeTeamsToken(input)),
-      };
+      return wrapMethods(identity, (_operation, call) => observe(call()));
     },
   };
 }

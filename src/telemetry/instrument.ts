@@ -2,6 +2,7 @@ import { SpanKind, trace } from "@opentelemetry/api";
 import type { Command } from "ioredis";
 import type { TokenCache } from "../cache/token-cache.js";
 import type { RedisClient } from "../redis/index.js";
+import { wrapMethods } from "../wrap-methods.js";
 import { recordFailure, tracer, tracingActive, withSpan } from "./tracing.js";
 
 /**
@@ -14,8 +15,14 @@ import { recordFailure, tracer, tracingActive, withSpan } from "./tracing.js";
  */
 export function traceTokenCache(cache: TokenCache): TokenCache {
   return {
-    // The token path: with tracing off, straight through, without building the span's
-    // attributes or the two promise layers of `withSpan` around the lookup.
+    // Any other method (a new one too) is a plain `token-cache <name>` span; `isReady` (the
+    // readiness probe) and `close` are not traced.
+    ...wrapMethods(cache, (name, call) => withSpan(`token-cache ${name}`, {}, call), {
+      except: ["isReady", "close"],
+    }),
+    // Explicit below, as each records its own attributes. The token path: with tracing off,
+    // straight through, without building the span's attributes or the two promise layers of
+    // `withSpan` around the lookup.
     getOrMint: (key, mint) =>
       !tracingActive()
         ? cache.getOrMint(key, mint)
@@ -40,8 +47,6 @@ export function traceTokenCache(cache: TokenCache): TokenCache {
         span.setAttribute("acsgw.cache.deleted", deleted);
         return deleted;
       }),
-    isReady: () => cache.isReady(),
-    close: () => cache.close(),
   };
 }
 

@@ -7,6 +7,7 @@ import type { UserMappingStore } from "../identity/user-mapping-store.js";
 import { UpstreamError } from "../identity/upstream-error.js";
 import type { Logger } from "../logger.js";
 import { meterUpstream, type Actor, type UpstreamBudget } from "./upstream-budget.js";
+import { wrapMethods } from "../wrap-methods.js";
 import {
   isAcsScope,
   isAcsUserId,
@@ -181,11 +182,12 @@ function checkTeamsInput(input: TeamsExchangeInput): void {
  * fails as a dependency failure (never by minting a second identity for the caller).
  */
 function guardedMappings(store: UserMappingStore, logger: Logger): UserMappingStore {
-  const guard =
-    <A extends unknown[], R>(operation: string, run: (...args: A) => Promise<R>) =>
-    async (...args: A): Promise<R> => {
+  // Every method alike (a new one too); `close` is passed through unguarded.
+  return wrapMethods(
+    store,
+    async (operation, call) => {
       try {
-        return await run(...args);
+        return await call();
       } catch (error) {
         logger.warn({ operation, err: describe(error) }, "identity mapping store failed");
         throw new DomainError(
@@ -196,20 +198,9 @@ function guardedMappings(store: UserMappingStore, logger: Logger): UserMappingSt
           { cause: error },
         );
       }
-    };
-  return {
-    get: guard("get", store.get),
-    find: guard("find", store.find),
-    reserve: guard("reserve", store.reserve),
-    record: guard("record", store.record),
-    confirm: guard("confirm", store.confirm),
-    release: guard("release", store.release),
-    pending: guard("pending", store.pending),
-    removeByUserId: guard("removeByUserId", store.removeByUserId),
-    subjectOf: guard("subjectOf", store.subjectOf),
-    ownsOrOwned: guard("ownsOrOwned", store.ownsOrOwned),
-    close: () => store.close(),
-  };
+    },
+    { except: ["close"] },
+  );
 }
 
 /** ACS says the identity is gone (deleted, or another resource's): its mapping may be forgotten. */
