@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { wrapMethods } from "../../src/wrap-methods.js";
+import { wrapMethods } from "../src/wrap-methods.js";
 
 interface Store {
   readonly label: string;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig, parseConnectionString } from "../../src/config.js";
-import { PRODUCTION_SETTINGS } from "../helpers/gateway.js";
+import { ConfigError, loadConfig, parseConnectionString } from "../src/config.js";
+import { PRODUCTION_SETTINGS } from "./helpers/gateway.js";
 
 const KEY = Buffer.alloc(32, 7).toString("base64");
 const ACS = `endpoint=https://contoso.communication.azure.com/;accesskey=${KEY}`;
