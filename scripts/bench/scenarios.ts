@@ -104,9 +104,9 @@ export async function prepareScenarios(
 
   const created = await graphql(gateway.url, admin, "mutation { createUser { id } }");
   const userId = (created.createUser as { id: string }).id;
-  // The client package's own documents, byte for byte, as createTokenRefresher sends them (the
-  // gateway answers these texts on its direct path); and an ad-hoc text for the same field, which
-  // goes through Apollo's pipeline like any other document.
+  // The client package's own documents, byte for byte, as createTokenRefresher sends them; and an
+  // ad-hoc text for the same field, as an app with its own documents sends it. Both take the one
+  // pipeline.
   const clientDocuments = operationsByName();
   const issueTokenText = clientDocuments.get("IssueToken")!;
   const issueMyTokenText = clientDocuments.get("IssueMyToken")!;
@@ -162,7 +162,7 @@ export async function prepareScenarios(
       clientBody("IssueMyToken", { scopes: ["CHAT"] }),
     ),
     row(
-      "gateway `issueToken`, cache hit (admin JWT, an ad-hoc document: Apollo's pipeline)",
+      "gateway `issueToken`, cache hit (admin JWT, an ad-hoc document)",
       gateway,
       admin,
       JSON.stringify({ query: hitQuery, variables: { u: userId } }),

@@ -21,7 +21,8 @@ interface Measured extends LoadResult {
 interface Measures {
   results: Map<string, Measured[]>;
   /** Redis commands per request of each cache-hit scenario, by name, most frequent first. */
-  perHit: Record<"issueToken" | "issueMyToken", (readonly [string, number])[]>;
+  /** By row label: `issueToken` (the client's text), `issueToken` (ad hoc), `issueMyToken`. */
+  perHit: Record<string, (readonly [string, number])[]>;
   hitsCounted: number;
   /** The same ACS call made with the SDK directly, medians of the rounds. */
   floor: { p50: number; p99: number; requests: number };
@@ -75,8 +76,9 @@ async function measure(
       .sort((a, b) => b[1] - a[1]);
   };
   const perHit = {
-    issueToken: await commandsPerHit(throughput[ROW.hit]!),
-    issueMyToken: await commandsPerHit(throughput[ROW.myHit]!),
+    "`issueToken` (the client's document)": await commandsPerHit(throughput[ROW.hit]!),
+    "`issueToken` (an ad-hoc document)": await commandsPerHit(throughput[ROW.adHoc]!),
+    "`issueMyToken`": await commandsPerHit(throughput[ROW.myHit]!),
   };
   log(`warming up (${P.warmSeconds} s per scenario)`);
   for (const s of scenarios) {
@@ -175,7 +177,7 @@ export async function runThroughput(
       )
         .map(
           ([field, commands]) =>
-            `\`${field}\` ${commands.map(([name, calls]) => `${f2(calls)} ${name.toUpperCase()}`).join(" + ") || "none"}`,
+            `${field} ${commands.map(([name, calls]) => `${f2(calls)} ${name.toUpperCase()}`).join(" + ") || "none"}`,
         )
         .join("; ")}. Each is a write system call and a round trip on the gateway's event loop.`,
       "",
@@ -200,30 +202,32 @@ export async function runThroughput(
       `The floor row is the ceiling with one Redis round trip added and nothing else: ${f2(rpsOf(ROW.floor) / ceilingRps)}x the ceiling's req/s at ${f2(p99Of(ROW.floor) / ceilingP99)}x its p99. A cache hit must ask Redis (no instance may serve a token from its own memory, or a revoke on another instance would not be seen at once: docs/caching.md), so that is the least any design with this guarantee can cost here; the client's cache-hit \`issueToken\` runs at ${f2(rpsOf(ROW.hit) / rpsOf(ROW.floor))}x the floor's req/s and ${f2(p99Of(ROW.hit) / p99Of(ROW.floor))}x its p99. The same hit from the in-process cache (no round trip; only a single instance may run so) runs at ${f2(rpsOf(ROW.memoryHit) / ceilingRps)}x the ceiling's req/s with ${f2(p99Of(ROW.memoryHit) / ceilingP99)}x its p99, at ${f0(cpuOf(ROW.memoryHit))} us of CPU per request against the ceiling's ${f0(cpuOf(ROW.ceiling))} us; the pause table below shows each row's garbage collection.`,
     ].join("\n"),
   );
-  // Targets are of the client's IssueToken document (ROW.hit), what frontends send through
-  // createTokenRefresher; the ad-hoc row shows the same field through Apollo's pipeline.
-  const hit = ROW.hit;
+  // Both documents take the one pipeline: the client's text (what createTokenRefresher sends,
+  // hash and text) and an ad-hoc text (an Apollo Client app's own), held to the same targets.
+  const hitTargets = (row: number, what: string) => [
+    {
+      target: `cache-hit \`issueToken\` (${what}) >= 0.75x the ceiling's req/s`,
+      value: ratio(rpsOf(row) / ceilingRps),
+      met: rpsOf(row) >= 0.75 * ceilingRps,
+    },
+    {
+      target: `cache-hit \`issueToken\` (${what}) p99 <= 1.25x the ceiling's`,
+      value: ratio(p99Of(row) / ceilingP99),
+      met: p99Of(row) <= 1.25 * ceilingP99,
+    },
+  ];
   targets.push(
+    ...hitTargets(ROW.hit, "the client's document"),
+    ...hitTargets(ROW.adHoc, "an ad-hoc document"),
     {
-      target: "cache-hit `issueToken` (the client's document) >= 0.75x the ceiling's req/s",
-      value: ratio(rpsOf(hit) / ceilingRps),
-      met: rpsOf(hit) >= 0.75 * ceilingRps,
-    },
-    {
-      target:
-        "cache-hit `issueToken` (the client's document) >= 0.95x the gateway's `{ __typename }`",
-      value: ratio(rpsOf(hit) / rpsOf(ROW.typename)),
-      met: rpsOf(hit) >= 0.95 * rpsOf(ROW.typename),
-    },
-    {
-      target: "cache-hit `issueToken` (the client's document) p99 <= 1.25x the ceiling's",
-      value: ratio(p99Of(hit) / ceilingP99),
-      met: p99Of(hit) <= 1.25 * ceilingP99,
+      target: "the gateway's `{ __typename }` >= 0.9x the ceiling's req/s",
+      value: ratio(rpsOf(ROW.typename) / ceilingRps),
+      met: rpsOf(ROW.typename) >= 0.9 * ceilingRps,
     },
     ...Object.entries(perHit).map(([field, commands]) => {
       const total = commands.reduce((sum, [, calls]) => sum + calls, 0);
       return {
-        target: `at most one Redis round trip per cache-hit \`${field}\`, the rate limit included`,
+        target: `at most one Redis round trip per cache-hit ${field}, the rate limit included`,
         value: `${f2(total)} commands`,
         // 1% slack: the counters include whatever else touched Redis during the count.
         met: total <= 1.01,

@@ -5,7 +5,7 @@ import {
   ApolloServerPluginLandingPageDisabled,
 } from "@apollo/server/plugin/disabled";
 import { fastifyApolloDrainPlugin, fastifyApolloHandler } from "@as-integrations/fastify";
-import Fastify, { LogController, type FastifyInstance } from "fastify";
+import Fastify, { LogController } from "fastify";
 import { randomUUID } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import type { GraphQLSchema } from "graphql";
@@ -21,11 +21,10 @@ import { createExplorer } from "./explorer.js";
 import { isBrowserPageRequest, PRODUCTION_GET_MESSAGE } from "./landing-page.js";
 import { createDocumentStore } from "./document-store.js";
 import type { Metrics } from "./metrics.js";
-import { accessLogPlugin, createAccessLog } from "./plugins/access-log.js";
+import { createAccessLog } from "./plugins/access-log.js";
 import type { RequestHeaders } from "./plugins/authentication.js";
-import { documentBoundsPlugin, documentBoundsRule } from "./plugins/document-bounds.js";
-import { createErrorLogger, errorLoggingPlugin } from "./plugins/error-logging.js";
-import { createDirectOperations } from "./direct-operations.js";
+import { documentBoundsRule } from "./plugins/document-bounds.js";
+import { createErrorLogger } from "./plugins/error-logging.js";
 import { registerHostCheck } from "./plugins/host-check.js";
 import { operationsEndpoints } from "./plugins/operations-endpoints.js";
 import type { Readiness } from "./readiness.js";
@@ -34,10 +33,10 @@ import {
   createApqCache,
   createTrustedDocumentsHandler,
   loadTrustedDocuments,
-  TRUSTED_DOCUMENTS_MANIFEST,
   type TrustedDocuments,
 } from "./persisted-documents.js";
-import { createTracingPlugin, traceGraphQLHandler, withOperationSpan } from "./plugins/tracing.js";
+import { createRequestPlugin } from "./plugins/request-plugin.js";
+import { traceGraphQLHandler, withOperationSpan } from "./plugins/tracing.js";
 
 export interface HttpServerDeps {
   config: Readonly<Config>;
@@ -110,18 +109,6 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     logger: unredactedChild(logger, { component: "access" }),
     metrics: deps.metrics,
   });
-  const direct = createDirectOperations({
-    schema: deps.schema,
-    documents: TRUSTED_DOCUMENTS_MANIFEST.operations,
-    validationRules,
-    createContext: deps.createContext,
-    formatError,
-    includeStacktrace: !config.production,
-    logErrors,
-    accessLog,
-    onAnswered: () => deps.metrics.graphqlDirect.inc(),
-  });
-
   const apollo = new ApolloServer<GatewayContext>({
     schema: deps.schema,
     introspection: !config.production,
@@ -149,16 +136,12 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     },
     plugins: [
       fastifyApolloDrainPlugin(fastify),
-      documentBoundsPlugin(),
-      errorLoggingPlugin(logErrors),
+      createRequestPlugin({ accessLog, logErrors }),
       // Not used by this subgraph, and each costs every request some set-up: federated (ftv1)
       // traces for Apollo Studio (OpenTelemetry covers tracing) and cache-control hints (no
       // answer here may be cached by a CDN: tokens are secrets).
       ApolloServerPluginInlineTraceDisabled(),
       ApolloServerPluginCacheControlDisabled(),
-      createTracingPlugin<GatewayContext>(),
-      accessLogPlugin(accessLog),
-      direct.plugin,
       // In development too: browsers opening /graphql get the explorer (explorer.ts), answered
       // before Apollo, and Apollo's Sandbox page is served at /sandbox. Without this, Apollo would
       // install Sandbox at /graphql itself whenever NODE_ENV is not production.
@@ -167,21 +150,9 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
   });
   await apollo.start();
 
-  const apolloHandler = fastifyApolloHandler(apollo, {
-    context: (request) =>
-      direct.contextFor(request, () => deps.createContext(request.raw, request.id)),
+  const graphqlHandler = fastifyApolloHandler(apollo, {
+    context: (request) => deps.createContext(request.raw, request.id),
   });
-  /** The client's token operations directly (direct-operations.ts); everything else, Apollo. */
-  async function graphqlHandler(
-    this: FastifyInstance,
-    request: Parameters<typeof apolloHandler>[0],
-    reply: Parameters<typeof apolloHandler>[1],
-  ): Promise<string | void> {
-    if (await direct.handle(request, reply)) {
-      return; // sent, and awaited
-    }
-    return apolloHandler.call(this, request, reply);
-  }
 
   // Hooks on every request are callback-style where they need not wait: an async hook costs each
   // request a promise and a microtask turn.

@@ -15,8 +15,6 @@ export interface Metrics {
   authRefusals: Counter<"reason">;
   graphqlRequests: Counter<"field" | "type" | "outcome">;
   graphqlDuration: Histogram<"field" | "type">;
-  /** Requests answered by the direct path for the client's token operations (direct-operations.ts). */
-  graphqlDirect: Counter;
   auditEvents: Counter<"event">;
   cacheWaits: Counter<"scope">;
   cacheBreakerOpened: Counter;
@@ -64,11 +62,6 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: "acsgw_graphql_requests_total",
       help: "GraphQL requests by first root field, operation type and outcome (ok or the first error's code).",
       labelNames: ["field", "type", "outcome"],
-      registers: [registry],
-    }),
-    graphqlDirect: new Counter({
-      name: "acsgw_graphql_direct_requests_total",
-      help: "GraphQL requests answered by the direct path for the client package's token operations (the rest go through Apollo's pipeline); also counted in acsgw_graphql_requests_total.",
       registers: [registry],
     }),
     graphqlDuration: new Histogram({

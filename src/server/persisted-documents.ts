@@ -1,6 +1,7 @@
 import type { KeyValueCache, KeyValueCacheSetOptions } from "@apollo/utils.keyvaluecache";
 import { InMemoryLRUCache } from "@apollo/utils.keyvaluecache";
 import type { FastifyReply, FastifyRequest } from "fastify";
+import { LRUCache } from "lru-cache";
 import type { RedisClient } from "../redis/index.js";
 import manifestFile from "@acs-identity-gateway/client/persisted-documents.json" with { type: "json" };
 import type { Logger } from "../logger.js";
@@ -40,7 +41,18 @@ export interface ApqCacheDeps {
   maxNewEntriesPerDay?: number;
   /** @default Date.now */
   now?: () => number;
+  /**
+   * Texts every instance knows without asking Redis, by Apollo's cache key (`apq:<sha256>`): the
+   * client package's manifest. @default the manifest `npm run codegen` writes
+   */
+  trusted?: TrustedDocuments;
 }
+
+/** The prefix Apollo Server puts before a hash in its APQ cache's keys (`apq:<sha256>`). */
+const APOLLO_KEY_PREFIX = "apq:";
+
+/** How long an instance trusts its own memory that Redis holds a text (see `createApqCache`). */
+export const APQ_MEMO_MS = 60 * 60 * 1000;
 
 /**
  * The APQ store. Redis trouble never fails a request: a failed read is a miss (the client resends
@@ -53,19 +65,51 @@ export function createApqCache(deps: ApqCacheDeps): KeyValueCache<string> {
   const now = deps.now ?? Date.now;
   const maxTextBytes = deps.maxTextBytes ?? APQ_MAX_TEXT_BYTES;
   const maxNewEntriesPerDay = deps.maxNewEntriesPerDay ?? APQ_MAX_NEW_ENTRIES_PER_DAY;
+  const trusted = deps.trusted ?? loadTrustedDocuments();
   const tooLong = (value: string) => Buffer.byteLength(value) > maxTextBytes;
+  /**
+   * The client's own documents, by Apollo's key: its id alone is answered at once, and its text
+   * sent with its id (the refresher's default, on every request) registers nothing.
+   */
+  const trustedText = (key: string) =>
+    key.startsWith(APOLLO_KEY_PREFIX)
+      ? trusted.get(key.slice(APOLLO_KEY_PREFIX.length))
+      : undefined;
   if (!redis) {
     const memory = new InMemoryLRUCache<string>({ maxSize: APQ_MEMORY_MAX_BYTES });
     return {
-      get: (key) => memory.get(key),
+      get: async (key) => trustedText(key) ?? memory.get(key),
       set: async (key, value, options) => {
-        if (!tooLong(value)) {
+        if (trustedText(key) === undefined && !tooLong(value)) {
           await memory.set(key, value, options);
         }
       },
       delete: (key) => memory.delete(key),
     };
   }
+  /**
+   * Texts this instance saw in Redis (read, or stored by it) in the last APQ_MEMO_MS, so a text
+   * sent again and again costs Redis nothing: Apollo reads the store for every request that
+   * sends only a hash, and writes it for every request that sends text and hash, and each would
+   * be a second round trip beside the cache hit's. Always correct, because a key is the sha256
+   * of its text; the memo only may outlive the Redis entry (by at most APQ_MEMO_MS), and then
+   * this instance still answers the hash while it does not re-register the text: another
+   * instance asked for the hash alone answers PERSISTED_QUERY_NOT_FOUND, and the client sends
+   * the text there, as it would after any expiry. Bounded in bytes like the store without Redis.
+   */
+  const memo = new LRUCache<string, { text: string; until: number }>({
+    maxSize: APQ_MEMORY_MAX_BYTES,
+    sizeCalculation: (entry, key) => key.length + entry.text.length,
+  });
+  const remembered = (key: string): string | undefined => {
+    const entry = memo.get(key);
+    if (entry === undefined || entry.until <= now()) {
+      return undefined;
+    }
+    return entry.text;
+  };
+  const remember = (key: string, text: string, ttlSeconds: number) =>
+    memo.set(key, { text, until: now() + Math.min(APQ_MEMO_MS, ttlSeconds * 1000) });
   let warned = false;
   const warnOnce = (error: unknown) => {
     if (!warned) {
@@ -78,17 +122,28 @@ export function createApqCache(deps: ApqCacheDeps): KeyValueCache<string> {
   };
   return {
     async get(key) {
+      const known = trustedText(key) ?? remembered(key);
+      if (known !== undefined) {
+        return known;
+      }
       if (redis.status !== "ready") {
         return undefined;
       }
       try {
-        return (await redis.get(keyPrefix + key)) ?? undefined;
+        const text = (await redis.get(keyPrefix + key)) ?? undefined;
+        if (text !== undefined) {
+          remember(key, text, APQ_TTL_SECONDS);
+        }
+        return text;
       } catch (error) {
         warnOnce(error);
         return undefined;
       }
     },
     async set(key, value, options?: KeyValueCacheSetOptions) {
+      if (trustedText(key) !== undefined || remembered(key) !== undefined) {
+        return;
+      }
       if (redis.status !== "ready") {
         return;
       }
@@ -106,6 +161,7 @@ export function createApqCache(deps: ApqCacheDeps): KeyValueCache<string> {
         // grow by a day's budget every day.
         if ((await redis.exists(keyPrefix + key)) === 1) {
           warned = false;
+          remember(key, value, APQ_TTL_SECONDS);
           return;
         }
         // The budget counts distinct texts: the day's set of registered hashes (SADD answers 0
@@ -133,12 +189,14 @@ export function createApqCache(deps: ApqCacheDeps): KeyValueCache<string> {
         }
         // NX: an entry another request or instance stored meanwhile keeps its own expiry.
         await redis.set(keyPrefix + key, value, "EX", ttl, "NX");
+        remember(key, value, ttl);
         warned = false;
       } catch (error) {
         warnOnce(error);
       }
     },
     async delete(key) {
+      memo.delete(key);
       try {
         await redis.del(keyPrefix + key);
         return true;
@@ -184,7 +242,7 @@ export function loadTrustedDocuments(
   return { get: (id) => byId.get(id), size: byId.size };
 }
 
-/** The manifest's operation texts by operation name (the direct path's documents). */
+/** The manifest's operation texts by operation name. */
 export function operationsByName(
   manifest: PersistedQueryManifest = TRUSTED_DOCUMENTS_MANIFEST,
 ): Map<string, string> {

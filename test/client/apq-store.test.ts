@@ -1,9 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createRedisClient, type RedisClient } from "../../src/redis/index.js";
 import { createLogger } from "../../src/logger.js";
 import {
   APQ_MAX_NEW_ENTRIES_PER_DAY,
+  APQ_MEMO_MS,
   createApqCache,
+  TRUSTED_DOCUMENTS_MANIFEST,
 } from "../../src/server/persisted-documents.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
 
@@ -186,5 +188,42 @@ describe("the APQ store's bounds", () => {
     await store.set("apq:b", "{ me { subject } }");
     expect(await store.get("apq:a")).toBe("{ me }");
     expect(await store.get("apq:b")).toBeUndefined();
+  });
+
+  it("asks Redis once for a text sent again and again, and again after APQ_MEMO_MS", async () => {
+    let now = Date.UTC(2026, 0, 8, 12);
+    const store = createApqCache({ redis: client, keyPrefix: "t9:", logger, now: () => now });
+    const other = createApqCache({ redis: client, keyPrefix: "t9:", logger, now: () => now });
+    await other.set("apq:a", "A"); // another instance registered it
+    const sent = [vi.spyOn(client, "get"), vi.spyOn(client, "exists"), vi.spyOn(client, "multi")];
+    const commands = () => sent.reduce((n, spy) => n + spy.mock.calls.length, 0);
+    try {
+      expect(await store.get("apq:a")).toBe("A"); // a hash alone: read from Redis once
+      for (let i = 0; i < 5; i++) {
+        expect(await store.get("apq:a")).toBe("A");
+        await store.set("apq:a", "A", { ttl: 86_400 }); // text and hash: nothing to register
+      }
+      expect(commands()).toBe(1);
+      now += APQ_MEMO_MS;
+      await store.set("apq:a", "A");
+      expect(commands()).toBe(2); // the memo ended: Redis is asked whether it still holds it
+    } finally {
+      sent.forEach((spy) => spy.mockRestore());
+    }
+  });
+
+  it("knows the client package's documents by id without Redis, and registers none of them", async () => {
+    const store = createApqCache({ redis: client, keyPrefix: "t10:", logger });
+    const sent = vi.spyOn(client, "sendCommand");
+    try {
+      for (const { id, body } of TRUSTED_DOCUMENTS_MANIFEST.operations) {
+        expect(await store.get(`apq:${id}`)).toBe(body);
+        await store.set(`apq:${id}`, body);
+      }
+      expect(sent).not.toHaveBeenCalled();
+    } finally {
+      sent.mockRestore();
+    }
+    expect(await redis.client().keys("t10:*")).toEqual([]);
   });
 });

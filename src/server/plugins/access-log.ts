@@ -1,5 +1,4 @@
 import { createHash } from "node:crypto";
-import type { ApolloServerPlugin } from "@apollo/server";
 import { Kind, type OperationDefinitionNode } from "graphql";
 import type { GatewayContext } from "../../graphql/context.js";
 import type { Logger } from "../../logger.js";
@@ -51,7 +50,6 @@ export interface AccessLog {
   }): void;
 }
 
-/** Shared by the Apollo plugin below and the direct path for the client's token operations. */
 export function createAccessLog(deps: {
   /** Without redaction (`unredactedChild`): the line holds only the fields built below. */
   logger: Logger;
@@ -100,27 +98,4 @@ export function firstErrorCode(
 ): string | undefined {
   const first = errors?.[0];
   return first ? String(first.extensions?.code ?? "INTERNAL_SERVER_ERROR") : undefined;
-}
-
-export function accessLogPlugin(accessLog: AccessLog): ApolloServerPlugin<GatewayContext> {
-  return {
-    async requestDidStart() {
-      const started = performance.now();
-      return {
-        async willSendResponse({ contextValue, operation, operationName, errors, response }) {
-          // formatError ran before this hook; `errors` is the fallback for responses without a
-          // single result.
-          const formatted =
-            response.body.kind === "single" ? response.body.singleResult.errors : undefined;
-          accessLog.record({
-            contextValue,
-            operation,
-            operationName,
-            errorCode: firstErrorCode(formatted) ?? firstErrorCode(errors),
-            seconds: (performance.now() - started) / 1000,
-          });
-        },
-      };
-    },
-  };
 }

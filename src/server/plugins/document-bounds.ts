@@ -1,4 +1,3 @@
-import type { ApolloServerPlugin } from "@apollo/server";
 import { GraphQLError, parse, type DocumentNode, type ValidationRule } from "graphql";
 import { documentBoundsProblem, type DocumentBounds } from "../../graphql/document-bounds.js";
 
@@ -18,19 +17,14 @@ function standIn(problem: string): DocumentNode {
  * Runs only when Apollo's document store does not hold the document yet, so repeated operations
  * (the token path) pay nothing.
  */
-export function documentBoundsPlugin(bounds?: DocumentBounds): ApolloServerPlugin {
-  // No per-request state: one listener for every request.
-  const listener = {
-    async validationDidStart(requestContext: { document: DocumentNode }) {
-      const problem = documentBoundsProblem(requestContext.document, bounds);
-      if (problem !== undefined) {
-        requestContext.document = standIn(problem);
-      }
-    },
-  };
-  return {
-    requestDidStart: async () => listener,
-  };
+export function swapOutOfBoundsDocument(
+  requestContext: { document: DocumentNode },
+  bounds?: DocumentBounds,
+): void {
+  const problem = documentBoundsProblem(requestContext.document, bounds);
+  if (problem !== undefined) {
+    requestContext.document = standIn(problem);
+  }
 }
 
 /** Reports the problem a stand-in document carries; a no-op for every real document. */

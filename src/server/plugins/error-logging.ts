@@ -1,4 +1,3 @@
-import type { ApolloServerPlugin, BaseContext, GraphQLRequestListener } from "@apollo/server";
 import { unwrapResolverError } from "@apollo/server/errors";
 import type { GraphQLError } from "graphql";
 import type { Logger } from "../../logger.js";
@@ -43,17 +42,4 @@ export function createErrorLogger(
       );
     }
   };
-}
-
-/** The Apollo side of `createErrorLogger` (the direct path calls the logger itself). */
-export function errorLoggingPlugin(
-  logErrors: ReturnType<typeof createErrorLogger>,
-): ApolloServerPlugin {
-  // No per-request state: one listener for every request.
-  const listener: GraphQLRequestListener<BaseContext> = {
-    async didEncounterErrors({ errors, operationName }) {
-      logErrors(errors, operationName);
-    },
-  };
-  return { requestDidStart: async () => listener };
 }

@@ -1,4 +1,5 @@
-import type { ApolloServerPlugin, BaseContext } from "@apollo/server";
+import type { GraphQLResponse } from "@apollo/server";
+import type { OperationDefinitionNode } from "graphql";
 import { context, SpanKind, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
 import type { IncomingHttpHeaders } from "node:http";
 import { extractContext, recordFailure, tracer, tracingActive } from "../../telemetry/tracing.js";
@@ -9,8 +10,9 @@ import { extractContext, recordFailure, tracer, tracingActive } from "../../tele
  * - `traceGraphQLHandler` wraps the route handler: it continues the caller's trace from
  *   `traceparent`, opens the HTTP server span and, inside it, the operation span, and runs the
  *   handler with the operation span active, so the cache, Redis and ACS spans become its children;
- * - `createTracingPlugin` names that operation span once Apollo knows the operation
- *   (`mutation issueToken`) and records the error codes.
+ * - `annotateOperationSpan`, called by the request plugin (request-plugin.ts), names that
+ *   operation span once Apollo knows the operation (`mutation issueToken`) and records the error
+ *   codes.
  * Neither records the document, the variables, or any header: they may carry tokens.
  */
 
@@ -96,45 +98,42 @@ export function withOperationSpan<T>(
   );
 }
 
-/** Names and annotates the active operation span; does nothing when there is none (tracing off). */
-export function createTracingPlugin<Context extends BaseContext>(): ApolloServerPlugin<Context> {
-  return {
-    async requestDidStart() {
-      const span: Span | undefined = trace.getActiveSpan();
-      if (!span || !span.isRecording()) {
-        return undefined;
-      }
-      return {
-        async didResolveOperation({ operation, operationName }) {
-          if (!operation) {
-            return;
-          }
-          const type = operation.operation;
-          span.updateName(operationName ? `${type} ${operationName}` : type);
-          span.setAttribute("graphql.operation.type", type);
-          if (operationName) {
-            span.setAttribute("graphql.operation.name", operationName);
-          }
-        },
-        // The response's errors, after formatError: the codes a client sees (README, "Errors").
-        async willSendResponse({ response }) {
-          const errors =
-            response.body.kind === "single" ? response.body.singleResult.errors : undefined;
-          if (!errors || errors.length === 0) {
-            return;
-          }
-          const codes = [
-            ...new Set(
-              errors.map((error) => {
-                const code = error.extensions?.code;
-                return typeof code === "string" ? code : "INTERNAL_SERVER_ERROR";
-              }),
-            ),
-          ];
-          span.setAttribute("acsgw.graphql.error_codes", codes);
-          span.setStatus({ code: SpanStatusCode.ERROR, message: codes.join(",") });
-        },
-      };
-    },
-  };
+/**
+ * Names the active operation span once Apollo knows the operation (`mutation issueToken`) and
+ * records the error codes a client sees (after formatError: README, "Errors"). Called from the
+ * request plugin's `willSendResponse`; does nothing when no span records (tracing off).
+ */
+export function annotateOperationSpan(request: {
+  operation?: OperationDefinitionNode | null | undefined;
+  operationName?: string | null | undefined;
+  response: GraphQLResponse;
+}): void {
+  const span: Span | undefined = trace.getActiveSpan();
+  if (!span || !span.isRecording()) {
+    return;
+  }
+  const { operation, operationName } = request;
+  if (operation) {
+    const type = operation.operation;
+    span.updateName(operationName ? `${type} ${operationName}` : type);
+    span.setAttribute("graphql.operation.type", type);
+    if (operationName) {
+      span.setAttribute("graphql.operation.name", operationName);
+    }
+  }
+  const body = request.response.body;
+  const errors = body.kind === "single" ? body.singleResult.errors : undefined;
+  if (!errors || errors.length === 0) {
+    return;
+  }
+  const codes = [
+    ...new Set(
+      errors.map((error) => {
+        const code = error.extensions?.code;
+        return typeof code === "string" ? code : "INTERNAL_SERVER_ERROR";
+      }),
+    ),
+  ];
+  span.setAttribute("acsgw.graphql.error_codes", codes);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: codes.join(",") });
 }
