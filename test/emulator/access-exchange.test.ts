@@ -1,4 +1,5 @@
 import { generateKeyPairSync } from "node:crypto";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   EMULATOR_CLIENT_ID,
@@ -38,6 +39,8 @@ const signingKeyPem = generateKeyPairSync("rsa", { modulusLength: 2048 })
 
 let ca: TestCa;
 let emulator: Emulator;
+/** The emulator's warnings, as written (pino writes each line synchronously). */
+const warnings: { msg: string; failure?: string }[] = [];
 
 beforeAll(async () => {
   ca = createTestCa();
@@ -45,6 +48,7 @@ beforeAll(async () => {
     tls: { cert: ca.cert, key: ca.key },
     entra: "on",
     signingKeyPem,
+    logger: pino({ level: "warn" }, { write: (line: string) => warnings.push(JSON.parse(line)) }),
   });
 });
 
@@ -151,32 +155,50 @@ describe("POST /access/entra/:exchangeAccessToken", () => {
       .toString();
     // The unchanged claims, re-signed: accepted (so each variant below fails on its one change).
     expectExchanged(await exchange("entra", forged({})), "entra", PREVIEW);
-    const refused: [string, string | undefined][] = [
-      ["no token", undefined],
-      ["not a JWT", "not-a-jwt"],
-      ["another key", forgeToken(good, claims, otherKey)],
-      ["expired", forged({ iat: now - 7200, nbf: now - 7200, exp: now - 1 })],
-      ["not yet valid", forged({ nbf: now + 600 })],
-      ["another tenant", forged({ tid: FOREIGN })],
+    // Each with the reason the emulator logs (the caller sees only the 401): the checks run in
+    // this order, so a token wrong in two ways names the first.
+    const refused: [string, string | undefined, string][] = [
+      ["no token", undefined, "no-token"],
+      ["not a JWT", "not-a-jwt", "malformed-token"],
+      ["another key", forgeToken(good, claims, otherKey), "bad-signature"],
+      ["expired", forged({ iat: now - 7200, nbf: now - 7200, exp: now - 1 }), "expired"],
+      ["not yet valid", forged({ nbf: now + 600 }), "not-yet-valid"],
+      ["another tenant", forged({ tid: FOREIGN }), "wrong-tenant"],
       [
         "another tenant's issuer",
         forged({ tid: FOREIGN, iss: `${emulator.entraAuthority!.authorityHost}/${FOREIGN}/v2.0` }),
+        "wrong-tenant",
       ],
       [
         "Microsoft's issuer",
         forged({ iss: `https://login.microsoftonline.com/${EMULATOR_TENANT_ID}/v2.0` }),
+        "wrong-issuer",
       ],
-      ["the ACS audience", forged({ aud: "https://communication.azure.com" })],
-      ["no delegated scope", forged({ scp: undefined })],
-      ["another permission only", forged({ scp: "Teams.ManageCalls" })],
+      [
+        "expired, for another audience",
+        forged({ aud: "https://communication.azure.com", exp: now - 1 }),
+        "expired",
+      ],
+      ["the ACS audience", forged({ aud: "https://communication.azure.com" }), "wrong-audience"],
+      ["no delegated scope", forged({ scp: undefined }), "no-scope"],
+      ["another permission only", forged({ scp: "Teams.ManageCalls" }), "no-scope"],
       [
         "an application's token",
         await appToken(emulator, ca.ca, "https://communication.azure.com/clients/.default"),
+        "no-scope",
       ],
-      ["a Teams Phone extension token", await userToken(emulator, ca.ca, TEAMS_EXTENSION)],
+      [
+        "a Teams Phone extension token",
+        await userToken(emulator, ca.ca, TEAMS_EXTENSION),
+        "wrong-audience",
+      ],
     ];
-    for (const [, token] of refused) {
+    for (const [label, token, failure] of refused) {
+      warnings.length = 0;
       expectRefused(await exchange("entra", token), 401, "InvalidAccessToken");
+      expect(warnings, label).toEqual([
+        expect.objectContaining({ msg: "emulator refused an Entra token", failure }),
+      ]);
     }
     const res = await exchange("entra", "not-a-jwt");
     expect(res.json.error.message).toBe("Provided access token is not valid.");

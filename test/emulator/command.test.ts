@@ -40,6 +40,7 @@ const FLAGS: [flag: string, variable: string][] = [
   ["--latency-ms", "ACS_EMULATOR_LATENCY_MS"],
   ["--throttle", "ACS_EMULATOR_THROTTLE"],
   ["--revocation-delay-s", "ACS_EMULATOR_REVOCATION_DELAY_S"],
+  ["--log-level", "ACS_EMULATOR_LOG_LEVEL"],
 ];
 
 let app: string;
@@ -124,7 +125,7 @@ const sdk = (connectionString: string) =>
 
 beforeAll(async () => {
   app = mkdtempSync(join(tmpdir(), "acs-emulator-app-"));
-  // pino and zod come from npm's cache after the repository's `npm ci`.
+  // jose, pino and zod come from npm's cache after the repository's `npm ci`.
   ({ packed } = await packIntoApp(root, "@acs-identity-gateway/emulator", {
     dir: app,
     manifest: { name: "ci-app", private: true },
@@ -150,7 +151,7 @@ afterAll(() => {
 });
 
 describe("the packed emulator, installed into an app outside the repository", () => {
-  it("holds the built command, its README and licence, and depends on pino and zod only", () => {
+  it("holds the built command, its README and licence, and depends on jose, pino and zod only", () => {
     const paths = packed.files.map((file) => file.path);
     expect(paths).toEqual(
       expect.arrayContaining([
@@ -168,7 +169,7 @@ describe("the packed emulator, installed into an app outside the repository", ()
     const installed = join(app, "node_modules/@acs-identity-gateway/emulator");
     expect(lstatSync(installed).isSymbolicLink()).toBe(false);
     const manifest = JSON.parse(readFileSync(join(installed, "package.json"), "utf8"));
-    expect(Object.keys(manifest.dependencies ?? {}).sort()).toEqual(["pino", "zod"]);
+    expect(Object.keys(manifest.dependencies ?? {}).sort()).toEqual(["jose", "pino", "zod"]);
     console.log(
       `emulator tarball: ${packed.files.length} files, ${packed.size} bytes packed, ${packed.unpackedSize} unpacked; dependencies ${JSON.stringify(manifest.dependencies)}`,
     );
@@ -196,6 +197,8 @@ describe("the packed emulator, installed into an app outside the repository", ()
         "--revocation-delay-s",
         "901",
         "--loose=yes",
+        "--log-level",
+        "loud",
       ],
       { ACS_EMULATOR_LATENCY_MS: "slow" },
     );
@@ -209,6 +212,7 @@ describe("the packed emulator, installed into an app outside the repository", ()
       "--throttle: ",
       "--revocation-delay-s: must be a whole number from 0 to 900",
       "ACS_EMULATOR_LATENCY_MS: must be a whole number",
+      "--log-level: must be one of fatal, error, warn, info, debug, trace, silent",
     ]) {
       expect(stderr).toContain(named);
     }

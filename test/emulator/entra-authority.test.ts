@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   EMULATOR_CLIENT_ID,
@@ -41,6 +42,8 @@ const signingKeyPem = generateKeyPairSync("rsa", { modulusLength: 2048 })
 let ca: TestCa;
 let emulator: Emulator;
 const seen: { operation: string; info: RespondInfo }[] = [];
+/** The emulator's warnings, as written (pino writes each line synchronously). */
+const warnings: { msg: string; failure?: string }[] = [];
 
 beforeAll(async () => {
   ca = createTestCa();
@@ -48,6 +51,7 @@ beforeAll(async () => {
     tls: { cert: ca.cert, key: ca.key },
     entra: "on",
     signingKeyPem,
+    logger: pino({ level: "warn" }, { write: (line: string) => warnings.push(JSON.parse(line)) }),
   });
   emulator.hooks.beforeRespond = (operation, info) => {
     seen.push({ operation, info });
@@ -359,30 +363,38 @@ describe("the ACS operations with the authority's tokens", () => {
     const sample = await appToken(emulator, ca.ca);
     const claims = claimsOf(sample);
     const now = Math.floor(Date.now() / 1000);
-    const denied = async (token: string) => {
+    /** Refused with 401 Denied, and the reason the emulator logs for it. */
+    const denied = async (token: string, failure: string) => {
+      warnings.length = 0;
       const res = await bearerCreate(token);
       expect(res.status, res.text).toBe(401);
       expect(res.json.error.code).toBe("Denied");
+      expect(warnings).toEqual([
+        expect.objectContaining({ msg: "emulator refused a bearer token", failure }),
+      ]);
     };
     // Each variant differs from an accepted token in one claim, and is signed by the same key.
     expect((await bearerCreate(forgeToken(sample, claims, signingKeyPem))).status).toBe(201);
-    await denied(await userToken(emulator, ca.ca));
+    await denied(await userToken(emulator, ca.ca), "wrong-audience");
     await denied(
       forgeToken(
         sample,
         { ...claims, iat: now - 7200, nbf: now - 7200, exp: now - 1 },
         signingKeyPem,
       ),
+      "expired",
     );
-    await denied(forgeToken(sample, { ...claims, nbf: now + 600 }, signingKeyPem));
+    await denied(forgeToken(sample, { ...claims, nbf: now + 600 }, signingKeyPem), "not-yet-valid");
     const foreign = "0b1d0000-0000-4000-8000-00000000beef";
-    await denied(forgeToken(sample, { ...claims, tid: foreign }, signingKeyPem));
+    await denied(forgeToken(sample, { ...claims, tid: foreign }, signingKeyPem), "wrong-tenant");
+    // Signed by the emulator but by neither of its Entra endpoints: its issuer is unknown.
     await denied(
       forgeToken(
         sample,
         { ...claims, tid: foreign, iss: `${authority().authorityHost}/${foreign}/v2.0` },
         signingKeyPem,
       ),
+      "wrong-issuer",
     );
     await denied(
       forgeToken(
@@ -390,12 +402,14 @@ describe("the ACS operations with the authority's tokens", () => {
         { ...claims, iss: `https://login.microsoftonline.com/${EMULATOR_TENANT_ID}/v2.0` },
         signingKeyPem,
       ),
+      "wrong-issuer",
     );
-    // The right claims under another key.
+    // The right claims under another key, and no JWT at all.
     const otherKey = generateKeyPairSync("rsa", { modulusLength: 2048 })
       .privateKey.export({ type: "pkcs8", format: "pem" })
       .toString();
-    await denied(forgeToken(sample, claims, otherKey));
+    await denied(forgeToken(sample, claims, otherKey), "bad-signature");
+    await denied("not-a-jwt", "malformed-token");
   });
 });
 

@@ -17,20 +17,26 @@ import { createTestCa } from "../helpers/emulator.js";
 
 const children: ChildProcess[] = [];
 
-function runEmulator(env: Record<string, string>) {
+function runEmulator(env: Record<string, string>, args: string[] = []) {
   // What `npm run emulator` execs (node with tsx's loader: one process, so a signal reaches the
   // emulator itself), started directly: npm would stand between the test and the emulator.
-  const child = spawn(process.execPath, ["--import", "tsx", "packages/emulator/src/main.ts"], {
-    cwd: process.cwd(),
-    env: { ...process.env, LOG_LEVEL: "info", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", "packages/emulator/src/main.ts", ...args],
+    {
+      cwd: process.cwd(),
+      env: { ...process.env, LOG_LEVEL: "info", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   children.push(child);
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
   child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  /** Once the process has exited and its stdout and stderr are read to the end. */
+  const closed = new Promise<void>((resolve) => child.on("close", () => resolve()));
   const firstLine = new Promise<string>((resolve, reject) => {
     const check = () => {
       if (stdout.includes("\n")) {
@@ -54,7 +60,7 @@ function runEmulator(env: Record<string, string>) {
       child.stdout.on("data", check);
       void exited.then(() => reject(new Error(`exited before printing: ${stderr}`)));
     });
-  return { child, firstLine, lines, exited, output: () => ({ stdout, stderr }) };
+  return { child, firstLine, lines, exited, closed, output: () => ({ stdout, stderr }) };
 }
 
 afterAll(() => {
@@ -161,6 +167,69 @@ describe("npm run emulator", () => {
     expect(stderr).toContain("ACS_EMULATOR_ACCESS_KEY");
     expect(stderr).toContain("ACS_EMULATOR_THROTTLE");
     expect(stderr).not.toContain("secret but not base64!");
+  });
+});
+
+/** The pino lines of a run's stderr, parsed. */
+const logLines = (stderr: string) =>
+  stderr
+    .split("\n")
+    .filter((line) => line.startsWith("{"))
+    .map((line) => JSON.parse(line) as { level: number; msg: string });
+
+/**
+ * Starts the command with `args` and `env`, sends it one unsigned request, stops it, and returns
+ * its log lines once its stderr is read to the end. The refusal logs `emulator refused a request's
+ * signature` (warn) and then `emulator refusal` (debug), both before the 401 is sent: once the
+ * answer is in, either line is already written, so the finished stderr shows what the level let
+ * through, with no waiting on time.
+ */
+async function logsOfOneRefusal(env: Record<string, string>, args: string[] = []) {
+  const run = runEmulator({ ACS_EMULATOR_PORT: "0", ...env }, args);
+  const line = await run.firstLine;
+  const endpoint = /endpoint=(\S+?);/.exec(line)![1]!;
+  const res = await fetch(new URL("/identities?api-version=2023-10-01", endpoint), {
+    method: "POST",
+  });
+  expect(res.status).toBe(401);
+  await res.arrayBuffer();
+  run.child.kill("SIGTERM");
+  expect(await run.exited).toBe(0);
+  await run.closed;
+  return logLines(run.output().stderr);
+}
+
+describe("the emulator's own log level", () => {
+  const PINO_DEBUG = 20;
+
+  it("logs debug lines at debug (--log-level wins over ACS_EMULATOR_LOG_LEVEL), not at info", async () => {
+    const [atDebug, atInfo] = await Promise.all([
+      logsOfOneRefusal({ ACS_EMULATOR_LOG_LEVEL: "info" }, ["--log-level", "debug"]),
+      // LOG_LEVEL is only the fallback: ACS_EMULATOR_LOG_LEVEL decides when set.
+      logsOfOneRefusal({ ACS_EMULATOR_LOG_LEVEL: "info", LOG_LEVEL: "debug" }),
+    ]);
+    for (const lines of [atDebug, atInfo]) {
+      // The request was handled in both runs: the warn line is there.
+      expect(lines.map((l) => l.msg)).toContain("emulator refused a request's signature");
+    }
+    expect(atDebug).toContainEqual(
+      expect.objectContaining({ level: PINO_DEBUG, msg: "emulator refusal" }),
+    );
+    expect(atInfo.filter((l) => l.level <= PINO_DEBUG)).toEqual([]);
+  });
+
+  it("takes ACS_EMULATOR_LOG_LEVEL, and refuses a level pino does not have", async () => {
+    const atWarn = await logsOfOneRefusal({ ACS_EMULATOR_LOG_LEVEL: "warn" });
+    // warn lets the refusal's warning through, and neither the debug nor the info lines.
+    expect(atWarn.map((l) => l.msg)).toEqual(["emulator refused a request's signature"]);
+
+    const bad = runEmulator({ ACS_EMULATOR_PORT: "0" }, ["--log-level", "verbose"]);
+    expect(await bad.exited).toBe(1);
+    await bad.closed;
+    expect(bad.output().stdout).toBe("");
+    expect(bad.output().stderr).toContain(
+      "--log-level: must be one of fatal, error, warn, info, debug, trace, silent",
+    );
   });
 });
 
@@ -279,6 +348,23 @@ describe("emulatorOptionsFromEnv", () => {
         { ACS_EMULATOR_LOG_LEVEL: "loud" },
       ),
     ).toThrow(/--port: [\s\S]*--throttle: [\s\S]*ACS_EMULATOR_LOG_LEVEL: must be one of/);
+    // --log-level stands for ACS_EMULATOR_LOG_LEVEL: it wins over it, and is named in problems.
+    expect(
+      emulatorCommandSettings(
+        { logLevel: { flag: "--log-level", value: "trace" } },
+        { ACS_EMULATOR_LOG_LEVEL: "warn", LOG_LEVEL: "debug" },
+      ).logLevel,
+    ).toBe("trace");
+    expect(() =>
+      emulatorCommandSettings(
+        { logLevel: { flag: "--log-level", value: "Debug" } },
+        { ACS_EMULATOR_LOG_LEVEL: "warn" },
+      ),
+    ).toThrow(/--log-level: must be one of fatal, error, warn, info, debug, trace, silent/);
+    // An empty variable counts as unset, as every other one does.
+    expect(
+      emulatorCommandSettings({}, { ACS_EMULATOR_LOG_LEVEL: "", LOG_LEVEL: "" }).logLevel,
+    ).toBe("info");
   });
 
   it("throws one error listing every problem", () => {

@@ -1,6 +1,7 @@
 import { generateKeyPairSync, sign, type KeyObject } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import { startTestEmulator } from "../helpers/emulator.js";
@@ -209,13 +210,24 @@ describe("ACS_EMULATOR_TEAMS_JWKS_URL", () => {
     }
   });
 
-  it("refuses every token while the JWKS cannot be read", async () => {
-    const emulator = await startTestEmulator({ teamsJwksUrl: jwksUrl });
+  it("refuses every token while the JWKS cannot be read, says so, and reads it once it is back", async () => {
+    const warnings: { msg: string }[] = [];
+    const emulator = await startTestEmulator({
+      teamsJwksUrl: jwksUrl,
+      logger: pino({ level: "warn" }, { write: (line: string) => warnings.push(JSON.parse(line)) }),
+    });
     jwksStatus = 503;
     try {
       expect(
         (await exchange(emulator, { token: good(), appId: APP_ID, userId: USER_ID })).status,
       ).toBe(401);
+      expect(warnings).toContainEqual(
+        expect.objectContaining({ msg: "the emulator could not read the Teams JWKS" }),
+      );
+      jwksStatus = 200;
+      expect(
+        (await exchange(emulator, { token: good(), appId: APP_ID, userId: USER_ID })).status,
+      ).toBe(200);
     } finally {
       jwksStatus = 200;
       await emulator.close();

@@ -1,4 +1,4 @@
-import { createHash, generateKeyPairSync } from "node:crypto";
+import { createHash, createPublicKey, generateKeyPairSync, sign } from "node:crypto";
 import type { CommunicationUserIdentifier } from "@azure/communication-common";
 import type { CommunicationIdentityClient } from "@azure/communication-identity";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from "jose";
@@ -84,7 +84,6 @@ describe("tokens are RS256 JWTs", () => {
   it("have a kid that is the SHA-1 thumbprint of the JWKS key", async () => {
     const { token } = await client.createUserAndToken(["voip"]);
     const [key] = (await jwks()).keys;
-    const { createPublicKey } = await import("node:crypto");
     const der = createPublicKey({ key: key as object, format: "jwk" } as Parameters<
       typeof createPublicKey
     >[0]).export({
@@ -111,6 +110,57 @@ describe("tokens are RS256 JWTs", () => {
     } finally {
       await Promise.all([first.close(), second.close()]);
     }
+  });
+});
+
+describe("token bytes", () => {
+  it("are exactly node:crypto's RS256 of the header and claims as JSON, in the service's order", async () => {
+    // Written without jose: what the emulator signed with before it used jose, byte for byte.
+    const pem = generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({
+      type: "pkcs8",
+      format: "pem",
+    }) as string;
+    const keyed = await startTestEmulator({ signingKeyPem: pem, now: () => clock });
+    try {
+      const { token, user } = await identityClient(keyed).createUserAndToken(["chat", "voip"], {
+        tokenExpiresInMinutes: 60,
+      });
+      const der = createPublicKey(pem).export({ type: "spki", format: "der" });
+      const thumbprint = createHash("sha1").update(der).digest();
+      const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
+      const iat = Math.floor(clock / 1000);
+      const input = `${part({
+        alg: "RS256",
+        kid: thumbprint.toString("hex").toUpperCase(),
+        x5t: thumbprint.toString("base64url"),
+        typ: "JWT",
+      })}.${part({
+        skypeid: user.communicationUserId.slice(2),
+        scp: 1792,
+        csi: String(iat),
+        exp: iat + 3600,
+        rgn: "amer",
+        acsScope: "chat,voip",
+        resourceId: keyed.resourceId,
+        resourceLocation: "unitedstates",
+        iat,
+      })}`;
+      expect(token).toBe(
+        `${input}.${sign("sha256", Buffer.from(input), pem).toString("base64url")}`,
+      );
+    } finally {
+      await keyed.close();
+    }
+  });
+
+  it("need a signing key of at least 2048 bits, refused at start rather than at the first token", async () => {
+    const short = generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey.export({
+      type: "pkcs8",
+      format: "pem",
+    }) as string;
+    await expect(startTestEmulator({ signingKeyPem: short })).rejects.toThrow(
+      "the signing key must be an RSA key of at least 2048 bits",
+    );
   });
 });
 

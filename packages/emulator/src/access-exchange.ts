@@ -170,11 +170,11 @@ export function createAccessHandlers(deps: AccessExchangeDeps): Record<AccessOpe
   }
 
   /** The Entra token's claims, or the reason it is refused (logged; the caller sees 401). */
-  function checkToken(
+  async function checkToken(
     kind: keyof typeof EXCHANGES,
     authorization: string | undefined,
     now: number,
-  ): { claims: Record<string, unknown>; acsScopes: string[] } | { failure: Failure } {
+  ): Promise<{ claims: Record<string, unknown>; acsScopes: string[] } | { failure: Failure }> {
     const match = /^Bearer\s+(\S+)$/i.exec(authorization?.trim() ?? "");
     if (!match) {
       return { failure: "no-token" };
@@ -186,7 +186,7 @@ export function createAccessHandlers(deps: AccessExchangeDeps): Record<AccessOpe
       if (!entra.tenant) {
         return { failure: "wrong-issuer" };
       }
-      const verified = entra.tenant.verify(token, now);
+      const verified = await entra.tenant.verify(token, now);
       if (verified.failure) {
         return { failure: verified.failure };
       }
@@ -227,7 +227,7 @@ export function createAccessHandlers(deps: AccessExchangeDeps): Record<AccessOpe
 
   function exchange(kind: keyof typeof EXCHANGES): Handler {
     return async (ctx) => {
-      const checked = checkToken(kind, ctx.authorization, ctx.now);
+      const checked = await checkToken(kind, ctx.authorization, ctx.now);
       if ("failure" in checked) {
         logger?.warn(
           { exchange: kind, failure: checked.failure },
@@ -281,7 +281,7 @@ export function createAccessHandlers(deps: AccessExchangeDeps): Record<AccessOpe
         body: {
           identity: { id },
           accessToken: {
-            token: signer.sign(acsClaims),
+            token: await signer.sign(acsClaims),
             expiresOn: formatExpiresOn(exp * 1000, subMillisecond()),
           },
         },

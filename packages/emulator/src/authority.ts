@@ -1,5 +1,6 @@
 import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
+import { base64url } from "jose";
 import { jwtPayload } from "./rules.js";
 import type { TokenSigner } from "./token-signer.js";
 
@@ -31,9 +32,9 @@ export interface TenantAuthority {
   /** Called once the server listens: the authority host is the emulator's own https origin. */
   listening(endpoint: string): void;
   /** The answer to a request on one of its paths (see `isAuthorityPath`). */
-  handle(request: AuthorityRequest): AuthorityAnswer;
+  handle(request: AuthorityRequest): Promise<AuthorityAnswer>;
   /** Checks a token it issued: signature, issuer, tenant, `nbf` and `exp`. Not the audience. */
-  verify(token: string, now: number): VerifiedEntraToken;
+  verify(token: string, now: number): Promise<VerifiedEntraToken>;
 }
 
 export interface AuthorityRequest {
@@ -107,8 +108,6 @@ class EntraError {
     readonly description: string,
   ) {}
 }
-
-const b64url = (value: Buffer | string) => Buffer.from(value).toString("base64url");
 
 /** Constant-time equality of two strings (their SHA-256, so lengths leak nothing either). */
 function same(given: string, expected: string): boolean {
@@ -292,7 +291,7 @@ export function createTenantAuthority(options: TenantAuthorityOptions): TenantAu
     return { resource, permissions: [...new Set(permissions)], isDefault, oidc };
   }
 
-  function token(params: URLSearchParams, headers: IncomingHttpHeaders, now: number) {
+  async function token(params: URLSearchParams, headers: IncomingHttpHeaders, now: number) {
     // Client authentication: client_secret_post, or client_secret_basic.
     let id = params.get("client_id");
     let secret = params.get("client_secret");
@@ -339,7 +338,7 @@ export function createTenantAuthority(options: TenantAuthorityOptions): TenantAu
       nbf: iat,
       exp,
       tid: tenantId,
-      uti: b64url(randomUUID()),
+      uti: base64url.encode(randomUUID()),
       ver: "2.0",
     };
 
@@ -353,7 +352,7 @@ export function createTenantAuthority(options: TenantAuthorityOptions): TenantAu
         );
       }
       const { resource } = parseScopes(params.get("scope"), "client_credentials");
-      const accessToken = signer.sign({
+      const accessToken = await signer.sign({
         aud: resource,
         ...common,
         azp: clientId,
@@ -400,9 +399,11 @@ export function createTenantAuthority(options: TenantAuthorityOptions): TenantAu
       const scopes = parseScopes(params.get("scope"), "password");
       const oid = options.userObjectId;
       // Pairwise, as Entra's `sub`: stable per user and application.
-      const sub = b64url(createHash("sha256").update(`${clientId}:${oid}`).digest()).slice(0, 43);
+      const sub = base64url
+        .encode(createHash("sha256").update(`${clientId}:${oid}`).digest())
+        .slice(0, 43);
       const user = { name: USER_DISPLAY_NAME, oid, preferred_username: options.username, sub };
-      const accessToken = signer.sign({
+      const accessToken = await signer.sign({
         aud: scopes.resource,
         ...common,
         azp: clientId,
@@ -419,10 +420,10 @@ export function createTenantAuthority(options: TenantAuthorityOptions): TenantAu
         access_token: accessToken,
       };
       if (scopes.oidc.has("openid")) {
-        answer.id_token = signer.sign({ aud: clientId, ...common, ...user });
+        answer.id_token = await signer.sign({ aud: clientId, ...common, ...user });
       }
       if (params.get("client_info") === "1") {
-        answer.client_info = b64url(JSON.stringify({ uid: oid, utid: tenantId }));
+        answer.client_info = base64url.encode(JSON.stringify({ uid: oid, utid: tenantId }));
       }
       // No refresh token: a client whose token expired signs in again (MSAL does that by itself).
       return answer;
@@ -453,7 +454,7 @@ export function createTenantAuthority(options: TenantAuthorityOptions): TenantAu
       authorityHost = new URL(endpoint).origin;
       issuer = `${authorityHost}/${tenantId}/v2.0`;
     },
-    handle(request) {
+    async handle(request) {
       const correlation = request.headers["client-request-id"];
       const correlationId =
         typeof correlation === "string" && /^[0-9a-f-]{36}$/i.test(correlation)
@@ -489,7 +490,7 @@ export function createTenantAuthority(options: TenantAuthorityOptions): TenantAu
         if (endpoint === "discovery/v2.0/keys") {
           return { status: 200, body: signer.jwks() };
         }
-        const body = token(
+        const body = await token(
           new URLSearchParams(request.body.toString("utf8")),
           request.headers,
           request.now,
@@ -506,11 +507,11 @@ export function createTenantAuthority(options: TenantAuthorityOptions): TenantAu
         throw error;
       }
     },
-    verify(token, now) {
+    async verify(token, now) {
       if (!jwtPayload(token)) {
         return { failure: "malformed-token" };
       }
-      const claims = signer.verify(token) as Record<string, unknown> | undefined;
+      const claims: Record<string, unknown> | undefined = await signer.verify(token);
       if (!claims) {
         return { failure: "bad-signature" };
       }

@@ -2,12 +2,14 @@ import { parseArgs } from "node:util";
 import { startEmulator, type Emulator } from "./emulator.js";
 import { createLogger } from "./logger.js";
 import {
+  DEFAULT_LOG_LEVEL,
   emulatorCommandSettings,
   EmulatorSettingsError,
   ENV_NAMES,
   LOG_LEVEL_VARIABLE,
+  LOG_LEVELS,
+  type EmulatorCommandSetting,
   type EmulatorCommandSettings,
-  type EmulatorSetting,
 } from "./options.js";
 
 /**
@@ -18,7 +20,7 @@ import {
 interface Flag {
   /** The long name, without its dashes. */
   readonly name: string;
-  readonly setting: EmulatorSetting;
+  readonly setting: EmulatorCommandSetting;
   /** A flag with a value: its placeholder in `--help`. */
   readonly value?: string;
   /** A switch: the variable's value it stands for. */
@@ -83,17 +85,28 @@ export const EMULATOR_FLAGS: readonly Flag[] = [
     value: "N",
     help: "revoked tokens stay valid N more seconds (0..900, default 0), as on the service",
   },
+  {
+    name: "log-level",
+    setting: "logLevel",
+    value: "LEVEL",
+    help: `the logs on stderr: ${LOG_LEVELS.join(", ")} (default: LOG_LEVEL, else ${DEFAULT_LOG_LEVEL})`,
+  },
 ];
+
+/** The variable a flag stands for. */
+const variableOf = (setting: EmulatorCommandSetting) =>
+  setting === "logLevel" ? LOG_LEVEL_VARIABLE : ENV_NAMES[setting];
 
 const USAGE =
   "acs-identity-emulator [--host H] [--port P] [--state FILE] [--cert PEM --key PEM] [--loose] [--entra]\n" +
-  "                      [--access-key BASE64] [--latency-ms N] [--throttle off|acs] [--revocation-delay-s N]";
+  "                      [--access-key BASE64] [--latency-ms N] [--throttle off|acs] [--revocation-delay-s N]\n" +
+  "                      [--log-level LEVEL]";
 
 /** `--help`: every flag with its variable, then the variables without a flag. */
 export function emulatorHelp(): string {
   const rows = EMULATOR_FLAGS.map((flag) => [
     `--${flag.name}${flag.value ? ` ${flag.value}` : ""}`,
-    `${ENV_NAMES[flag.setting]}${flag.sets ? `=${flag.sets}` : ""}`,
+    `${variableOf(flag.setting)}${flag.sets ? `=${flag.sets}` : ""}`,
     flag.help,
   ]);
   rows.push(["-h, --help", "", "this text"]);
@@ -101,7 +114,7 @@ export function emulatorHelp(): string {
   const [first, second] = [width(0), width(1)];
   const flagged = new Set(EMULATOR_FLAGS.map((flag) => flag.setting));
   const others = Object.entries(ENV_NAMES)
-    .filter(([setting]) => !flagged.has(setting as EmulatorSetting))
+    .filter(([setting]) => !flagged.has(setting as EmulatorCommandSetting))
     .map(([, variable]) => variable);
   return [
     `Usage: ${USAGE}`,
@@ -119,14 +132,13 @@ export function emulatorHelp(): string {
       ([flag, variable, help]) => `  ${flag!.padEnd(first)}${variable!.padEnd(second)}${help}`,
     ),
     "",
-    `Variables without a flag: ${[...others, LOG_LEVEL_VARIABLE].join(", ")}`,
-    `(${LOG_LEVEL_VARIABLE}: the log level, else LOG_LEVEL, else info).`,
+    `Variables without a flag: ${others.join(", ")}.`,
     "Every setting: docs/configuration.md of the ACS Identity Gateway, or the package's README.",
     "",
   ].join("\n");
 }
 
-type FlagValues = Partial<Record<EmulatorSetting, { flag: string; value: string }>>;
+type FlagValues = Partial<Record<EmulatorCommandSetting, { flag: string; value: string }>>;
 
 export type ParsedFlags = { kind: "help" } | { kind: "run"; flags: FlagValues; problems: string[] };
 

@@ -86,7 +86,9 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     newSigningKeyPem: o.signingKeyPem === undefined ? generateSigningKeyPem : undefined,
     revocationDelayMs: o.revocationDelaySeconds * 1000,
   });
-  const signer = createTokenSigner({ privateKeyPem: o.signingKeyPem ?? store.signingKeyPem });
+  const signer = await createTokenSigner({
+    privateKeyPem: o.signingKeyPem ?? store.signingKeyPem,
+  });
   const entra = createEntraAuthority(o.entra, signer, { tls: o.tls !== undefined });
   const counters = Object.fromEntries(EMULATOR_OPERATIONS.map((op) => [op, 0])) as Record<
     EmulatorOperation,

@@ -46,9 +46,9 @@ export interface EntraAuthority {
   /** With TLS (and Entra on or any): the test tenant's token authority; else undefined. */
   readonly tenant: TenantAuthority | undefined;
   /** The failure, or undefined when the bearer token is accepted. */
-  checkBearer(token: string, now: number): BearerFailure | undefined;
-  /** `GET /msi/token`: the App Service managed-identity answer, or an AcsError. */
-  issue(query: URLSearchParams, headers: IncomingHttpHeaders, now: number): unknown;
+  checkBearer(token: string, now: number): Promise<BearerFailure | undefined>;
+  /** `GET /msi/token`: the App Service managed-identity answer; rejects with an AcsError. */
+  issue(query: URLSearchParams, headers: IncomingHttpHeaders, now: number): Promise<unknown>;
 }
 
 export function createEntraAuthority(
@@ -74,13 +74,13 @@ export function createEntraAuthority(
     mode,
     identityHeader,
     tenant,
-    checkBearer(token, now) {
+    async checkBearer(token, now) {
       if (mode === "off") {
         return "entra-off";
       }
       let payload: Record<string, unknown> | undefined;
       if (mode === "on") {
-        const signed = signer.verify(token) as Record<string, unknown> | undefined;
+        const signed: Record<string, unknown> | undefined = await signer.verify(token);
         if (!signed) {
           return jwtPayload(token) ? "bad-signature" : "malformed-token";
         }
@@ -89,7 +89,7 @@ export function createEntraAuthority(
           payload = signed;
         } else if (tenant && signed.iss === tenant.issuer) {
           // The test tenant's token (an application's, or a user's): its issuer, tenant, times.
-          const verified = tenant.verify(token, now);
+          const verified = await tenant.verify(token, now);
           if (verified.failure) {
             return verified.failure;
           }
@@ -112,7 +112,7 @@ export function createEntraAuthority(
       }
       return undefined;
     },
-    issue(query, headers, now) {
+    async issue(query, headers, now) {
       if (mode === "off") {
         throw new AcsError(
           404,
@@ -149,7 +149,7 @@ export function createEntraAuthority(
       }
       const iat = Math.floor(now / 1000);
       const exp = iat + MANAGED_IDENTITY_TOKEN_SECONDS;
-      const token = signer.sign({
+      const token = await signer.sign({
         aud: ACS_AUDIENCE,
         iss: ISSUER,
         iat,

@@ -193,9 +193,15 @@ export function createHandlers(
 
   /**
    * `expiresOn` keeps the issue instant's sub-second part (as the service's does); the JWT's `exp`
-   * is its whole second, and `exp - iat` is exactly the lifetime.
+   * is its whole second, and `exp - iat` is exactly the lifetime. Everything up to the signature
+   * runs in one tick with the store reads (token-signer.ts): only the signing is awaited.
    */
-  const mintFor = (identity: IdentityRecord, scopes: string[], minutes: number, now: number) => {
+  const mintFor = async (
+    identity: IdentityRecord,
+    scopes: string[],
+    minutes: number,
+    now: number,
+  ): Promise<{ token: string; expiresOn: string }> => {
     const iat = issuedAtSeconds(identity, now);
     const issuedMs = iat === Math.floor(now / 1000) ? now : iat * 1000;
     const expiresMs = issuedMs + minutes * 60_000;
@@ -211,7 +217,8 @@ export function createHandlers(
       iat,
     };
     store.tokenIssued(identity.id, now);
-    return { token: signer.sign(claims), expiresOn: formatExpiresOn(expiresMs, subMillisecond()) };
+    const expiresOn = formatExpiresOn(expiresMs, subMillisecond());
+    return { token: await signer.sign(claims), expiresOn };
   };
 
   /** Why a token OF OURS (signature verified) is inactive, if it is. */
@@ -333,7 +340,7 @@ export function createHandlers(
     };
     return {
       status: 200,
-      body: { token: signer.sign(claims), expiresOn: formatExpiresOn(expires * 1000) },
+      body: { token: await signer.sign(claims), expiresOn: formatExpiresOn(expires * 1000) },
     };
   };
 
@@ -370,7 +377,7 @@ export function createHandlers(
         accessToken?: { token: string; expiresOn: string };
       } = { identity: identityBody(identity, surface) };
       if (wantsToken) {
-        result.accessToken = mintFor(identity, scopes, minutes, ctx.now);
+        result.accessToken = await mintFor(identity, scopes, minutes, ctx.now);
       }
       return { status: 201, body: result, identityId: identity.id };
     },
@@ -386,7 +393,7 @@ export function createHandlers(
       const scopes = parseScopes(body.scopes, "scopes", ctx.surface);
       const minutes = parseLifetime(body.expiresInMinutes, ctx.surface, "issue");
       const identity = ownIdentity(ctx.identityId);
-      const minted = mintFor(identity, scopes, minutes, ctx.now);
+      const minted = await mintFor(identity, scopes, minutes, ctx.now);
       return {
         status: 200,
         // 2020-07-20-preview2's CommunicationIdentityToken names its owner.
@@ -447,7 +454,7 @@ export function createHandlers(
           target: "token",
         });
       }
-      const claims = signer.verify(body.token);
+      const claims = await signer.verify(body.token);
       if (!claims || typeof claims.exp !== "number" || typeof claims.skypeid !== "string") {
         return { status: 200, body: { active: false, reason: "invalid" } };
       }

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import type { LevelWithSilent } from "pino";
 import { z } from "zod";
 import type { Logger } from "./logger.js";
 import { isGuid } from "./rules.js";
@@ -376,12 +377,29 @@ export function emulatorOptionsFromEnv(
 
 /** The standalone command's own log level; `LOG_LEVEL` (the gateway's) when it is unset. */
 export const LOG_LEVEL_VARIABLE = "ACS_EMULATOR_LOG_LEVEL";
-const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+/** pino's levels, and `silent`. */
+export const LOG_LEVELS = [
+  "fatal",
+  "error",
+  "warn",
+  "info",
+  "debug",
+  "trace",
+  "silent",
+] as const satisfies readonly LevelWithSilent[];
+/** The level when neither `ACS_EMULATOR_LOG_LEVEL` (`--log-level`) nor `LOG_LEVEL` is set. */
+export const DEFAULT_LOG_LEVEL = "info";
+
+/**
+ * What the command's flags stand for: every setting of ENV_NAMES, and its own log level (not an
+ * option of `startEmulator`, which takes a logger: the embedded emulator logs with the gateway's).
+ */
+export type EmulatorCommandSetting = EmulatorSetting | "logLevel";
 
 export interface EmulatorCommandSettings {
   options: EmulatorOptions;
   /** pino's level for the logs on stderr. */
-  logLevel: string;
+  logLevel: LevelWithSilent;
 }
 
 /**
@@ -391,13 +409,14 @@ export interface EmulatorCommandSettings {
  * `process.env`). Throws one EmulatorSettingsError listing every problem.
  */
 export function emulatorCommandSettings(
-  flags: Partial<Record<EmulatorSetting, { flag: string; value: string }>>,
+  flags: Partial<Record<EmulatorCommandSetting, { flag: string; value: string }>>,
   env: Env = process.env,
 ): EmulatorCommandSettings {
   const merged: Env = { ...env };
   const flagOf = new Map<string, string>();
   for (const [field, given] of Object.entries(flags)) {
-    const variable = ENV_NAMES[field as EmulatorSetting];
+    const variable =
+      field === "logLevel" ? LOG_LEVEL_VARIABLE : ENV_NAMES[field as EmulatorSetting];
     merged[variable] = given.value;
     flagOf.set(variable, given.flag);
   }
@@ -412,12 +431,15 @@ export function emulatorCommandSettings(
     problems.push(...error.problems);
   }
   // LOG_LEVEL as a fallback: the level `npm run emulator` honoured before it had its own variable.
-  const levelVariable = env[LOG_LEVEL_VARIABLE] ? LOG_LEVEL_VARIABLE : "LOG_LEVEL";
-  const logLevel = env[levelVariable] || "info";
-  if (!LOG_LEVELS.includes(logLevel)) {
-    problems.push(`${levelVariable}: must be one of ${LOG_LEVELS.join(", ")}`);
+  const levelVariable = merged[LOG_LEVEL_VARIABLE] ? LOG_LEVEL_VARIABLE : "LOG_LEVEL";
+  const level = merged[levelVariable] || DEFAULT_LOG_LEVEL;
+  const logLevel = LOG_LEVELS.find((known) => known === level);
+  if (logLevel === undefined) {
+    problems.push(
+      `${flagOf.get(levelVariable) ?? levelVariable}: must be one of ${LOG_LEVELS.join(", ")}`,
+    );
   }
-  if (problems.length > 0) {
+  if (problems.length > 0 || logLevel === undefined) {
     throw new EmulatorSettingsError(problems);
   }
   return { options, logLevel };

@@ -63,14 +63,14 @@ export function createPipeline(deps: PipelineDeps) {
   const delay = deps.latencyMs > 0 ? () => sleep(deps.latencyMs) : () => Promise.resolve();
 
   /** The authentication stage: HMAC (connection string) or, when Entra is on, a bearer token. */
-  function authenticate(
+  async function authenticate(
     ctx: RequestContext,
     body: Buffer,
     operation: EmulatorOperation,
-  ): RespondInfo["auth"] {
+  ): Promise<RespondInfo["auth"]> {
     const authorization = ctx.req.headers.authorization;
     if (typeof authorization === "string" && /^bearer\s/i.test(authorization)) {
-      const failure = deps.entra.checkBearer(authorization.slice(7).trim(), deps.now());
+      const failure = await deps.entra.checkBearer(authorization.slice(7).trim(), deps.now());
       if (failure) {
         log.warn(
           { requestId: ctx.requestId, operation, failure },
@@ -124,7 +124,7 @@ export function createPipeline(deps: PipelineDeps) {
       return;
     }
     if (matched.kind === "managed-identity") {
-      await ctx.send(200, deps.entra.issue(ctx.query, ctx.req.headers, deps.now()));
+      await ctx.send(200, await deps.entra.issue(ctx.query, ctx.req.headers, deps.now()));
       return;
     }
     if (matched.kind === "authority") {
@@ -135,7 +135,7 @@ export function createPipeline(deps: PipelineDeps) {
       }
       const { method, pathname, req } = ctx;
       const now = deps.now();
-      const answer = tenant.handle({ method, pathname, headers: req.headers, body, now });
+      const answer = await tenant.handle({ method, pathname, headers: req.headers, body, now });
       await ctx.send(answer.status, answer.body, answer.headers);
       return;
     }
@@ -150,7 +150,9 @@ export function createPipeline(deps: PipelineDeps) {
     }
 
     // The token exchanges authenticate with the Entra user's token itself: their handler checks it.
-    const auth = EXCHANGE_OPERATIONS.has(operation) ? "bearer" : authenticate(ctx, body, operation);
+    const auth = EXCHANGE_OPERATIONS.has(operation)
+      ? "bearer"
+      : await authenticate(ctx, body, operation);
 
     let identityId: string | undefined;
     if (matched.identitySegment !== undefined) {

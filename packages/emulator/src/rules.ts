@@ -4,6 +4,8 @@
  * mistake in them.
  */
 
+import { decodeJwt } from "jose";
+
 /** Every scope some api-version knows (the 2023-10-01 spec's `CommunicationIdentityTokenScope`). */
 export const ALL_SCOPES = ["chat", "voip", "chat.join", "chat.join.limited", "voip.join"] as const;
 export type Scope = (typeof ALL_SCOPES)[number];
@@ -29,31 +31,18 @@ export function isAcsAudience(aud: unknown): boolean {
   return values.some((v) => v === ACS_AUDIENCE || v === `${ACS_AUDIENCE}/`);
 }
 
+/** Three base64url segments: the emulator refuses anything else as a JWT, whichever part is off. */
+const COMPACT_JWS = /^[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
+
 /** The payload of a compact JWS, or undefined when `token` is not one. Signature NOT checked. */
 export function jwtPayload(token: string): Record<string, unknown> | undefined {
-  const parts = token.split(".");
-  if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]*$/.test(p))) {
+  // decodeJwt reads the payload segment alone; the header and signature segments must be
+  // base64url too, as they always had to be here.
+  if (!COMPACT_JWS.test(token)) {
     return undefined;
   }
   try {
-    const payload: unknown = JSON.parse(Buffer.from(parts[1]!, "base64url").toString("utf8"));
-    return payload && typeof payload === "object" && !Array.isArray(payload)
-      ? (payload as Record<string, unknown>)
-      : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The header of a compact JWS, or undefined. */
-export function jwtHeader(token: string): Record<string, unknown> | undefined {
-  const first = token.split(".")[0];
-  if (!first) {
-    return undefined;
-  }
-  try {
-    const header: unknown = JSON.parse(Buffer.from(first, "base64url").toString("utf8"));
-    return header && typeof header === "object" ? (header as Record<string, unknown>) : undefined;
+    return decodeJwt(token);
   } catch {
     return undefined;
   }

@@ -1,6 +1,13 @@
-import { createPublicKey, verify, type JsonWebKey, type KeyObject } from "node:crypto";
+import {
+  compactVerify,
+  createRemoteJWKSet,
+  decodeProtectedHeader,
+  errors,
+  type CompactVerifyGetKey,
+  type CryptoKey,
+} from "jose";
 import type { Logger } from "./logger.js";
-import { isGuid, jwtHeader, jwtPayload } from "./rules.js";
+import { isGuid, jwtPayload } from "./rules.js";
 
 /**
  * `ACS_EMULATOR_TEAMS_JWKS_URL`: the Teams exchange checks the Entra token's RS256 signature against
@@ -14,58 +21,69 @@ export interface TeamsTokenVerifier {
 /** Keys are cached this long; an unknown `kid` refetches at most once per REFETCH_MS. */
 const CACHE_MS = 10 * 60_000;
 const REFETCH_MS = 30_000;
+const FETCH_TIMEOUT_MS = 5_000;
 
 export function createTeamsTokenVerifier(options: {
   jwksUrl: string;
-  fetch?: typeof fetch;
-  now?: () => number;
   logger?: Logger;
 }): TeamsTokenVerifier {
-  const doFetch = options.fetch ?? fetch;
-  const now = options.now ?? Date.now;
-  let keys = new Map<string, KeyObject>();
-  let fetchedAt = -Infinity;
-  let inFlight: Promise<void> | undefined;
-
-  const refresh = () => {
-    inFlight ??= (async () => {
-      try {
-        const response = await doFetch(options.jwksUrl, { signal: AbortSignal.timeout(5_000) });
-        if (!response.ok) {
-          throw new Error(`status ${response.status}`);
-        }
-        const body = (await response.json()) as { keys?: unknown };
-        const next = new Map<string, KeyObject>();
-        for (const jwk of Array.isArray(body.keys) ? body.keys : []) {
-          const { kid, kty } = (jwk ?? {}) as { kid?: unknown; kty?: unknown };
-          if (typeof kid === "string" && kty === "RSA") {
-            try {
-              next.set(kid, createPublicKey({ key: jwk as JsonWebKey, format: "jwk" }));
-            } catch {
-              // A key node cannot import cannot verify anything: skipped.
-            }
-          }
-        }
-        keys = next;
-      } catch (error) {
+  const remote = createRemoteJWKSet(new URL(options.jwksUrl), {
+    cacheMaxAge: CACHE_MS,
+    cooldownDuration: REFETCH_MS,
+    timeoutDuration: FETCH_TIMEOUT_MS,
+  });
+  const keys: CompactVerifyGetKey = async (header, token) => {
+    try {
+      return await remote(header, token);
+    } catch (error) {
+      if (!remote.fresh) {
         // An unreachable JWKS verifies nothing: every exchange answers 401 until it is back.
         options.logger?.warn(
           { err: error instanceof Error ? error.message : String(error) },
           "the emulator could not read the Teams JWKS",
         );
-      } finally {
-        fetchedAt = now();
-        inFlight = undefined;
       }
-    })();
-    return inFlight;
+      throw error;
+    }
   };
+
+  /** The signature, checked against the JWKS key of the token's `kid`. */
+  async function signatureVerifies(token: string): Promise<boolean> {
+    try {
+      await compactVerify(token, keys, { algorithms: ["RS256"] });
+      return true;
+    } catch (error) {
+      if (!(error instanceof errors.JWKSMultipleMatchingKeys)) {
+        return false;
+      }
+      // Several keys share the kid: the last of them that imports is the kid's key, as a later
+      // key of a kid has always replaced an earlier one here.
+      let last: CryptoKey | undefined;
+      for await (const key of error) {
+        last = key;
+      }
+      if (!last) {
+        return false;
+      }
+      try {
+        await compactVerify(token, last, { algorithms: ["RS256"] });
+        return true;
+      } catch {
+        return false;
+      }
+    }
+  }
 
   return {
     async verify(token) {
-      const header = jwtHeader(token);
+      let header: ReturnType<typeof decodeProtectedHeader>;
+      try {
+        header = decodeProtectedHeader(token);
+      } catch {
+        return false;
+      }
       const payload = jwtPayload(token);
-      if (!header || !payload || header.alg !== "RS256" || typeof header.kid !== "string") {
+      if (!payload || header.alg !== "RS256" || typeof header.kid !== "string") {
         return false;
       }
       const tid = payload.tid;
@@ -79,18 +97,7 @@ export function createTeamsTokenVerifier(options: {
       if (!issuers.includes(String(payload.iss))) {
         return false;
       }
-      if (
-        now() - fetchedAt > CACHE_MS ||
-        (!keys.has(header.kid) && now() - fetchedAt > REFETCH_MS)
-      ) {
-        await refresh();
-      }
-      const key = keys.get(header.kid);
-      if (!key) {
-        return false;
-      }
-      const [h, p, s] = token.split(".");
-      return verify("sha256", Buffer.from(`${h}.${p}`), key, Buffer.from(s!, "base64url"));
+      return signatureVerifies(token);
     },
   };
 }

@@ -4,16 +4,17 @@ import {
   createPrivateKey,
   createPublicKey,
   generateKeyPairSync,
-  sign,
-  verify,
   type KeyObject,
 } from "node:crypto";
+import { base64url, compactVerify, decodeJwt, exportJWK, SignJWT } from "jose";
 
 /**
  * RS256 JWTs shaped like the real service's (docs/acs-wire-facts.md, "Identity ids and tokens"),
- * and the JWKS that verifies them. node:crypto rather than jose: signing is synchronous, so reading
- * the identity's revocation time and minting happen in one tick and cannot interleave with a
- * revoke.
+ * and the JWKS that verifies them, signed and verified with jose. jose signs asynchronously
+ * (WebCrypto), so a caller fixes every claim synchronously, in the same tick as the store reads
+ * they depend on (the `iat` chosen from the identity's revocation time, store.ts), and only then
+ * awaits the signature: a revoke can never fall between reading the revocation time and choosing
+ * the claims, only before the answer is written, as with any answer in flight.
  */
 export interface AcsTokenClaims {
   skypeid: string;
@@ -41,9 +42,12 @@ export interface Jwk {
 export interface TokenSigner {
   readonly kid: string;
   /** Any claims: ACS tokens and the managed-identity endpoint's Entra-shaped tokens alike. */
-  sign(claims: AcsTokenClaims | Record<string, unknown>): string;
-  /** The payload when `token` is a JWT this signer made (signature checked), else undefined. */
-  verify(token: string): AcsTokenClaims | undefined;
+  sign(claims: AcsTokenClaims | Record<string, unknown>): Promise<string>;
+  /**
+   * The payload when `token` is a JWT this signer made (its header and signature checked), else
+   * undefined. Its times are NOT checked: callers judge `exp` and `nbf` by the emulator's clock.
+   */
+  verify(token: string): Promise<AcsTokenClaims | undefined>;
   jwks(): { keys: Jwk[] };
   /**
    * 32 bytes derived from the private key and `label` (HMAC-SHA256 keyed with the key's PKCS#8 DER):
@@ -53,14 +57,20 @@ export interface TokenSigner {
   derive(label: string): Buffer;
 }
 
-const b64url = (value: Buffer | string) => Buffer.from(value).toString("base64url");
+/** jose refuses RS256 with a shorter key; the emulator says so at start, not at the first token. */
+const MIN_MODULUS_BITS = 2048;
 
-export function createTokenSigner(options: { privateKeyPem?: string } = {}): TokenSigner {
+export async function createTokenSigner(
+  options: { privateKeyPem?: string } = {},
+): Promise<TokenSigner> {
   let privateKey: KeyObject;
   if (options.privateKeyPem !== undefined) {
     privateKey = createPrivateKey(options.privateKeyPem);
     if (privateKey.asymmetricKeyType !== "rsa") {
       throw new Error("the signing key must be an RSA private key (PKCS#8 PEM)");
+    }
+    if ((privateKey.asymmetricKeyDetails?.modulusLength ?? 0) < MIN_MODULUS_BITS) {
+      throw new Error(`the signing key must be an RSA key of at least ${MIN_MODULUS_BITS} bits`);
     }
   } else {
     // 2048 bits, as the real service's keys; generated per start, so tokens of an earlier run of the
@@ -75,50 +85,40 @@ export function createTokenSigner(options: { privateKeyPem?: string } = {}): Tok
     .update(publicKey.export({ type: "spki", format: "der" }))
     .digest();
   const kid = thumbprint.toString("hex").toUpperCase();
-  const header = b64url(JSON.stringify({ alg: "RS256", kid, x5t: b64url(thumbprint), typ: "JWT" }));
-  const jwk = publicKey.export({ format: "jwk" }) as { kty: string; n: string; e: string };
+  const x5t = base64url.encode(thumbprint);
+  // The members in this order: the tokens' first segment stays byte for byte what it always was.
+  const protectedHeader = { alg: "RS256", kid, x5t, typ: "JWT" } as const;
+  // What jose writes as the first segment (base64url of the header's JSON): `verify` takes only
+  // tokens that start with exactly this, as a token of the same key under another header is not
+  // one of this signer's.
+  const encodedHeader = base64url.encode(JSON.stringify(protectedHeader));
+  const { kty, n, e } = await exportJWK(publicKey);
+  const jwk: Jwk = { kty: kty!, n: n!, e: e!, kid, x5t, alg: "RS256", use: "sig" };
   const privateDer = privateKey.export({ type: "pkcs8", format: "der" });
 
   return {
     kid,
     sign(claims) {
-      const signingInput = `${header}.${b64url(JSON.stringify(claims))}`;
-      return `${signingInput}.${b64url(sign("sha256", Buffer.from(signingInput), privateKey))}`;
+      // RS256 (PKCS#1 v1.5) is deterministic, with jose as without: one identity's tokens of the
+      // same scopes and second are byte-identical (why store.ts's `issuedAtSeconds` dates a token
+      // minted after a revoke one second on).
+      return new SignJWT(claims).setProtectedHeader(protectedHeader).sign(privateKey);
     },
-    verify(token) {
-      const parts = token.split(".");
-      if (parts.length !== 3 || parts[0] !== header) {
-        return undefined;
-      }
-      const ok = verify(
-        "sha256",
-        Buffer.from(`${parts[0]}.${parts[1]}`),
-        publicKey,
-        Buffer.from(parts[2]!, "base64url"),
-      );
-      if (!ok) {
+    async verify(token) {
+      if (!token.startsWith(`${encodedHeader}.`)) {
         return undefined;
       }
       try {
-        return JSON.parse(Buffer.from(parts[1]!, "base64url").toString("utf8")) as AcsTokenClaims;
+        // The JWS only: jwtVerify would also judge `exp` and `nbf`, by the wall clock, where the
+        // emulator judges them by its own (movable) clock and says which check failed.
+        await compactVerify(token, publicKey, { algorithms: ["RS256"] });
+        return decodeJwt(token) as AcsTokenClaims;
       } catch {
         return undefined;
       }
     },
     jwks() {
-      return {
-        keys: [
-          {
-            kty: jwk.kty,
-            n: jwk.n,
-            e: jwk.e,
-            kid,
-            x5t: b64url(thumbprint),
-            alg: "RS256",
-            use: "sig",
-          },
-        ],
-      };
+      return { keys: [{ ...jwk }] };
     },
     derive(label) {
       return createHmac("sha256", privateDer).update(label, "utf8").digest();
