@@ -143,6 +143,19 @@ export function createRedisClient(
  * `setImmediate`, after this turn's I/O callbacks (when auto-pipelining flushed too); Node then
  * writes what was buffered in one writev. Pipelines and MULTI still write through `sendCommand`,
  * so they are batched the same way. A command's order on its connection is unchanged.
+ *
+ * Why a patch of `sendCommand`, which ioredis does not document (`@ignore` in its source), and not
+ * a public option: ioredis 5.11.1 offers no hook that runs before a command is written.
+ * `enableAutoPipelining` is its only batching, with the wait above (`autoPipeliningIgnoredCommands`
+ * only exempts commands from it); its `ioredis:command` diagnostics channel (which `traceRedis`
+ * uses) publishes a command after writing it and does not name the connection: too late to cork.
+ * What the patch relies on is pinned by test/redis/coalesce-writes.test.ts against the installed
+ * ioredis (5.11.1; an upgrade fails it until it is checked and the pin moved): every command of a
+ * connection (single, `call`, scripts, pipelines, MULTI; a Cluster's on each node's connection) is
+ * written to `redis.stream` synchronously inside the `sendCommand` ioredis looks up on that
+ * connection; with the patch a turn's commands leave in one write and a later turn's are written
+ * while earlier answers are outstanding; and auto-pipelining still holds that later turn back.
+ * The patch is an own property: it hides `Redis.prototype.sendCommand` from a spy on the prototype.
  */
 function coalesceWrites(redis: Redis): void {
   const send = redis.sendCommand.bind(redis);

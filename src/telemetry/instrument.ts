@@ -1,5 +1,6 @@
-import { SpanKind, trace } from "@opentelemetry/api";
-import type { Command } from "ioredis";
+import { subscribe } from "node:diagnostics_channel";
+import { SpanKind, trace, type Span } from "@opentelemetry/api";
+import type { CommandTraceContext } from "ioredis";
 import type { TokenCache } from "../cache/token-cache.js";
 import type { RedisClient } from "../redis/index.js";
 import { wrapMethods } from "../wrap-methods.js";
@@ -50,7 +51,46 @@ export function traceTokenCache(cache: TokenCache): TokenCache {
   };
 }
 
-const traced = new WeakSet<Command>();
+/** The span of each traced command, by the context object ioredis publishes for the command. */
+const commandSpans = new WeakMap<object, Span>();
+let subscribed = false;
+
+/**
+ * Subscribers of ioredis's public `ioredis:command` tracing channel (its README, "Diagnostics
+ * Channel"). ioredis publishes each command once, when it writes it to the socket, through
+ * `TracingChannel#tracePromise`: `start` there and then, `asyncEnd` when the reply or the failure
+ * arrives (a failure sets the context's `error` first). With no subscriber ioredis skips all of it.
+ */
+const commandHandlers = {
+  start(message: unknown) {
+    const command = message as CommandTraceContext;
+    // Published synchronously inside the caller's call (`redis.get(...)` -> sendCommand), so
+    // the active span is the caller's.
+    if (trace.getActiveSpan() === undefined) {
+      return;
+    }
+    const operation = command.command.toUpperCase();
+    commandSpans.set(
+      command,
+      tracer().startSpan(`redis ${operation}`, {
+        kind: SpanKind.CLIENT,
+        attributes: { "db.system.name": "redis", "db.operation.name": operation },
+      }),
+    );
+  },
+  asyncEnd(message: unknown) {
+    const command = message as CommandTraceContext & { error?: unknown };
+    const span = commandSpans.get(command);
+    if (span === undefined) {
+      return;
+    }
+    commandSpans.delete(command);
+    if ("error" in command) {
+      recordFailure(span, command.error);
+    }
+    span.end();
+  },
+};
 
 /**
  * A client span per Redis command sent while a span is active (`redis GET`, `redis EVALSHA`, ...),
@@ -58,33 +98,26 @@ const traced = new WeakSet<Command>();
  * are encrypted tokens, keys name users). Commands outside any request (connection set-up, ready
  * checks, the readiness probe) make no span, so an idle gateway exports nothing.
  *
- * Patches `sendCommand` of this one client (single or cluster) in place and returns it. Wire it
- * where the shared client is created: `const redis = traceRedis(createRedisClient(...))`.
+ * Through ioredis's public `ioredis:command` diagnostics channel, not a patch: this used to replace
+ * the client's private `sendCommand`. The channel is process-wide, so every connection is traced,
+ * including the revoke connection the token cache makes for itself (`createRevokeConnection`),
+ * which the per-client patch missed; single and cluster alike, pipelines and MULTI command by
+ * command, and a command a Cluster resends after MOVED/ASK once (ioredis publishes each command
+ * once). One difference from the patch: ioredis publishes a command when it writes it, so a
+ * command that fails before any write (no connection: no offline queue) makes no span; one that
+ * times out or gets an error reply makes a failed one. test/telemetry/redis-spans.test.ts pins
+ * this against the installed ioredis.
+ *
+ * Subscribes the first time it is called while tracing is on (main.ts starts tracing before it
+ * creates the app, and so the clients); with tracing off it subscribes to nothing, and ioredis
+ * then does no tracing work at all per command. Returns `client` unchanged, so it is wired where
+ * the client is created: `const redis = traceRedis(createRedisClient(...))`.
  */
 export function traceRedis<T extends RedisClient>(client: T): T {
-  const send = client.sendCommand.bind(client) as (command: Command, ...rest: unknown[]) => unknown;
-  (client as { sendCommand: (command: Command, ...rest: unknown[]) => unknown }).sendCommand = (
-    command,
-    ...rest
-  ) => {
-    // A cluster resends a command after MOVED/ASK: one span for the whole command is enough.
-    if (trace.getActiveSpan() === undefined || traced.has(command)) {
-      return send(command, ...rest);
-    }
-    traced.add(command);
-    const operation = command.name.toUpperCase();
-    const span = tracer().startSpan(`redis ${operation}`, {
-      kind: SpanKind.CLIENT,
-      attributes: { "db.system.name": "redis", "db.operation.name": operation },
-    });
-    command.promise.then(
-      () => span.end(),
-      (error: unknown) => {
-        recordFailure(span, error);
-        span.end();
-      },
-    );
-    return send(command, ...rest);
-  };
+  if (!subscribed && tracingActive()) {
+    subscribed = true;
+    subscribe("tracing:ioredis:command:start", commandHandlers.start);
+    subscribe("tracing:ioredis:command:asyncEnd", commandHandlers.asyncEnd);
+  }
   return client;
 }

@@ -45,6 +45,11 @@ export interface CacheBackend {
   lookups?(): Promise<number>;
   /** Redis: the client an instance made by `instance()` uses. */
   clientOf?(cache: TokenCache): RedisClient;
+  /**
+   * Redis: every connection that instance sends commands on: its client, then what the cache
+   * duplicated from it (the revoke connection, `createRevokeConnection`).
+   */
+  connectionsOf?(cache: TokenCache): RedisClient[];
   stop(): Promise<void>;
 }
 
@@ -134,12 +139,20 @@ export function redisBackend(
   connection: RedisConnectionConfig,
   nodeClients: () => Redis[],
 ): CacheBackend {
-  const opened: { cache: TokenCache; client: RedisClient }[] = [];
+  const opened: { cache: TokenCache; client: RedisClient; connections: RedisClient[] }[] = [];
   const backend: CacheBackend = {
     shared: true,
     async instance(upstream, options = {}) {
       const client = createRedisClient(connection, silentLogger);
       await waitReady(client);
+      // The cache makes its revoke connection with `client.duplicate`: note each one it makes.
+      const connections: RedisClient[] = [client];
+      const duplicate = client.duplicate.bind(client) as (...args: unknown[]) => RedisClient;
+      (client as { duplicate: typeof duplicate }).duplicate = (...args) => {
+        const made = duplicate(...args);
+        connections.push(made);
+        return made;
+      };
       const cache = createTokenCache(
         baseConfig(connection, options.minRemainingMinutes ?? 15, options.encryptionKey),
         {
@@ -152,7 +165,7 @@ export function redisBackend(
           now: options.now,
         },
       );
-      opened.push({ cache, client });
+      opened.push({ cache, client, connections });
       return cache;
     },
     keys: (upstream) =>
@@ -216,6 +229,13 @@ export function redisBackend(
         throw new Error("not an instance of this backend");
       }
       return found.client;
+    },
+    connectionsOf(cache) {
+      const found = opened.find((o) => o.cache === cache);
+      if (!found) {
+        throw new Error("not an instance of this backend");
+      }
+      return found.connections;
     },
     async stop() {
       for (const { cache, client } of opened) {

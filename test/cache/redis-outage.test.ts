@@ -52,37 +52,57 @@ describe("the Redis token cache when Redis fails", () => {
   });
 
   it("a paused Redis costs each request one command timeout until the breaker opens; then no command is sent, yet a revoke still tries Redis and confirms once it answers", async () => {
-    const a = await backend.instance(upstream);
+    // a's clock is held still while Redis is paused, so its breaker, once open, stays open
+    // however long the steps below take (no wall-clock window to fit in).
+    let frozenAt: number | undefined;
+    const a = await backend.instance(upstream, { now: () => frozenAt ?? Date.now() });
     const b = await backend.instance(upstream);
-    const client = backend.clientOf!(a);
+    // Both of a's connections: the shared one (reads, writes) and the revoke connection
+    // (invalidations: `createRevokeConnection`), each watched on its own.
+    const [client, revoke, ...others] = backend.connectionsOf!(a);
+    expect(client).toBe(backend.clientOf!(a));
+    expect(revoke).toBeDefined();
+    expect(others).toEqual([]);
     const user = await upstream.createUser();
     const key = upstream.key(user, ["voip"], 60);
     const old = await a.getOrMint(key, upstream.mint(key));
-    const sent = vi.spyOn(client, "sendCommand");
+    const reads = vi.spyOn(client!, "sendCommand");
+    const revokes = vi.spyOn(revoke!, "sendCommand");
+    const sent = () => ({ reads: reads.mock.calls.length, revokes: revokes.mock.calls.length });
     try {
       await server.pause();
+      frozenAt = Date.now();
       for (let i = 0; i < 5; i++) {
-        const calls = sent.mock.calls.length;
+        const before = sent();
         expect((await a.getOrMint(key, upstream.mint(key))).cached).toBe(false);
-        expect(sent.mock.calls.length).toBeGreaterThan(calls); // tried Redis, timed out
+        // Tried Redis on the shared connection (and timed out).
+        expect(sent().reads).toBeGreaterThan(before.reads);
+        expect(sent().revokes).toBe(before.revokes);
       }
       // Five timeouts in a row opened the breaker: reads skip Redis entirely.
-      const calls = sent.mock.calls.length;
+      const open = sent();
       expect((await a.getOrMint(key, upstream.mint(key))).cached).toBe(false);
-      expect(sent.mock.calls.length).toBe(calls);
+      expect(sent()).toEqual(open);
 
-      // An invalidation is never skipped for the breaker: it tries Redis (and times out)...
+      // An invalidation is never skipped for the breaker: it tries Redis on the revoke connection
+      // (and times out), while the shared one stays quiet (the journal's replay waits for the
+      // breaker, which the held clock keeps open)...
       const paused = await a.invalidateUser(user, () => upstream.revoke(user));
       expect(paused.confirmed).toBe(false);
-      expect(sent.mock.calls.length).toBeGreaterThan(calls);
+      expect(sent().revokes).toBeGreaterThan(open.revokes);
+      expect(sent().reads).toBe(open.reads);
       expect(await upstream.isActive(old.token.token)).toBe(false);
 
       // ...and, with the breaker still open, confirms as soon as Redis answers again.
       await server.resume();
+      const beforeResumed = sent();
       const resumed = await a.invalidateUser(user, () => upstream.revoke(user));
       expect(resumed.confirmed).toBe(true);
+      expect(sent().revokes).toBeGreaterThan(beforeResumed.revokes);
     } finally {
-      sent.mockRestore();
+      reads.mockRestore();
+      revokes.mockRestore();
+      frozenAt = undefined;
       await server.resume().catch(() => undefined);
     }
     const fresh = await b.getOrMint(key, upstream.mint(key));
