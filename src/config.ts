@@ -1,15 +1,20 @@
-import { emulatorOptionsFromEnv, type EmulatorOptions } from "@acs-identity-gateway/emulator";
+import type { EmulatorOptions } from "@acs-identity-gateway/emulator";
 import { z } from "zod";
-import {
-  entraCredentialOptions,
-  type EntraCredentialOptions,
-} from "./identity/entra-credential.js";
-import { parseCorsOrigins, type CorsPolicy } from "./server/cors-policy.js";
-import {
-  TracingConfigError,
-  tracingSettingsFromEnv,
-  type TracingSettings,
-} from "./telemetry/tracing.js";
+import { auth, callers } from "./config/auth.js";
+import { browsers } from "./config/browsers.js";
+import { database, redis, tokenCache } from "./config/cache.js";
+import { decide } from "./config/decisions.js";
+import { deepFreeze } from "./config/freeze.js";
+import { limits } from "./config/limits.js";
+import { environment, http, listening, shutdown, testHooks } from "./config/server.js";
+import { telemetry } from "./config/telemetry.js";
+import { embeddedEmulator, entraAuthority, upstream } from "./config/upstream.js";
+import type { EntraCredentialOptions } from "./identity/entra-credential.js";
+import type { CorsPolicy } from "./server/cors-policy.js";
+import type { TracingSettings } from "./telemetry/tracing.js";
+
+export { parseConnectionString } from "./config/connection-string.js";
+export { isLoopbackHost } from "./config/url.js";
 
 /**
  * Environment -> one frozen, validated Config. Every problem is collected and reported at once, so a
@@ -21,6 +26,13 @@ import {
  * reader), the standard `OTEL_*` trace settings and the `AZURE_*` authority host are read here
  * too, so every start-up problem is in the one list and everything below receives values.
  * (`@azure/identity` and the OTLP exporter still read their own variables, as libraries do.)
+ *
+ * How: `decide` (src/config/decisions.ts) makes the choices several concerns depend on
+ * (production or not, where tokens come from, where Redis is) from which settings are set. Each
+ * concern (src/config/*.ts) is then one zod schema for those choices, declaring its settings and
+ * the rules between them (a union branch per choice, `AUTH_MODE`'s discriminated union, a
+ * `superRefine`), and yields its slice of the Config. Each concern is parsed on its own, so a bad
+ * value in one never hides the problems of another.
  */
 
 export interface AcsConnection {
@@ -117,430 +129,108 @@ export class ConfigError extends Error {
   }
 }
 
-const unset = (value: unknown) => (value === "" ? undefined : value);
-const optionalString = z.preprocess(unset, z.string().optional());
-const bool = (fallback: boolean) =>
-  z.preprocess(
-    unset,
-    z
-      .enum(["true", "false", "1", "0"], { message: "must be true or false" })
-      .optional()
-      .transform((v) => (v === undefined ? fallback : v === "true" || v === "1")),
-  );
-const int = (fallback: number, min: number, max: number) =>
-  z.preprocess(
-    unset,
-    z.coerce
-      .number({ error: "must be a whole number" })
-      .int({ error: "must be a whole number" })
-      .min(min, { error: `must be from ${min} to ${max}` })
-      .max(max, { error: `must be from ${min} to ${max}` })
-      .default(fallback),
-  );
+/** One variable as the concerns receive it: an empty value counts as unset. */
+const setting = z
+  .string()
+  .optional()
+  .transform((value) => (value === "" ? undefined : value));
 
+/**
+ * The gateway's own settings: the concerns receive these and nothing else, so this is the list of
+ * what it reads (test/ops/settings.ts compares it with docs/configuration.md). Variables other
+ * modules own (`ACS_EMULATOR_*`, `OTEL_*`, `AZURE_AUTHORITY_HOST`, the crash tests' hook) reach
+ * only the concern that hands them to their owner.
+ */
 const schema = z.object({
-  // Exact values only: a typo such as "prod" or "Production" must not quietly start a development
-  // gateway (embedded emulator, every caller an admin) where production was meant.
-  NODE_ENV: z.preprocess(
-    unset,
-    z
-      .enum(["development", "production", "test"], {
-        error: "must be development, production or test (exactly, in lower case)",
-      })
-      .default("development"),
-  ),
-  // Unset: loopback in development and test (a development gateway lets every caller mint tokens as
-  // an admin, so it must not be reachable from the network by accident), every interface in
-  // production (where callers must present a verified JWT). Containers set HOST themselves.
-  HOST: optionalString,
-  PORT: int(4000, 0, 65535),
-  LOG_LEVEL: z.preprocess(
-    unset,
-    z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
-  ),
-  COMMUNICATION_SERVICES_CONNECTION_STRING: optionalString,
-  ACS_ENDPOINT: optionalString,
-  ACS_ALLOW_INSECURE: bool(false),
-  REDIS_URL: optionalString,
-  REDIS_CLUSTER_NODES: optionalString,
-  REDIS_KEY_PREFIX: z.preprocess(
-    unset,
-    z
-      .string()
-      .max(64)
-      .regex(/^[\w.:-]*$/, "may hold letters, digits and . : _ - only")
-      .default("acsgw:"),
-  ),
-  TOKEN_CACHE_ENCRYPTION_KEY: optionalString,
-  DATABASE_URL: optionalString,
-  TOKEN_MIN_REMAINING_MINUTES: z.preprocess(
-    unset,
-    z.coerce
-      .number({ message: "must be a number" })
-      .gt(10, "must be above 10 (the ACS SDKs refresh 10 minutes before expiry)")
-      .lt(1440, "must be below 1440 (the longest token lifetime)")
-      .default(15),
-  ),
-  MEMORY_CACHE_MAX_ENTRIES: int(10_000, 1, 10_000_000),
-  AUTH_MODE: z.preprocess(unset, z.enum(["none", "jwt"]).default("none")),
-  AUTH_JWKS_URL: optionalString,
-  AUTH_ISSUER: optionalString,
-  AUTH_AUDIENCE: optionalString,
-  AUTH_ADMIN_ROLE: z.preprocess(unset, z.string().default("acs.admin")),
-  ROUTER_SECRET: optionalString,
-  MAX_QUERY_DEPTH: int(8, 1, 100),
-  MAX_ALIASES: int(10, 0, 1000),
-  MAX_ROOT_FIELDS: int(5, 1, 1000),
-  MAX_BODY_BYTES: int(32 * 1024, 1024, 10 * 1024 * 1024),
-  HTTP_REQUEST_TIMEOUT_MS: int(10_000, 100, 600_000),
-  HTTP_HEADERS_TIMEOUT_MS: int(5_000, 100, 600_000),
-  HTTP_KEEP_ALIVE_TIMEOUT_MS: int(5_000, 100, 600_000),
-  HTTP_MAX_CONNECTIONS: int(1024, 1, 1_000_000),
-  RATE_LIMIT_ACS_CALLS_PER_MINUTE: int(30, 1, 1_000_000),
-  RATE_LIMIT_ADMIN_ACS_CALLS_PER_MINUTE: int(0, 0, 1_000_000),
-  RATE_LIMIT_TOKENS_PER_MINUTE: z.preprocess(
-    unset,
-    z
-      .undefined({
-        error:
-          "renamed: the limit now counts ACS calls, not requests (cache hits are free); use RATE_LIMIT_ACS_CALLS_PER_MINUTE (end users) and RATE_LIMIT_ADMIN_ACS_CALLS_PER_MINUTE (admins)",
-      })
-      .optional(),
-  ),
-  CORS_ORIGINS: optionalString,
-  PERSISTED_DOCUMENTS_ONLY: bool(false),
-  SHUTDOWN_DRAIN_DELAY_MS: int(0, 0, 120_000),
+  // Environment and listening
+  NODE_ENV: setting,
+  HOST: setting,
+  PORT: setting,
+  LOG_LEVEL: setting,
+  // ACS
+  COMMUNICATION_SERVICES_CONNECTION_STRING: setting,
+  ACS_ENDPOINT: setting,
+  ACS_ALLOW_INSECURE: setting,
+  // Token cache and Redis
+  REDIS_URL: setting,
+  REDIS_CLUSTER_NODES: setting,
+  REDIS_KEY_PREFIX: setting,
+  TOKEN_CACHE_ENCRYPTION_KEY: setting,
+  TOKEN_MIN_REMAINING_MINUTES: setting,
+  MEMORY_CACHE_MAX_ENTRIES: setting,
+  // Self-service mappings
+  DATABASE_URL: setting,
+  // Callers
+  AUTH_MODE: setting,
+  AUTH_JWKS_URL: setting,
+  AUTH_ISSUER: setting,
+  AUTH_AUDIENCE: setting,
+  AUTH_ADMIN_ROLE: setting,
+  ROUTER_SECRET: setting,
+  // Limits
+  MAX_QUERY_DEPTH: setting,
+  MAX_ALIASES: setting,
+  MAX_ROOT_FIELDS: setting,
+  MAX_BODY_BYTES: setting,
+  RATE_LIMIT_ACS_CALLS_PER_MINUTE: setting,
+  RATE_LIMIT_ADMIN_ACS_CALLS_PER_MINUTE: setting,
+  RATE_LIMIT_TOKENS_PER_MINUTE: setting,
+  // HTTP and browsers
+  HTTP_REQUEST_TIMEOUT_MS: setting,
+  HTTP_HEADERS_TIMEOUT_MS: setting,
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: setting,
+  HTTP_MAX_CONNECTIONS: setting,
+  CORS_ORIGINS: setting,
+  PERSISTED_DOCUMENTS_ONLY: setting,
+  // Shutdown
+  SHUTDOWN_DRAIN_DELAY_MS: setting,
 });
+
+/** A name in that list: what a concern may declare (`settings` in src/config/fields.ts). */
+export type SettingName = keyof typeof schema.shape;
 
 type Env = Record<string, string | undefined>;
 
-const LOOPBACK = new Set(["localhost", "127.0.0.1", "::1", "[::1]"]);
-
-export function isLoopbackHost(hostname: string): boolean {
-  return LOOPBACK.has(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname);
-}
-
-/**
- * `endpoint=https://x.communication.azure.com/;accesskey=BASE64` (keys case-insensitive, the form
- * the Azure portal shows). Returns a problem string instead of throwing.
- */
-export function parseConnectionString(value: string): AcsConnection | string {
-  const parts = new Map<string, string>();
-  for (const segment of value.split(";")) {
-    const at = segment.indexOf("=");
-    if (at > 0) {
-      parts.set(segment.slice(0, at).trim().toLowerCase(), segment.slice(at + 1).trim());
-    }
-  }
-  const endpoint = parts.get("endpoint");
-  const accessKey = parts.get("accesskey");
-  if (!endpoint || !accessKey) {
-    return "must have the form endpoint=https://...;accesskey=...";
-  }
-  let url: URL;
-  try {
-    url = new URL(endpoint);
-  } catch {
-    return "its endpoint is not a URL";
-  }
-  if (url.protocol !== "https:" && url.protocol !== "http:") {
-    return "its endpoint must be an https:// URL";
-  }
-  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(accessKey) || Buffer.from(accessKey, "base64").length < 16) {
-    return "its accesskey must be base64 (as the Azure portal shows it)";
-  }
-  return { endpoint: url.toString(), accessKey };
-}
-
-type Settings = z.infer<typeof schema>;
-
-/**
- * Each setting is parsed on its own, so one bad value (say `PORT=abc`) never hides the problems of
- * the others: the cross-setting checks below still run on every setting that did parse.
- */
-function parseSettings(env: Env, problems: string[]): Partial<Settings> {
-  const settings: Record<string, unknown> = {};
-  for (const [name, field] of Object.entries(schema.shape)) {
-    const result = (field as z.ZodType).safeParse(env[name]);
-    if (result.success) {
-      settings[name] = result.data;
-    } else {
-      for (const issue of result.error.issues) {
-        problems.push(`${name}: ${issue.message}`);
-      }
-    }
-  }
-  return settings as Partial<Settings>;
-}
-
 export function loadConfig(env: Env = process.env): Readonly<Config> {
+  const settings = schema.parse(env);
+  const decisions = decide(settings);
   const problems: string[] = [];
-  const e = parseSettings(env, problems);
-  const production = e.NODE_ENV === "production";
-
-  let acs: AcsConnection | undefined;
-  if (e.COMMUNICATION_SERVICES_CONNECTION_STRING !== undefined) {
-    const result = parseConnectionString(e.COMMUNICATION_SERVICES_CONNECTION_STRING);
-    if (typeof result === "string") {
-      // Never echo the value: it holds the access key.
-      problems.push(`COMMUNICATION_SERVICES_CONNECTION_STRING: ${result}`);
-    } else {
-      const url = new URL(result.endpoint);
-      if (url.protocol === "http:" && !isLoopbackHost(url.hostname) && !e.ACS_ALLOW_INSECURE) {
-        problems.push(
-          "COMMUNICATION_SERVICES_CONNECTION_STRING: an http:// endpoint off loopback sends signed requests in clear text; use https:// or set ACS_ALLOW_INSECURE=true",
-        );
-      }
-      acs = result;
+  // Every concern runs even after one failed, so one start lists every problem. A failed concern
+  // adds its problems and no slice; the object it leaves incomplete is never returned.
+  const parse = <S extends z.ZodType>(concern: S, input: unknown): z.output<S> => {
+    const result = concern.safeParse(input);
+    if (result.success) {
+      return result.data;
     }
-  } else if (production && e.ACS_ENDPOINT === undefined) {
-    problems.push(
-      "COMMUNICATION_SERVICES_CONNECTION_STRING: required when NODE_ENV=production, or ACS_ENDPOINT for Entra ID (the bundled emulator is for development)",
-    );
-  }
-
-  let acsEntraEndpoint: string | undefined;
-  if (e.ACS_ENDPOINT !== undefined) {
-    if (e.COMMUNICATION_SERVICES_CONNECTION_STRING !== undefined) {
+    for (const issue of result.error.issues) {
+      // A problem of one setting is named after it; one that names its settings itself (the
+      // emulator's, the tracing module's) has no path.
       problems.push(
-        "ACS_ENDPOINT: set it (Entra ID) or COMMUNICATION_SERVICES_CONNECTION_STRING (access key), not both",
+        issue.path.length > 0 ? `${String(issue.path[0])}: ${issue.message}` : issue.message,
       );
     }
-    let url: URL | undefined;
-    try {
-      url = new URL(e.ACS_ENDPOINT);
-    } catch {
-      problems.push("ACS_ENDPOINT: not a URL");
-    }
-    if (url && url.protocol !== "https:") {
-      // The Azure SDK sends bearer tokens only over TLS, as ACS requires.
-      problems.push("ACS_ENDPOINT: must be https:// (Entra ID tokens are sent only over TLS)");
-    } else if (url) {
-      acsEntraEndpoint = url.toString();
-    }
-    if (e.REDIS_URL !== undefined || e.REDIS_CLUSTER_NODES !== undefined) {
-      if (e.TOKEN_CACHE_ENCRYPTION_KEY === undefined) {
-        problems.push(
-          "TOKEN_CACHE_ENCRYPTION_KEY: required with ACS_ENDPOINT and Redis (without an access key there is nothing to derive it from)",
-        );
-      }
-    }
-  }
-
-  let redis: Config["redis"] = { mode: "memory" };
-  if (e.REDIS_URL !== undefined && e.REDIS_CLUSTER_NODES !== undefined) {
-    problems.push("REDIS_URL and REDIS_CLUSTER_NODES: set one, not both");
-  } else if (e.REDIS_URL !== undefined) {
-    try {
-      const url = new URL(e.REDIS_URL);
-      if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
-        problems.push("REDIS_URL: must start with redis:// or rediss://");
-      }
-      redis = { mode: "single", url: e.REDIS_URL };
-    } catch {
-      problems.push("REDIS_URL: not a URL");
-    }
-  } else if (e.REDIS_CLUSTER_NODES !== undefined) {
-    const nodes: { host: string; port: number }[] = [];
-    for (const item of e.REDIS_CLUSTER_NODES.split(",").map((s) => s.trim())) {
-      const match = /^(.+):(\d{1,5})$/.exec(item);
-      const port = match ? Number(match[2]) : NaN;
-      if (!match || port < 1 || port > 65535) {
-        problems.push(`REDIS_CLUSTER_NODES: "${item}" is not host:port`);
-      } else {
-        nodes.push({ host: match[1]!, port });
-      }
-    }
-    redis = { mode: "cluster", nodes };
-  }
-
-  let databaseUrl: string | undefined;
-  if (e.DATABASE_URL !== undefined) {
-    try {
-      const url = new URL(e.DATABASE_URL);
-      if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
-        problems.push("DATABASE_URL: must start with postgres:// or postgresql://");
-      } else {
-        databaseUrl = e.DATABASE_URL;
-      }
-    } catch {
-      // Never echo the value: it may hold a password.
-      problems.push("DATABASE_URL: not a URL");
-    }
-  }
-
-  let tokenCacheEncryptionKey: Buffer | undefined;
-  if (e.TOKEN_CACHE_ENCRYPTION_KEY !== undefined) {
-    const key = Buffer.from(e.TOKEN_CACHE_ENCRYPTION_KEY, "base64");
-    if (key.length !== 32 || !/^[A-Za-z0-9+/]+={0,2}$/.test(e.TOKEN_CACHE_ENCRYPTION_KEY)) {
-      problems.push("TOKEN_CACHE_ENCRYPTION_KEY: must be base64 of exactly 32 bytes");
-    } else {
-      tokenCacheEncryptionKey = key;
-    }
-  }
-
-  let auth: Config["auth"] = { mode: "none" };
-  if (e.AUTH_MODE === "jwt") {
-    const missing = (["AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE"] as const).filter(
-      (name) => e[name] === undefined,
-    );
-    for (const name of missing) {
-      problems.push(`${name}: required when AUTH_MODE=jwt`);
-    }
-    if (e.AUTH_JWKS_URL !== undefined) {
-      try {
-        const url = new URL(e.AUTH_JWKS_URL);
-        if (
-          url.protocol !== "https:" &&
-          !(url.protocol === "http:" && isLoopbackHost(url.hostname))
-        ) {
-          problems.push("AUTH_JWKS_URL: must be https:// (http:// only on loopback)");
-        }
-      } catch {
-        problems.push("AUTH_JWKS_URL: not a URL");
-      }
-    }
-    if (missing.length === 0) {
-      auth = {
-        mode: "jwt",
-        jwksUrl: e.AUTH_JWKS_URL!,
-        issuer: e.AUTH_ISSUER!,
-        audience: e.AUTH_AUDIENCE!,
-      };
-    }
-  } else if (production) {
-    problems.push(
-      "AUTH_MODE: none makes every caller an admin; it is refused when NODE_ENV=production (use jwt)",
-    );
-  }
-  if (
-    e.HTTP_HEADERS_TIMEOUT_MS !== undefined &&
-    e.HTTP_REQUEST_TIMEOUT_MS !== undefined &&
-    e.HTTP_HEADERS_TIMEOUT_MS > e.HTTP_REQUEST_TIMEOUT_MS
-  ) {
-    problems.push("HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS");
-  }
-  if (e.ROUTER_SECRET !== undefined && e.ROUTER_SECRET.length < 16) {
-    problems.push("ROUTER_SECRET: must be at least 16 characters");
-  }
-
-  const cors = parseCorsOrigins(e.CORS_ORIGINS, production);
-  if (typeof cors === "string") {
-    problems.push(`CORS_ORIGINS: ${cors}`);
-  }
-
-  // Decided once: the emulator's settings matter (and are checked) only when it runs.
-  let embeddedEmulator: EmulatorOptions | undefined;
-  if (
-    e.COMMUNICATION_SERVICES_CONNECTION_STRING === undefined &&
-    e.ACS_ENDPOINT === undefined &&
-    !production
-  ) {
-    try {
-      const { tls: _tls, entra: _entra, ...options } = emulatorOptionsFromEnv(env);
-      embeddedEmulator = { ...options, ...(options.port === undefined ? { port: 0 } : {}) };
-    } catch (error) {
-      problems.push(error instanceof Error ? error.message : String(error));
-    }
-  }
-
-  let tracing: TracingSettings | undefined;
-  try {
-    tracing = tracingSettingsFromEnv(env);
-  } catch (error) {
-    if (!(error instanceof TracingConfigError)) {
-      throw error;
-    }
-    problems.push(error.message);
-  }
-
-  let testExitAfterStep: Config["testExitAfterStep"];
-  const exitStep = env.ACSGW_TEST_EXIT_AFTER_STEP?.trim();
-  if (exitStep && !production) {
-    if (exitStep === "reserved" || exitStep === "recorded") {
-      testExitAfterStep = exitStep;
-    } else {
-      problems.push("ACSGW_TEST_EXIT_AFTER_STEP: must be reserved or recorded");
-    }
-  }
-
+    return {} as z.output<S>;
+  };
+  const config = {
+    ...parse(environment(decisions), settings),
+    ...parse(listening(decisions), settings),
+    ...parse(upstream(decisions), settings),
+    ...parse(embeddedEmulator(decisions), env),
+    ...parse(entraAuthority, env),
+    ...parse(redis(decisions), settings),
+    ...parse(tokenCache(decisions), settings),
+    ...parse(database, settings),
+    ...parse(auth(decisions), settings),
+    ...parse(callers, settings),
+    ...parse(limits, settings),
+    ...parse(http, settings),
+    ...parse(browsers(decisions), settings),
+    ...parse(shutdown, settings),
+    ...parse(telemetry, env),
+    ...parse(testHooks(decisions), env),
+  } satisfies Config;
   if (problems.length > 0) {
     throw new ConfigError(problems);
   }
-  return freezeConfig(e as Settings, {
-    databaseUrl,
-    cors: cors as CorsPolicy,
-    acs,
-    acsEntraEndpoint,
-    redis,
-    tokenCacheEncryptionKey,
-    auth,
-    embeddedEmulator,
-    entraCredentialOptions: entraCredentialOptions(env),
-    tracing,
-    testExitAfterStep,
-  });
-}
-
-function freezeConfig(
-  e: Settings,
-  derived: Pick<
-    Config,
-    | "databaseUrl"
-    | "cors"
-    | "acs"
-    | "acsEntraEndpoint"
-    | "redis"
-    | "tokenCacheEncryptionKey"
-    | "auth"
-    | "embeddedEmulator"
-    | "entraCredentialOptions"
-    | "tracing"
-    | "testExitAfterStep"
-  >,
-): Readonly<Config> {
-  const { databaseUrl, cors, acs, acsEntraEndpoint, redis, tokenCacheEncryptionKey, auth } =
-    derived;
-  const production = e.NODE_ENV === "production";
-  return Object.freeze({
-    nodeEnv: e.NODE_ENV,
-    production,
-    host: e.HOST ?? (production ? "0.0.0.0" : "127.0.0.1"),
-    port: e.PORT,
-    logLevel: e.LOG_LEVEL,
-    acs,
-    acsEntraEndpoint,
-    embeddedEmulator: derived.embeddedEmulator,
-    entraCredentialOptions: derived.entraCredentialOptions,
-    tracing: derived.tracing,
-    testExitAfterStep: derived.testExitAfterStep,
-    acsAllowInsecure: e.ACS_ALLOW_INSECURE,
-    redis,
-    redisKeyPrefix: e.REDIS_KEY_PREFIX,
-    databaseUrl,
-    tokenCacheEncryptionKey,
-    tokenMinRemainingMinutes: e.TOKEN_MIN_REMAINING_MINUTES,
-    memoryCacheMaxEntries: e.MEMORY_CACHE_MAX_ENTRIES,
-    auth,
-    adminRole: e.AUTH_ADMIN_ROLE,
-    routerSecret: e.ROUTER_SECRET,
-    http: {
-      requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
-      headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
-      keepAliveTimeoutMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS,
-      maxConnections: e.HTTP_MAX_CONNECTIONS,
-    },
-    limits: {
-      maxDepth: e.MAX_QUERY_DEPTH,
-      maxAliases: e.MAX_ALIASES,
-      maxRootFields: e.MAX_ROOT_FIELDS,
-      bodyLimitBytes: e.MAX_BODY_BYTES,
-      acsCallsPerWindow: e.RATE_LIMIT_ACS_CALLS_PER_MINUTE,
-      adminAcsCallsPerWindow: e.RATE_LIMIT_ADMIN_ACS_CALLS_PER_MINUTE,
-      rateLimitWindowSeconds: 60,
-    },
-    cors,
-    persistedDocumentsOnly: e.PERSISTED_DOCUMENTS_ONLY,
-    shutdownDrainDelayMs: e.SHUTDOWN_DRAIN_DELAY_MS,
-  });
+  return deepFreeze(config);
 }

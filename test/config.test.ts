@@ -243,4 +243,118 @@ describe("configuration", () => {
       32,
     );
   });
+
+  it("runs no emulator with ACS_ENDPOINT or a connection string, so bad emulator settings cannot stop the gateway", () => {
+    const badEmulator = {
+      ACS_EMULATOR_PORT: "abc",
+      ACS_EMULATOR_LATENCY_MS: "slow",
+      ACS_EMULATOR_TLS_CERT: "/nonexistent/cert.pem",
+    };
+    const entra = loadConfig({
+      ...PRODUCTION_SETTINGS,
+      COMMUNICATION_SERVICES_CONNECTION_STRING: "",
+      ACS_ENDPOINT: "https://contoso.communication.azure.com",
+      ...badEmulator,
+    });
+    expect(entra.embeddedEmulator).toBeUndefined();
+    expect(entra.acs).toBeUndefined();
+    expect(entra.acsEntraEndpoint).toBe("https://contoso.communication.azure.com/");
+    const development = loadConfig({
+      ACS_ENDPOINT: "https://contoso.communication.azure.com/",
+      ...badEmulator,
+    });
+    expect(development.embeddedEmulator).toBeUndefined();
+    expect(loadConfig({ ...PRODUCTION_SETTINGS, ...badEmulator }).embeddedEmulator).toBeUndefined();
+    // Without either, the same settings stop it: one line per problem.
+    expect(problems(badEmulator)).toEqual([
+      "ACS_EMULATOR_PORT: must be a whole number from 0 to 65535",
+      "ACS_EMULATOR_LATENCY_MS: must be a whole number from 0 to 60000",
+      "ACS_EMULATOR_TLS_CERT and ACS_EMULATOR_TLS_KEY: set both or neither",
+      "ACS_EMULATOR_TLS_CERT: cannot read /nonexistent/cert.pem (ENOENT)",
+    ]);
+  });
+
+  it("freezes the whole configuration, its nested parts too", () => {
+    const config = loadConfig({
+      REDIS_CLUSTER_NODES: "a:7000,b:7001",
+      CORS_ORIGINS: "https://app.example.com",
+      TOKEN_CACHE_ENCRYPTION_KEY: KEY,
+    });
+    for (const part of [
+      config,
+      config.http,
+      config.limits,
+      config.redis,
+      config.redis.mode === "cluster" ? config.redis.nodes : undefined,
+      config.redis.mode === "cluster" ? config.redis.nodes[0] : undefined,
+      config.cors,
+      config.cors.mode === "list" ? config.cors.origins : undefined,
+      config.auth,
+      config.embeddedEmulator,
+    ]) {
+      expect(Object.isFrozen(part)).toBe(true);
+    }
+    expect(Buffer.isBuffer(config.tokenCacheEncryptionKey)).toBe(true);
+  });
+
+  it("checks every URL setting with one parser: its schemes, http:// on loopback where allowed, never the value", () => {
+    const jwt = { AUTH_MODE: "jwt", AUTH_ISSUER: "i", AUTH_AUDIENCE: "a" };
+    expect(problems({ REDIS_URL: "https://secret@cache" })).toEqual([
+      "REDIS_URL: must start with redis:// or rediss://",
+    ]);
+    expect(problems({ DATABASE_URL: "secret" })).toEqual(["DATABASE_URL: not a URL"]);
+    expect(problems({ ACS_ENDPOINT: "http://127.0.0.1:10500" })).toEqual([
+      "ACS_ENDPOINT: must be https:// (Entra ID tokens are sent only over TLS)",
+    ]);
+    expect(problems({ ...jwt, AUTH_JWKS_URL: "http://idp.example/keys" })).toEqual([
+      "AUTH_JWKS_URL: must be https:// (http:// only on loopback)",
+    ]);
+    expect(loadConfig({ ...jwt, AUTH_JWKS_URL: "http://127.0.0.1:9/keys" }).auth).toMatchObject({
+      jwksUrl: "http://127.0.0.1:9/keys",
+    });
+    expect(
+      problems({ COMMUNICATION_SERVICES_CONNECTION_STRING: `endpoint=ftp://x/;accesskey=${KEY}` }),
+    ).toEqual(["COMMUNICATION_SERVICES_CONNECTION_STRING: its endpoint must be an https:// URL"]);
+    // Passed on as given: a client decodes its own URL (a password's escapes included).
+    const redisUrl = "rediss://:p%40ss@cache.example:6380/2";
+    expect(loadConfig({ REDIS_URL: redisUrl }).redis).toEqual({ mode: "single", url: redisUrl });
+  });
+
+  it("checks a mode's settings only in that mode, and what each choice requires", () => {
+    // The jwt settings mean nothing with AUTH_MODE=none.
+    expect(loadConfig({ AUTH_MODE: "none", AUTH_JWKS_URL: "not a url" }).auth).toEqual({
+      mode: "none",
+    });
+    expect(problems({ AUTH_MODE: "JWT" })).toEqual(["AUTH_MODE: must be none or jwt"]);
+    // With Entra ID and Redis there is no access key to derive the cache's key from...
+    const entra = { ACS_ENDPOINT: "https://contoso.communication.azure.com/" };
+    expect(problems({ ...entra, REDIS_CLUSTER_NODES: "a:7000" })).toEqual([
+      expect.stringMatching(/^TOKEN_CACHE_ENCRYPTION_KEY: required with ACS_ENDPOINT and Redis/),
+    ]);
+    expect(loadConfig(entra).tokenCacheEncryptionKey).toBeUndefined();
+    // ...which a connection string has.
+    expect(
+      loadConfig({ COMMUNICATION_SERVICES_CONNECTION_STRING: ACS, REDIS_URL: "redis://r" })
+        .tokenCacheEncryptionKey,
+    ).toBeUndefined();
+    expect(problems({ REDIS_URL: "redis://a", REDIS_CLUSTER_NODES: "b:1" })).toEqual([
+      "REDIS_CLUSTER_NODES: set it (a Redis Cluster) or REDIS_URL (one Redis), not both",
+    ]);
+  });
+
+  it("checks each rule between settings once the settings it reads parsed, whatever else failed", () => {
+    expect(
+      problems({
+        HTTP_MAX_CONNECTIONS: "0",
+        HTTP_HEADERS_TIMEOUT_MS: "20000",
+        ACS_ENDPOINT: "https://contoso.communication.azure.com/",
+        COMMUNICATION_SERVICES_CONNECTION_STRING: `endpoint=http://acs.internal/;accesskey=${KEY}`,
+      }),
+    ).toEqual([
+      "ACS_ENDPOINT: set it (Entra ID) or COMMUNICATION_SERVICES_CONNECTION_STRING (access key), not both",
+      "COMMUNICATION_SERVICES_CONNECTION_STRING: an http:// endpoint off loopback sends signed requests in clear text; use https:// or set ACS_ALLOW_INSECURE=true",
+      "HTTP_MAX_CONNECTIONS: must be from 1 to 1000000",
+      "HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS",
+    ]);
+  });
 });
