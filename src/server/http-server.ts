@@ -117,7 +117,9 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
     // the drain plugin, close the listener) at once, defeating SHUTDOWN_DRAIN_DELAY_MS.
     stopOnTerminationSignals: false,
     includeStacktraceInErrorResponses: !config.production,
-    hideSchemaDetailsFromClientErrors: config.production,
+    // Not `hideSchemaDetailsFromClientErrors`: formatError (graphql/errors.ts) already drops
+    // graphql-js's "Did you mean" hints in production, from every error, and Apollo's option would
+    // add a second per-request plugin doing it again for validation errors.
     validationRules,
     // Bounds parsing itself: a 32 KB body can hold about 16,000 tokens; no operation needs 2,000.
     parseOptions: { maxTokens: MAX_DOCUMENT_TOKENS },
