@@ -76,7 +76,11 @@ export async function createEntraCredential(
   // Loaded only in Entra ID mode: the package takes a quarter of a second to import.
   const credential =
     options.credential ??
-    new (await import("@azure/identity")).DefaultAzureCredential(options.credentialOptions ?? {});
+    // A copy: the configuration is deep-frozen, and @azure/identity writes into the options it is
+    // given (each credential of the chain adds its defaults), which a frozen object refuses.
+    new (await import("@azure/identity")).DefaultAzureCredential({
+      ...options.credentialOptions,
+    });
   try {
     const token = await credential.getToken(ACS_SCOPE, {
       abortSignal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
