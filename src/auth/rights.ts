@@ -5,19 +5,20 @@ import type { Caller } from "./caller.js";
 /**
  * Who may do what: the whole rights table, in one place (docs/security.md states it for people).
  * Every root field and every federation entity type has exactly one rule here; the GraphQL layer
- * enforces the table for all of them before any resolver runs (graphql/rights.ts), and
+ * enforces the table for all of them before any resolver runs (graphql/apply-rights.ts), and
  * a field without a rule is refused at start-up, so a new operation cannot skip the check.
  *
  * Rules:
  * - `schema`: the subgraph's SDL (`_service`), for the router: a request with a valid router secret
  *   (even without a bearer token), an admin, or anyone in development.
  * - `signedIn`: any authenticated caller (self-service operations act only on the caller's own
- *   identity, which the token service finds from the caller, never from arguments).
+ *   identity, which self-service finds from the caller, never from arguments).
  * - `admin`: callers holding AUTH_ADMIN_ROLE only.
- * - `owner`: admins, or a caller acting on the identity that is theirs; the target id is taken
- *   from the arguments. An absent id is admin-only (for `issueToken`, "a new user and its token":
- *   an identity nobody maps to the caller). For revoking, an identity that WAS theirs counts too
- *   (deleted, or replaced after a lost mapping): its old tokens may still be out there.
+ * - `owner`: admins, or a caller acting on the identity that is theirs (asked of the mapping
+ *   layer, identity/identity-mappings.ts); the target id is taken from the arguments. An absent
+ *   id is admin-only (for `issueToken`, "a new user and its token": an identity nobody maps to
+ *   the caller). For revoking, an identity that WAS theirs counts too (deleted, or replaced after
+ *   a lost mapping): its old tokens may still be out there.
  * - `teamsSelf`: admins, or a caller whose own Entra ID object id (`oid`) is the one in the
  *   arguments.
  */

@@ -12,13 +12,14 @@ import type { GatewayContext } from "./context.js";
 export const MAX_ENTITY_REPRESENTATIONS = 100;
 
 /**
- * `owner` rule lookups: the request's memoised own-identity read first (one lookup however many
- * representations ask), and the ownership history only for rules that accept a former owner.
+ * `owner` rule lookups, answered by the mapping layer (identity/identity-mappings.ts): the
+ * request's memoised own-identity read first (one lookup however many representations ask), and
+ * the ownership history only for rules that accept a former owner.
  */
-function ownership(context: GatewayContext): OwnershipCheck {
+function ownershipCheck(context: GatewayContext): OwnershipCheck {
   return async (caller, userId, formerToo) =>
     (await context.ownUserId()) === userId ||
-    (formerToo && (await context.tokens.ownsOrOwned(caller.key, userId)));
+    (formerToo && (await context.ownership.ownsOrOwned(caller.key, userId)));
 }
 
 /**
@@ -53,7 +54,7 @@ function guardFields(type: GraphQLObjectType): void {
         : () => {};
     field.resolve = async (source, args, context, info) => {
       check(args);
-      await enforce(rule, context, args, ownership(context));
+      await enforce(rule, context, args, ownershipCheck(context));
       return resolve(source, args, context, info);
     };
   }
@@ -90,5 +91,5 @@ export async function enforceEntity(
   representation: Record<string, unknown>,
   context: GatewayContext,
 ): Promise<void> {
-  await enforce(ruleOf("Entity", typename)!, context, representation, ownership(context));
+  await enforce(ruleOf("Entity", typename)!, context, representation, ownershipCheck(context));
 }

@@ -1,16 +1,38 @@
 import type { Caller } from "../auth/caller.js";
+import type { Ownership } from "../identity/identity-mappings.js";
 import type { Logger } from "../logger.js";
-import type { Actor, TokenService } from "../tokens/token-service.js";
-import type { Usage } from "../tokens/upstream-budget.js";
+import type { SelfService } from "../tokens/self-service.js";
+import type { TokenService } from "../tokens/token-service.js";
+import type { Actor, MeteredUpstream, Usage } from "../tokens/upstream-budget.js";
 
-/** What every resolver gets. Built per request by the authentication plugin (server/plugins). */
-export interface GatewayContext {
+/**
+ * What resolvers call: built once (app/gateway-services.ts) and shared by every request's context.
+ * No GraphQL in any of them; each throws `DomainError`s.
+ */
+export interface GatewayServices {
+  /** The token operations on an identity named by its id (createUser, issueToken, ...). */
+  tokens: TokenService;
+  /** The caller's own identity: issueMyToken, revokeMyTokens, deleteMe. */
+  selfService: SelfService;
+  /** Who owns which identity, and which are gone: asked by the rights table, `me`, `_entities`. */
+  ownership: Ownership;
+  /**
+   * ACS itself, each call charged to the acting caller: for an operation on which the gateway adds
+   * no rule of its own (no cache, no mapping; the Teams exchange), so that a new ACS operation is
+   * its provider method, its resolver and its rights rule. A token of a known user goes through
+   * `tokens` or `selfService`, which keep the cache's rules.
+   */
+  upstream: MeteredUpstream;
+}
+
+/** What every resolver gets. Built per request by the caller-context plugin (server/plugins). */
+export interface GatewayContext extends GatewayServices {
   /**
    * The verified caller. Undefined only for a request that carried a valid router secret and no
    * bearer token: such a request may read `_service { sdl }` and nothing else (the rights table).
    */
   caller: Caller | undefined;
-  /** The caller as the token service's actor, carrying this request's `usage`. */
+  /** The caller as the services' actor, carrying this request's `usage`. */
   actor: Actor | undefined;
   /** The request id (from `x-request-id` or made), echoed in the response and in log lines. */
   requestId: string;
@@ -18,7 +40,6 @@ export interface GatewayContext {
   usage: Usage;
   /** May this request read the subgraph schema (`_service`) without being an admin? */
   schemaReadable: boolean;
-  tokens: TokenService;
   /** The ACS resource's endpoint (never its key), for `acsEndpoint`. */
   acsEndpoint: string;
   logger: Logger;

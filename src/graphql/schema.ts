@@ -24,7 +24,7 @@ async function resolveCommunicationUser(
 ): Promise<CommunicationUser | null> {
   await enforceEntity("CommunicationUser", reference, context);
   const id = reference.id as string;
-  if (await context.tokens.isKnownDeleted(id)) {
+  if (await context.ownership.isKnownDeleted(id)) {
     return null;
   }
   return CommunicationUser.of(id);

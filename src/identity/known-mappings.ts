@@ -10,11 +10,13 @@ import { LRUCache } from "lru-cache";
  * request for a deleted identity is refused by the layer below: the token cache's tombstone
  * (UserDeletedError), or ACS itself (404) when the tombstone is not there (Redis lost its data,
  * the cache unreachable). `issueMyToken` then forgets the mapping, drops the entry here and asks
- * the store again (token-service.ts). A deletion made by this process drops its entry at once; one
- * made by another instance is found out that way, on the caller's next call.
+ * the store again (tokens/self-service.ts). A deletion made by this process drops its entry at
+ * once (identity-mappings.ts, `forgetDeleted`); one made by another instance is found out that
+ * way, on the caller's next call.
  *
  * What this is not: a copy of anything the rights table or `me` rely on. Those read the store,
- * which is the truth; only the token path, which the layer below checks anyway, reads this.
+ * which is the truth (identity-mappings.ts, `Ownership`); only the token path, which the layer
+ * below checks anyway, reads this.
  *
  * Bounded in count and age (lru-cache: least recently used out first, and nothing older than
  * `maxAgeMs`, which bounds how long an id another instance erased stays in this process's memory).

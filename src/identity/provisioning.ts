@@ -44,7 +44,8 @@ import type { UserMappingStore } from "./user-mapping-store.js";
 export interface Provisioner {
   /**
    * The caller's identity: the mapped one, or one created, recorded and confirmed now.
-   * `createUser` makes the ACS call (the token service passes one charged to the caller).
+   * `createUser` makes the ACS call (self-service passes one charged to the caller); without it,
+   * the `identity` option's `createUser` does.
    */
   identityOf(subjectKey: string, createUser?: () => Promise<string>): Promise<string>;
   /**
@@ -72,8 +73,11 @@ export interface ProvisionerOptions {
    * waiting for the store logs once when it starts waiting and once when it ends. @default store
    */
   cleanupStore?: UserMappingStore;
-  /** `deleteUser` compensates (uncharged: the gateway's own clean-up); `createUser` by default. */
-  identity: Pick<IdentityProvider, "createUser" | "deleteUser">;
+  /**
+   * `deleteUser` compensates (uncharged: the gateway's own clean-up); `createUser`, when given,
+   * creates for an `identityOf` call that brings no `createUser` of its own.
+   */
+  identity: Pick<IdentityProvider, "deleteUser"> & Partial<Pick<IdentityProvider, "createUser">>;
   logger: Logger;
   now?: () => number;
   /**
@@ -122,8 +126,9 @@ const errorText = (error: unknown) => (error instanceof Error ? error.message : 
  *   an earlier Redis store inserts, then reads, then releases on failure), so a refused connection
  *   may follow a committed insert.
  *
- * The token service's guarded store throws its own error in place of the store's: the cause is
- * looked for along `cause`, and without it the reservation is released (when unsure, release).
+ * The guarded store (guarded-mapping-store.ts) throws its own error in place of the store's: the
+ * cause is looked for along `cause`, and without it the reservation is released (when unsure,
+ * release).
  */
 export function nothingWritten(error: unknown): boolean {
   let e: unknown = error;
@@ -436,7 +441,11 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
   }
 
   return {
-    async identityOf(subjectKey, createUser = () => identity.createUser()) {
+    async identityOf(subjectKey, createUser = identity.createUser?.bind(identity)) {
+      if (createUser === undefined) {
+        // A wiring mistake, found before anything is reserved: nothing would create the identity.
+        throw new Error("identityOf needs a createUser: the provisioner's identity has none");
+      }
       const reservationId = randomUUID();
       let waited = 0;
       let pause = 25;
@@ -521,6 +530,23 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
       return confirmed;
     },
   };
+}
+
+/**
+ * Start-up recovery: confirms the identities a crash left recorded but unconfirmed now, rather than
+ * on each caller's next call. A store that is down does not stop the start (it is logged): each of
+ * those callers' next call confirms its own. @returns how many it confirmed
+ */
+export async function recoverPendingIdentities(
+  provisioner: Pick<Provisioner, "recover">,
+  logger: Logger,
+): Promise<number> {
+  try {
+    return await provisioner.recover();
+  } catch (error) {
+    logger.warn({ err: errorText(error) }, "could not look for pending identities at start");
+    return 0;
+  }
 }
 
 /**

@@ -3,8 +3,9 @@ import { hashTag, redisScript, runScript, type RedisClient } from "../redis/inde
 /**
  * Self-service mappings: a caller (`Caller.key`) to its one ACS identity. This is data, not a
  * cache: losing a mapping would give the caller a second identity (and strand the first, whose
- * tokens stay valid), so nothing here expires or is evicted, and store errors propagate (the token
- * service answers UPSTREAM_UNAVAILABLE rather than create an identity the caller may already have).
+ * tokens stay valid), so nothing here expires or is evicted, and store errors propagate (callers
+ * are answered UPSTREAM_UNAVAILABLE, guarded-mapping-store.ts, rather than given an identity they
+ * may already have).
  *
  * A caller's first identity is made in three steps (see provisioning.ts), each a store call:
  * 1. `reserve`: a reservation for the subject, before anything exists at ACS. The store's atomic
@@ -145,7 +146,7 @@ export interface MemoryUserMappingStoreOptions {
   /**
    * Most subjects held, and most identities ever recorded (deleted ones stay attributed to their
    * former owner, so a development instance with much churn reaches it sooner). At the bound, a reservation for a new caller throws
-   * UserMappingStoreFullError (the service answers it as unavailable) and existing mappings stay:
+   * UserMappingStoreFullError (answered as unavailable) and existing mappings stay:
    * evicting one would silently hand its caller a second identity on their next call. Memory mode
    * is for a single development instance; mappings there also end with the process.
    * @default 100000

@@ -4,11 +4,12 @@
 export const ACS_SCOPES = ["chat", "chat.join", "chat.join.limited", "voip", "voip.join"] as const;
 export type AcsScope = (typeof ACS_SCOPES)[number];
 
-/** `expiresInMinutes` bounds of the ACS Identity API (api-version 2023-10-01). */
+/**
+ * `expiresInMinutes` bounds of the ACS Identity API (api-version 2023-10-01). When it is not sent,
+ * ACS applies the maximum.
+ */
 export const MIN_TOKEN_LIFETIME_MINUTES = 60;
 export const MAX_TOKEN_LIFETIME_MINUTES = 1440;
-/** What ACS applies when `expiresInMinutes` is not sent. */
-export const DEFAULT_TOKEN_LIFETIME_MINUTES = 1440;
 
 const ORDER = new Map<string, number>(ACS_SCOPES.map((scope, index) => [scope, index]));
 

@@ -1,12 +1,11 @@
 import { rateLimited } from "../errors.js";
 import type { IdentityProvider, IssuedToken } from "../identity/identity-provider.js";
-import type { AcsScope } from "./scopes.js";
 
 /**
- * What one request cost, counted where it happens (the token service, the metered upstream) and
- * read by the request's access log line. Carried by the actor rather than an AsyncLocalStorage:
- * async-context tracking put promise hooks on every await of every request (about 7% of a
- * cached token's CPU time).
+ * What one request cost, counted where it happens (cache hits and misses in user-tokens.ts, ACS
+ * calls by the budget) and read by the request's access log line. Carried by the actor rather
+ * than an AsyncLocalStorage: async-context tracking put promise hooks on every await of every
+ * request (about 7% of a cached token's CPU time).
  */
 export interface Usage {
   cacheHits: number;
@@ -25,14 +24,11 @@ export interface Actor {
   usage?: Usage | undefined;
 }
 
-/** What ACS calls a caller may still make; the rate limiters implement it (auth/upstream-budget). */
+/** What ACS calls a caller may still make; `createUpstreamBudget` implements it with limiters. */
 export interface UpstreamBudget {
   /** Counts one ACS call for `actor`; throws `rate-limited` (with `retryAfterSeconds`) when spent. */
   charge(actor: Actor): Promise<void>;
 }
-
-/** Counts nothing: for scripts and tests that want no limit. */
-export const UNLIMITED: UpstreamBudget = { charge: async () => {} };
 
 /** The `RateLimiter` shape the budget needs (auth/rate-limiter.ts). */
 interface Limiter {
@@ -74,10 +70,21 @@ export function createUpstreamBudget(options: {
 }
 
 /**
+ * `T`'s methods with the acting caller as first argument: what charging a caller's budget before
+ * each call turns an interface into.
+ */
+type Metered<T> = {
+  [K in keyof T]: T[K] extends (...args: infer A) => Promise<infer R>
+    ? (actor: Actor, ...args: A) => Promise<R>
+    : never;
+};
+
+/**
  * `IdentityProvider` with the acting caller as first argument, charging its budget right before
- * each ACS call (never for a cache lookup: a hit calls nothing here). The token service holds only
+ * each ACS call (never for a cache lookup: a hit calls nothing here). The token services hold only
  * this, so a new operation cannot reach ACS uncharged by forgetting a call; the one deliberate
- * exception, `uncharged`, is named as such.
+ * exception, `uncharged`, is named as such. Derived from `IdentityProvider` method by method, so an
+ * operation added to the provider is metered here without being listed.
  *
  * One caller's identical `issueToken`s asked while the first is still being charged (not yet sent
  * to ACS) share that one call and its one charge. That is what keeps a burst of requests whose
@@ -87,71 +94,64 @@ export function createUpstreamBudget(options: {
  * after every request that shares it began, so its token is as fresh as each one's own call would
  * be (a revoke confirmed before any of them began is older). Once sent, a call is shared no more.
  */
-export interface MeteredUpstream {
-  createUser(actor: Actor): Promise<string>;
-  createUserAndToken(
-    actor: Actor,
-    scopes: readonly AcsScope[],
-    expiresInMinutes?: number,
-  ): Promise<{ userId: string; token: IssuedToken }>;
-  issueToken(
-    actor: Actor,
-    userId: string,
-    scopes: readonly AcsScope[],
-    expiresInMinutes?: number,
-  ): Promise<IssuedToken>;
-  revokeTokens(actor: Actor, userId: string): Promise<void>;
-  deleteUser(actor: Actor, userId: string): Promise<void>;
-  exchangeTeamsToken(
-    actor: Actor,
-    input: { teamsToken: string; appId: string; userObjectId: string },
-  ): Promise<IssuedToken>;
+export type MeteredUpstream = Metered<IdentityProvider> & {
   /** Clean-up the gateway does on its own account (deleting an identity that lost a mapping race). */
   uncharged: Pick<IdentityProvider, "deleteUser">;
+};
+
+type Method = (...args: unknown[]) => Promise<unknown>;
+
+/** The names of `target`'s methods, its own and its prototype chain's (a class instance too). */
+function methodNames(target: object): string[] {
+  const names = new Set<string>();
+  for (
+    let layer: object | null = target;
+    layer !== null && layer !== Object.prototype;
+    layer = Object.getPrototypeOf(layer) as object | null
+  ) {
+    for (const name of Object.getOwnPropertyNames(layer)) {
+      if (
+        name !== "constructor" &&
+        typeof Object.getOwnPropertyDescriptor(layer, name)?.value === "function"
+      ) {
+        names.add(name);
+      }
+    }
+  }
+  return [...names];
 }
 
 export function meterUpstream(identity: IdentityProvider, budget: UpstreamBudget): MeteredUpstream {
+  const provider = identity as unknown as Record<string, Method>;
+  const metered: Record<string, unknown> = {};
+  for (const name of methodNames(identity)) {
+    metered[name] = async (actor: Actor, ...args: unknown[]) => {
+      await budget.charge(actor);
+      return provider[name]!.apply(identity, args);
+    };
+  }
+
   /** Issues still being charged (not yet sent to ACS), by caller and token; see above. */
   const unsent = new Map<string, Promise<IssuedToken>>();
-  return {
-    async createUser(actor) {
-      await budget.charge(actor);
-      return identity.createUser();
-    },
-    async createUserAndToken(actor, scopes, expiresInMinutes) {
-      await budget.charge(actor);
-      return identity.createUserAndToken(scopes, expiresInMinutes);
-    },
-    issueToken(actor, userId, scopes, expiresInMinutes) {
-      const key = `${actor.key}\u0000${userId}\u0000${scopes.join(" ")}\u0000${expiresInMinutes ?? ""}`;
-      const waiting = unsent.get(key);
-      if (waiting) {
-        return waiting;
+  const issueToken: MeteredUpstream["issueToken"] = (actor, userId, scopes, expiresInMinutes) => {
+    const key = `${actor.key}\u0000${userId}\u0000${scopes.join(" ")}\u0000${expiresInMinutes ?? ""}`;
+    const waiting = unsent.get(key);
+    if (waiting) {
+      return waiting;
+    }
+    const call = (async () => {
+      try {
+        await budget.charge(actor);
+      } finally {
+        // Charged (or refused): from here on the call is being sent, and nobody may join it.
+        unsent.delete(key);
       }
-      const call = (async () => {
-        try {
-          await budget.charge(actor);
-        } finally {
-          // Charged (or refused): from here on the call is being sent, and nobody may join it.
-          unsent.delete(key);
-        }
-        return identity.issueToken(userId, scopes, expiresInMinutes);
-      })();
-      unsent.set(key, call);
-      return call;
-    },
-    async revokeTokens(actor, userId) {
-      await budget.charge(actor);
-      return identity.revokeTokens(userId);
-    },
-    async deleteUser(actor, userId) {
-      await budget.charge(actor);
-      return identity.deleteUser(userId);
-    },
-    async exchangeTeamsToken(actor, input) {
-      await budget.charge(actor);
-      return identity.exchangeTeamsToken(input);
-    },
-    uncharged: { deleteUser: (userId) => identity.deleteUser(userId) },
+      return identity.issueToken(userId, scopes, expiresInMinutes);
+    })();
+    unsent.set(key, call);
+    return call;
   };
+  metered.issueToken = issueToken;
+  metered.uncharged = { deleteUser: (userId: string) => identity.deleteUser(userId) };
+  return metered as MeteredUpstream;
 }

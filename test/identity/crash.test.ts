@@ -122,7 +122,7 @@ describe.each([
     apps.push(restarted);
     // PostgreSQL: confirmed at start, before any call. Redis: found at start through its list of
     // pending identities. Either way the caller's mapping is the dead process's identity.
-    expect(await restarted.tokens.userIdOf(ANONYMOUS_ADMIN.key)).toBe(identity);
+    expect(await restarted.ownership.userIdOf(ANONYMOUS_ADMIN.key)).toBe(identity);
     const data = await ok(restarted, ISSUE_MY);
     expect(data.issueMyToken.user.id).toBe(identity);
     expect(created.length - createdBefore).toBe(1);
@@ -146,7 +146,7 @@ describe("a crash after the reservation, before ACS was called", () => {
       ...env,
     });
     apps.push(restarted);
-    expect(await restarted.tokens.userIdOf(ANONYMOUS_ADMIN.key)).toBeUndefined();
+    expect(await restarted.ownership.userIdOf(ANONYMOUS_ADMIN.key)).toBeUndefined();
     expect(created.length - createdBefore).toBe(0);
   }, 60_000);
 });

@@ -216,18 +216,18 @@ describe("with PostgreSQL (DATABASE_URL)", () => {
     try {
       await refuseConfirms(db);
 
-      const grant = await app.tokens.issueMyToken(actor("cleo"), ["voip"]);
+      const grant = await app.selfService.issueMyToken(actor("cleo"), ["voip"]);
       const { rows } = await db.query("SELECT state, user_id FROM acsgw_identity_mapping");
       expect(rows).toEqual([{ state: "pending", user_id: grant.userId }]);
 
       // `me` shows it, and the caller can revoke the token it holds.
-      expect(await app.tokens.userIdOf("cleo")).toBe(grant.userId);
-      expect((await app.tokens.revokeMyTokens(actor("cleo"))).userId).toBe(grant.userId);
+      expect(await app.ownership.userIdOf("cleo")).toBe(grant.userId);
+      expect((await app.selfService.revokeMyTokens(actor("cleo"))).userId).toBe(grant.userId);
       // An erasure request erases it.
       const count = counting();
-      expect((await app.tokens.deleteMe(actor("cleo"))).userId).toBe(grant.userId);
+      expect((await app.selfService.deleteMe(actor("cleo"))).userId).toBe(grant.userId);
       expect(count.deleted()).toBe(1);
-      expect(await app.tokens.userIdOf("cleo")).toBeUndefined();
+      expect(await app.ownership.userIdOf("cleo")).toBeUndefined();
     } finally {
       await db.end();
     }
@@ -240,9 +240,9 @@ describe("with PostgreSQL (DATABASE_URL)", () => {
     await db.connect();
     try {
       await refuseConfirms(db);
-      const { userId } = await app.tokens.issueMyToken(actor("dina"), ["chat"]);
+      const { userId } = await app.selfService.issueMyToken(actor("dina"), ["chat"]);
       await db.query("DROP TRIGGER test_refuse_confirm ON acsgw_identity_mapping");
-      expect((await app.tokens.revokeMyTokens(actor("dina"))).userId).toBe(userId);
+      expect((await app.selfService.revokeMyTokens(actor("dina"))).userId).toBe(userId);
       const { rows } = await db.query("SELECT state FROM acsgw_identity_mapping");
       expect(rows).toEqual([{ state: "mapped" }]);
     } finally {
@@ -264,7 +264,7 @@ describe("with PostgreSQL (DATABASE_URL)", () => {
         await postgres.crash!();
       }
     };
-    const first = await app.tokens.issueMyToken(actor("edna"), ["chat"]).catch((e) => e);
+    const first = await app.selfService.issueMyToken(actor("edna"), ["chat"]).catch((e) => e);
     expect(first).toBeInstanceOf(DomainError);
     expect((first as DomainError).kind).toBe("upstream-unavailable");
     expect(count.created()).toBe(1);
@@ -275,10 +275,10 @@ describe("with PostgreSQL (DATABASE_URL)", () => {
     // unrecorded identity deleted at ACS.
     await expect.poll(() => count.deleted(), { timeout: 30_000 }).toBe(1);
     // The caller's next call is served at once: no "being created by another request".
-    const next = await app.tokens.issueMyToken(actor("edna"), ["chat"]);
+    const next = await app.selfService.issueMyToken(actor("edna"), ["chat"]);
     expect(next.userId).toMatch(/^8:acs:/);
     expect(count.created()).toBe(2);
-    expect(await app.tokens.userIdOf("edna")).toBe(next.userId);
+    expect(await app.ownership.userIdOf("edna")).toBe(next.userId);
   }, 90_000);
 });
 
@@ -297,13 +297,15 @@ describe("Redis down, PostgreSQL up (DATABASE_URL)", () => {
     const count = counting();
     const callers = ["new-1", "new-2", "new-3", "new-4", "new-5"];
     const grants = await Promise.all(
-      callers.map((key) => app.tokens.issueMyToken(actor(key), ["voip"])),
+      callers.map((key) => app.selfService.issueMyToken(actor(key), ["voip"])),
     );
     expect(new Set(grants.map((g) => g.userId)).size).toBe(5);
     expect(count.created()).toBe(5);
     // Each is recorded for good: the same identity again, Redis still down.
     for (const [i, key] of callers.entries()) {
-      expect((await app.tokens.issueMyToken(actor(key), ["voip"])).userId).toBe(grants[i]!.userId);
+      expect((await app.selfService.issueMyToken(actor(key), ["voip"])).userId).toBe(
+        grants[i]!.userId,
+      );
     }
     expect(count.created()).toBe(5);
     await redis.restart();

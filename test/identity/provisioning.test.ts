@@ -84,7 +84,7 @@ async function ready(client: RedisClient): Promise<RedisClient> {
 async function issueMine(app: App, subjectKey: string): Promise<string> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return (await app.tokens.issueMyToken(actor(subjectKey), ["chat"])).userId;
+      return (await app.selfService.issueMyToken(actor(subjectKey), ["chat"])).userId;
     } catch (error) {
       if (
         !(error instanceof DomainError && error.kind === "upstream-unavailable") ||
@@ -109,7 +109,7 @@ describe("Redis refusing writes (maxmemory with noeviction), no DATABASE_URL", (
     const { errors } = await run(app, ISSUE_MY);
     expect(errors?.[0]?.extensions?.code).toBe("UPSTREAM_UNAVAILABLE");
     const outcomes = await Promise.allSettled(
-      users(100, "oom").map((u) => app.tokens.issueMyToken(actor(u), ["chat"])),
+      users(100, "oom").map((u) => app.selfService.issueMyToken(actor(u), ["chat"])),
     );
     expect(outcomes.every((o) => o.status === "rejected")).toBe(true);
     expect(
@@ -447,14 +447,14 @@ describe("with PostgreSQL (DATABASE_URL) holding the mappings", () => {
 
   it("a deleted identity stays its former owner's, for revoking its tokens", async () => {
     const app = await gateway({ DATABASE_URL: await postgres.newDatabase() });
-    const first = (await app.tokens.issueMyToken(actor("frank"), ["chat"])).userId;
+    const first = (await app.selfService.issueMyToken(actor("frank"), ["chat"])).userId;
     await app.tokens.deleteUser(ADMIN, first);
-    const second = (await app.tokens.issueMyToken(actor("frank"), ["chat"])).userId;
+    const second = (await app.selfService.issueMyToken(actor("frank"), ["chat"])).userId;
     expect(second).not.toBe(first);
-    expect(await app.tokens.userIdOf("frank")).toBe(second);
-    expect(await app.tokens.ownsOrOwned("frank", first)).toBe(true);
-    expect(await app.tokens.ownsOrOwned("frank", second)).toBe(true);
-    expect(await app.tokens.ownsOrOwned("grace", first)).toBe(false);
+    expect(await app.ownership.userIdOf("frank")).toBe(second);
+    expect(await app.ownership.ownsOrOwned("frank", first)).toBe(true);
+    expect(await app.ownership.ownsOrOwned("frank", second)).toBe(true);
+    expect(await app.ownership.ownsOrOwned("grace", first)).toBe(false);
   });
 });
 
@@ -503,49 +503,49 @@ describe("a cache-hit issueMyToken", () => {
 
   it("is one Redis command, the token lookup: the caller's mapping is not read again", async () => {
     const app = await gateway({ REDIS_URL: redis.url });
-    const first = await app.tokens.issueMyToken(actor("hana"), ["chat"]);
+    const first = await app.selfService.issueMyToken(actor("hana"), ["chat"]);
     const seen = await commandCounts(admin);
     for (let i = 0; i < 20; i++) {
-      expect((await app.tokens.issueMyToken(actor("hana"), ["chat"])).token).toBe(first.token);
+      expect((await app.selfService.issueMyToken(actor("hana"), ["chat"])).token).toBe(first.token);
     }
     expect(await commandsSince(seen)).toEqual(new Map([["mget", 20]]));
   });
 
   it("after deleteMe on another instance and the token cache's data lost, ACS's answer heals it: one new identity, no token of the old one", async () => {
     const [one, two] = await twoInstancesOnOneDatabase();
-    const old = await one.tokens.issueMyToken(actor("ines"), ["chat"]);
-    await two.tokens.deleteMe(actor("ines"));
+    const old = await one.selfService.issueMyToken(actor("ines"), ["chat"]);
+    await two.selfService.deleteMe(actor("ines"));
     // No tombstone, no entry: only ACS can tell `one` that the identity it remembers is gone.
     await admin.flushall();
     const count = counting();
-    const fresh = await one.tokens.issueMyToken(actor("ines"), ["chat"]);
+    const fresh = await one.selfService.issueMyToken(actor("ines"), ["chat"]);
     expect(fresh.userId).not.toBe(old.userId);
     expect(fresh.token).not.toBe(old.token);
     expect(count.created()).toBe(1);
-    expect(await two.tokens.userIdOf("ines")).toBe(fresh.userId);
-    expect((await two.tokens.issueMyToken(actor("ines"), ["chat"])).userId).toBe(fresh.userId);
+    expect(await two.ownership.userIdOf("ines")).toBe(fresh.userId);
+    expect((await two.selfService.issueMyToken(actor("ines"), ["chat"])).userId).toBe(fresh.userId);
   });
 
   it("with Redis paused: a remembered caller is served from ACS, and after deleteMe elsewhere gets a new identity, never the deleted one's token", async () => {
     const [one, two] = await twoInstancesOnOneDatabase();
-    const old = await one.tokens.issueMyToken(actor("jo"), ["chat"]);
+    const old = await one.selfService.issueMyToken(actor("jo"), ["chat"]);
     await redis.pause();
     try {
-      const during = await one.tokens.issueMyToken(actor("jo"), ["chat"]);
+      const during = await one.selfService.issueMyToken(actor("jo"), ["chat"]);
       expect(during.userId).toBe(old.userId);
       expect((await introspect(emulator, during.token)).active).toBe(true);
       // The delete reaches ACS and PostgreSQL; Redis cannot record it (unconfirmed).
-      await expect(two.tokens.deleteMe(actor("jo"))).rejects.toMatchObject({
+      await expect(two.selfService.deleteMe(actor("jo"))).rejects.toMatchObject({
         kind: "revocation-unconfirmed",
       });
       const count = counting();
-      const fresh = await one.tokens.issueMyToken(actor("jo"), ["chat"]);
+      const fresh = await one.selfService.issueMyToken(actor("jo"), ["chat"]);
       expect(fresh.userId).not.toBe(old.userId);
       expect((await introspect(emulator, fresh.token)).active).toBe(true);
       expect(count.created()).toBe(1);
     } finally {
       await redis.resume();
     }
-    expect(await one.tokens.userIdOf("jo")).not.toBe(old.userId);
+    expect(await one.ownership.userIdOf("jo")).not.toBe(old.userId);
   });
 });

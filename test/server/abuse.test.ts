@@ -189,8 +189,8 @@ describe("logs", () => {
     );
     const faulty = await startGateway({}, { logger });
     try {
-      // A bug below the resolver on every representation (fault injected into the service).
-      faulty.tokens.isKnownDeleted = async () => {
+      // A bug below the resolver on every representation (fault injected into the mapping layer).
+      faulty.ownership.isKnownDeleted = async () => {
         throw new TypeError("a bug in the cache client");
       };
       const userId = (await ok<{ createUser: { id: string } }>(faulty, CREATE)).createUser.id;

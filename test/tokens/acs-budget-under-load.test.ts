@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
+import { createGatewayServices } from "../../src/app/gateway-services.js";
 import { createRateLimiter } from "../../src/auth/rate-limiter.js";
 import { createTokenCache, type TokenCache } from "../../src/cache/index.js";
 import { loadConfig } from "../../src/config.js";
@@ -8,7 +9,6 @@ import { createAcsIdentityProvider } from "../../src/identity/acs-identity-provi
 import { createMemoryUserMappingStore } from "../../src/identity/user-mapping-store.js";
 import { createLogger } from "../../src/logger.js";
 import { createRedisClient, rateLimitKeyPrefix } from "../../src/redis/index.js";
-import { createTokenService } from "../../src/tokens/token-service.js";
 import { createUpstreamBudget, type Actor } from "../../src/tokens/upstream-budget.js";
 import { startTestEmulator } from "../helpers/emulator.js";
 import { ISSUE, startGateway } from "../helpers/gateway.js";
@@ -130,7 +130,7 @@ describe("the ACS-call budget with both cores busy", () => {
           return mint();
         }),
     };
-    const tokens = createTokenService({
+    const { services, provisioner } = createGatewayServices({
       identity: createAcsIdentityProvider({
         endpoint: emulator.endpoint,
         accessKey: emulator.accessKey,
@@ -147,7 +147,7 @@ describe("the ACS-call budget with both cores busy", () => {
         await new Promise<void>((resolve) => client.once("ready", () => resolve()));
       }
       // Two ACS calls: grace's identity and her first token (now cached, and her mapping known).
-      await tokens.issueMyToken(grace, ["chat", "voip"]);
+      await services.selfService.issueMyToken(grace, ["chat", "voip"]);
       const issuedBefore = emulator.counters.issueAccessToken;
       const chargesBefore = charges;
 
@@ -159,7 +159,7 @@ describe("the ACS-call budget with both cores busy", () => {
       await redis.pause();
       try {
         const asks = Array.from({ length: 100 }, () =>
-          tokens.issueMyToken(grace, ["chat", "voip"]).then(
+          services.selfService.issueMyToken(grace, ["chat", "voip"]).then(
             (grant) => ({ token: grant.token }),
             (error: unknown) => ({ error }),
           ),
@@ -189,7 +189,7 @@ describe("the ACS-call budget with both cores busy", () => {
       expect(refused).toBe(0);
     } finally {
       hold = undefined;
-      tokens.close();
+      provisioner.close();
       await cache.close();
       await limiter.close();
       client.disconnect();

@@ -1,5 +1,5 @@
 import { Arg, Args, Ctx, ID, Mutation, Resolver } from "type-graphql";
-import type { TokenGrant } from "../../tokens/token-service.js";
+import type { TokenGrant } from "../../tokens/user-tokens.js";
 import { IssueTokenArgs } from "../args/issue-token.args.js";
 import type { SignedInContext } from "../context.js";
 import { AccessToken } from "../types/access-token.type.js";

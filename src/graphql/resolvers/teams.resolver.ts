@@ -1,4 +1,5 @@
 import { Args, Ctx, Mutation, Resolver } from "type-graphql";
+import { exchangeTeamsToken } from "../../tokens/teams.js";
 import { ExchangeTeamsTokenArgs } from "../args/exchange-teams-token.args.js";
 import type { SignedInContext } from "../context.js";
 import { TeamsAccessToken } from "../types/teams-access-token.type.js";
@@ -14,7 +15,7 @@ export class TeamsResolver {
     @Ctx() context: SignedInContext,
     @Args(() => ExchangeTeamsTokenArgs) args: ExchangeTeamsTokenArgs,
   ): Promise<TeamsAccessToken> {
-    const grant = await context.tokens.exchangeTeamsToken(context.actor, args);
+    const grant = await exchangeTeamsToken(context.upstream, context.actor, args);
     const result = new TeamsAccessToken();
     result.token = grant.token;
     result.expiresOn = grant.expiresOn;

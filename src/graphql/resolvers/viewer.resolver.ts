@@ -33,7 +33,7 @@ export class ViewerResolver {
     @Ctx() context: SignedInContext,
     @Args(() => IssueMyTokenArgs) { scopes, expiresInMinutes }: IssueMyTokenArgs,
   ): Promise<AccessToken> {
-    const grant = await context.tokens.issueMyToken(
+    const grant = await context.selfService.issueMyToken(
       context.actor,
       scopes,
       expiresInMinutes ?? undefined,
@@ -46,7 +46,7 @@ export class ViewerResolver {
       "Signs the caller out everywhere: revokes every token of their own ACS identity. Repeating it is harmless; NOT_FOUND when they have no identity.",
   })
   async revokeMyTokens(@Ctx() context: SignedInContext): Promise<RevokeTokensPayload> {
-    const { userId, revokedAt } = await context.tokens.revokeMyTokens(context.actor);
+    const { userId, revokedAt } = await context.selfService.revokeMyTokens(context.actor);
     return revokePayload(userId, revokedAt);
   }
 
@@ -55,7 +55,7 @@ export class ViewerResolver {
       "Erases the caller's own ACS identity, its tokens and its mapping; the next issueMyToken creates a new identity. NOT_FOUND when they have none (so repeating it changes nothing).",
   })
   async deleteMe(@Ctx() context: SignedInContext): Promise<DeleteUserPayload> {
-    const { userId, deletedAt } = await context.tokens.deleteMe(context.actor);
+    const { userId, deletedAt } = await context.selfService.deleteMe(context.actor);
     return deletePayload(userId, deletedAt);
   }
 }

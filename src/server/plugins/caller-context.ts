@@ -1,8 +1,7 @@
 import { AuthError } from "../../auth/caller.js";
-import type { GatewayContext } from "../../graphql/context.js";
+import type { GatewayContext, GatewayServices } from "../../graphql/context.js";
 import { contextError } from "../../graphql/errors.js";
 import type { Logger } from "../../logger.js";
-import type { TokenService } from "../../tokens/token-service.js";
 import type { Metrics } from "../metrics.js";
 import type { createAuthentication, RequestHeaders } from "./authentication.js";
 
@@ -13,12 +12,12 @@ import type { createAuthentication, RequestHeaders } from "./authentication.js";
  */
 export function createCallerContext(deps: {
   authenticate: ReturnType<typeof createAuthentication>;
-  tokens: TokenService;
+  services: GatewayServices;
   acsEndpoint: string;
   logger: Logger;
   metrics: Metrics;
 }): (request: RequestHeaders, requestId: string) => Promise<GatewayContext> {
-  const { tokens, acsEndpoint, logger } = deps;
+  const { services, acsEndpoint, logger } = deps;
   return async (request, requestId) => {
     let principal;
     try {
@@ -45,10 +44,11 @@ export function createCallerContext(deps: {
       requestId,
       usage,
       schemaReadable: principal.schemaReadable,
-      tokens,
+      ...services,
       acsEndpoint,
       logger,
-      ownUserId: () => (own ??= caller ? tokens.userIdOf(caller.key) : Promise.resolve(undefined)),
+      ownUserId: () =>
+        (own ??= caller ? services.ownership.userIdOf(caller.key) : Promise.resolve(undefined)),
     };
   };
 }
