@@ -1,8 +1,7 @@
 /**
  * A keyed promise map: concurrent `run(key, start)` calls with the same key share ONE call of
  * `start` while it is in flight; once it settles the key is free again (no result is cached).
- * Used by the token cache (keys include the user's epoch, see token-cache-coordinator.ts) and
- * meant for the token service's identity provisioning (one createUser per subject at a time).
+ * Used by the token cache (keys include the user's epoch, see token-cache-coordinator.ts).
  */
 export interface Singleflight<T> {
   run(key: string, start: () => Promise<T>): Promise<T>;

@@ -35,7 +35,7 @@ export function buildTypeGraphQLSchema(): Promise<GraphQLSchema> {
   return buildSchema({
     resolvers: [IdentityResolver, ViewerResolver, TeamsResolver],
     orphanedTypes: [CommunicationUser],
-    // Arguments are checked by the token service (one place for the rules, shared with scripts).
+    // Arguments are checked by the token services (src/tokens/input-rules.ts: one place for the rules).
     validate: false,
   });
 }
