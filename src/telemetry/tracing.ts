@@ -1,3 +1,4 @@
+import { url } from "../config/url.js";
 import {
   context,
   diag,
@@ -67,19 +68,19 @@ export function tracingSettingsFromEnv(env: Env): TracingSettings | undefined {
       break; // the signal-specific setting wins over the general one
     }
   }
-  const url = specific ?? `${general!.replace(/\/+$/, "")}/v1/traces`;
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new TracingConfigError(
-      `${specific !== undefined ? "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" : "OTEL_EXPORTER_OTLP_ENDPOINT"}: not a URL`,
-    );
+  const endpoint = specific ?? `${general!.replace(/\/+$/, "")}/v1/traces`;
+  // The configuration's one URL parser (src/config/url.ts), with this setting's own wording.
+  const parsed = url({
+    protocols: ["http", "https"],
+    problems: {
+      notAUrl: `${specific !== undefined ? "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" : "OTEL_EXPORTER_OTLP_ENDPOINT"}: not a URL`,
+      protocol: "the OTLP endpoint must be an http:// or https:// URL",
+    },
+  }).safeParse(endpoint);
+  if (!parsed.success) {
+    throw new TracingConfigError(parsed.error.issues[0]!.message);
   }
-  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
-    throw new TracingConfigError("the OTLP endpoint must be an http:// or https:// URL");
-  }
-  return { url };
+  return { url: endpoint };
 }
 
 /**
