@@ -160,8 +160,13 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
   const server: Server = o.tls
     ? createHttpsServer({ cert: o.tls.cert, key: o.tls.key }, listener)
     : createHttpServer(listener);
-  // Keep-alive sockets of SDK clients must not keep a closed emulator's process alive.
-  server.keepAliveTimeout = 5_000;
+  // An idle keep-alive socket is closed after two minutes, not Node's 5 s: the SDKs' agents never
+  // close idle sockets themselves, so a server that does so soon races their next request on
+  // the same socket (ECONNRESET). ACS's front end keeps idle connections for minutes, and with
+  // Node's 5 s a gateway whose event loop was busy for a few seconds (an embedded PGlite's
+  // initdb) lost its next create to that race: a create is never retried, since ACS may have
+  // made the identity. close() still ends every socket at once.
+  server.keepAliveTimeout = 120_000;
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
