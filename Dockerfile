@@ -27,7 +27,10 @@ COPY packages/emulator/package.json ./packages/emulator/
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/packages/emulator/dist ./packages/emulator/dist
-# The node image's unprivileged user; nothing in /app is writable by it.
+# The embedded identity directory's folder (DIRECTORY_DATA_DIR, without DATABASE_URL): the one
+# path in /app the unprivileged user may write. Mount a volume there to keep it across containers.
+RUN mkdir -p /app/.data/directory && chown -R node:node /app/.data
+# The node image's unprivileged user; nothing else in /app is writable by it.
 USER node
 EXPOSE 4000
 # Liveness only (/healthz): platforms that replace unhealthy containers (Swarm, several PaaS) would

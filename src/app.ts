@@ -4,6 +4,7 @@ import { createAcsBudget } from "./app/acs-budget.js";
 import { refuseRejectedCredentials } from "./app/acs-credentials.js";
 import { createAcsClient, openAcsResource } from "./app/acs-resource.js";
 import { createBearerVerifier } from "./app/bearer-verifier.js";
+import { openGatewayDirectory, type OpenedDirectory } from "./app/directory.js";
 import { registerCacheReadyGauge } from "./app/cache-ready-gauge.js";
 import { createGatewayServices } from "./app/gateway-services.js";
 import { graphqlUrl } from "./app/graphql-url.js";
@@ -16,6 +17,11 @@ import type { TokenCache } from "./cache/token-cache.js";
 import type { Config } from "./config.js";
 import type { GatewayServices } from "./graphql/context.js";
 import { buildGatewaySchema } from "./graphql/schema.js";
+import {
+  createDirectoryRecords,
+  noDirectory,
+  type DirectoryRecords,
+} from "./identity/directory-records.js";
 import type { IdentityProvider } from "./identity/identity-provider.js";
 import { exitAfterStep, recoverPendingIdentities } from "./identity/provisioning.js";
 import { createLogger, type Logger } from "./logger.js";
@@ -46,6 +52,15 @@ export interface App extends GatewayServices {
   emulator: Emulator | undefined;
   /** The ACS endpoint in use (the emulator's when embedded); no access key with Entra ID. */
   acs: { endpoint: string; accessKey: string | undefined };
+  /** The directory as the services write to it (`settled()` awaits its background writes). */
+  directoryRecords: DirectoryRecords;
+  /**
+   * The directory's database, dispatcher and start-up import; `status()` is `idle` (in memory, not
+   * used yet), `opening`, `open` or `failed` (retrying); undefined when the gateway keeps none
+   * (createApp given its own settings, without DATABASE_URL nor DIRECTORY_DATA_DIR). Not part of /readyz: a PGlite still
+   * opening must not make the instance unready, and calls wait for the open anyway.
+   */
+  directoryDb: OpenedDirectory | undefined;
   /** Listens on `config.host:config.port` (or the given port); resolves to the GraphQL URL. */
   listen(port?: number): Promise<string>;
   readiness(): Promise<ReadinessReport>;
@@ -91,6 +106,24 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
     resources.mappings = mappingStore.store;
     resources.pool = mappingStore.pool;
 
+    // Not awaited (docs/directory.md): PGlite's start costs seconds, and calls wait for the open.
+    const opened = openGatewayDirectory(config, {
+      logger,
+      metrics,
+      pool: mappingStore.pool,
+      mappings: mappingStore.store,
+    });
+    resources.directoryDb = opened?.db;
+    resources.dispatcher = opened?.dispatcher;
+    resources.directoryImport = opened?.imported;
+    const directoryRecords = (resources.directoryWrites = opened
+      ? createDirectoryRecords({
+          directory: opened.directory,
+          logger: logger.child({ component: "directory" }),
+          registry: metrics.registry,
+        })
+      : noDirectory());
+
     const { budget, limiters } = createAcsBudget(config, { redis, logger, metrics });
     resources.limiters.push(...limiters);
 
@@ -107,6 +140,8 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       cache,
       mappings: mappingStore.store,
       logger,
+      directory: directoryRecords,
+      customId: config.directory.customId,
       audit: createAuditLog({ logger, counter: metrics.auditEvents }),
       provisioning: { afterStep: exitAfterStep(config.testExitAfterStep) },
     });
@@ -141,6 +176,8 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       server,
       cache,
       metrics,
+      directoryRecords,
+      directoryDb: opened,
       emulator: resource.emulator,
       acs: { endpoint: resource.endpoint, accessKey: resource.accessKey },
       readiness: () => readiness.report(),

@@ -4,6 +4,7 @@ import { auth, callers } from "./config/auth.js";
 import { browsers } from "./config/browsers.js";
 import { database, redis, tokenCache } from "./config/cache.js";
 import { decide } from "./config/decisions.js";
+import { directory } from "./config/directory.js";
 import { deepFreeze } from "./config/freeze.js";
 import { limits } from "./config/limits.js";
 import { environment, http, listening, shutdown, testHooks } from "./config/server.js";
@@ -120,6 +121,21 @@ export interface Config {
    * (or propagate endpoint removals) stop sending new requests first. 0 in development.
    */
   shutdownDrainDelayMs: number;
+  /** The identity directory (src/directory/, docs/directory.md). */
+  directory: {
+    /**
+     * The embedded PGlite's folder when there is no DATABASE_URL, or `memory` (lost at exit).
+     * `undefined` (only for settings passed to `loadConfig`, never the process's own): no
+     * directory without DATABASE_URL. Unused with DATABASE_URL (it shares that PostgreSQL).
+     */
+    dataDir: string | undefined;
+    /** `WEBHOOK_URLS` and `WEBHOOK_SECRET`: lifecycle events delivered there, signed; or none. */
+    webhooks: { urls: string[]; secret: string } | undefined;
+    /** `AUTH_EXTERNAL_ID_CLAIM`: the token claim whose value is a caller's external id. */
+    externalIdClaim: string;
+    /** `ACS_CUSTOM_ID`: send the external id to ACS as `customId` (api-version 2025-03-02-preview). */
+    customId: boolean;
+  };
 }
 
 export class ConfigError extends Error {
@@ -184,6 +200,12 @@ const schema = z.object({
   PERSISTED_DOCUMENTS_ONLY: setting,
   // Shutdown
   SHUTDOWN_DRAIN_DELAY_MS: setting,
+  // Identity directory and its webhooks
+  DIRECTORY_DATA_DIR: setting,
+  WEBHOOK_URLS: setting,
+  WEBHOOK_SECRET: setting,
+  AUTH_EXTERNAL_ID_CLAIM: setting,
+  ACS_CUSTOM_ID: setting,
 });
 
 /** A name in that list: what a concern may declare (`settings` in src/config/fields.ts). */
@@ -226,6 +248,9 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     ...parse(http, settings),
     ...parse(browsers(decisions), settings),
     ...parse(shutdown, settings),
+    // The directory's folder defaults to .data/directory only for the process's own environment
+    // (npm start, the image); an env object passed in (tests, embeddings) keeps it in memory.
+    ...parse(directory(env === process.env), settings),
     ...parse(telemetry, env),
     ...parse(testHooks(decisions), env),
   } satisfies Config;

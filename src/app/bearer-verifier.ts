@@ -17,6 +17,7 @@ export function createBearerVerifier(
       issuer: config.auth.issuer,
       audience: config.auth.audience,
       adminRole: config.adminRole,
+      externalIdClaim: config.directory.externalIdClaim,
     });
   }
   logger.warn(

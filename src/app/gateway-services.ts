@@ -1,5 +1,6 @@
 import type { TokenCache } from "../cache/token-cache.js";
 import type { GatewayServices } from "../graphql/context.js";
+import { noDirectory, type DirectoryRecords } from "../identity/directory-records.js";
 import { guardMappingStore } from "../identity/guarded-mapping-store.js";
 import { createIdentityMappings } from "../identity/identity-mappings.js";
 import type { IdentityProvider } from "../identity/identity-provider.js";
@@ -33,6 +34,10 @@ export interface GatewayServicesDeps {
    */
   knownMappings?: KnownMappings;
   now?: () => number;
+  /** The identity directory (app/directory.ts over src/directory/). @default none: records nothing */
+  directory?: DirectoryRecords;
+  /** ACS_CUSTOM_ID: creates with an external id send it to ACS as `customId`. @default false */
+  customId?: boolean;
   /** Provisioning knobs (lease, waits, test hooks); the store and ACS client come from above. */
   provisioning?: Omit<ProvisionerOptions, "store" | "cleanupStore" | "identity" | "logger">;
 }
@@ -50,6 +55,8 @@ export function createGatewayServices(deps: GatewayServicesDeps): {
   const { cache, logger } = deps;
   const now = deps.now ?? Date.now;
   const audit = deps.audit ?? (() => {});
+  const directory = deps.directory ?? noDirectory(now);
+  const customId = deps.customId ?? false;
   // The only handle on ACS the services get: every call is charged to the caller it is made for.
   const upstream = meterUpstream(deps.identity, deps.budget);
   const store = guardMappingStore(deps.mappings, logger);
@@ -66,14 +73,35 @@ export function createGatewayServices(deps: GatewayServicesDeps): {
     store,
     // Background clean-ups log once when they start waiting for the store, not per retry.
     cleanupStore: deps.mappings,
-    identity: upstream.uncharged,
+    identity: {
+      // The provisioner deletes an identity its mapping store could not take. One the directory
+      // holds under an external id is never an orphan (the next createOnce finds it, and it may be
+      // an admin's), so it is kept; any other is deleted as before.
+      async deleteUser(userId) {
+        if (await directory.holdsByExternalId(userId).catch(() => false)) {
+          logger.info({ userId }, "kept an identity the directory holds by external id");
+          return;
+        }
+        await upstream.uncharged.deleteUser(userId);
+      },
+    },
     logger,
   });
-  const userTokens = createUserTokens({ upstream, cache, mappings, audit, now });
+  const userTokens = createUserTokens({ upstream, cache, mappings, audit, directory, now });
   return {
     services: {
-      tokens: createTokenService({ upstream, userTokens, audit }),
-      selfService: createSelfService({ upstream, userTokens, provisioner, mappings, audit, now }),
+      tokens: createTokenService({ upstream, userTokens, audit, directory, customId }),
+      selfService: createSelfService({
+        upstream,
+        userTokens,
+        provisioner,
+        mappings,
+        audit,
+        directory,
+        customId,
+        now,
+      }),
+      directory,
       ownership: mappings,
       upstream,
     },

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import type pg from "pg";
 import type { Config } from "../config.js";
 import {
   createMemoryUserMappingStore,
@@ -36,7 +37,7 @@ export async function openMappingStore(
     redis: RedisClient | undefined;
     logger: Logger;
   },
-): Promise<{ store: UserMappingStore; pool?: { end(): Promise<void> } }> {
+): Promise<{ store: UserMappingStore; pool?: pg.Pool }> {
   const { logger } = deps;
   const resource = mappingResourceOf(deps.acsEndpoint);
   const redisStore = deps.redis

@@ -1,6 +1,7 @@
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import type { RateLimiter } from "../auth/rate-limiter.js";
 import type { TokenCache } from "../cache/token-cache.js";
+import type { Db, WebhookDispatcher } from "../directory/index.js";
 import type { UserMappingStore } from "../identity/user-mapping-store.js";
 import type { Logger } from "../logger.js";
 import type { RedisClient } from "../redis/index.js";
@@ -12,6 +13,13 @@ export interface Resources {
   limiters: RateLimiter[];
   /** Self-service provisioning: its background clean-ups stop before the stores they wait for. */
   provisioner?: { close(): void };
+  /** The directory's background writes (settled before its database closes). */
+  directoryWrites?: { settled(): Promise<void> };
+  dispatcher?: WebhookDispatcher;
+  /** The directory's database (a PGlite it opened; never the shared pool, ended below). */
+  directoryDb?: Db;
+  /** The directory's start-up import, which reads the mapping store: ended before it closes. */
+  directoryImport?: Promise<unknown>;
   mappings?: UserMappingStore;
   /** PostgreSQL connections of the mapping store (DATABASE_URL). */
   pool?: { end(): Promise<void> };
@@ -30,6 +38,12 @@ const SHUTDOWN_ORDER: ((r: Resources) => Promise<unknown> | undefined)[] = [
   (r) => r.server?.fastify.close(),
   (r) => Promise.all(r.limiters.map((limiter) => limiter.close())),
   (r) => Promise.resolve(r.provisioner?.close()),
+  // The directory: its last writes (bounded), then the dispatcher (it hands its claims back), then
+  // its database; all before the pool they may share with the mapping store is ended.
+  (r) => bounded(r.directoryWrites?.settled(), DIRECTORY_SETTLE_MS),
+  (r) => bounded(r.directoryImport, DIRECTORY_SETTLE_MS),
+  (r) => r.dispatcher?.stop(),
+  (r) => r.directoryDb?.close(),
   (r) => r.mappings?.close(),
   (r) => r.pool?.end(),
   (r) => r.cache?.close(),
@@ -37,6 +51,21 @@ const SHUTDOWN_ORDER: ((r: Resources) => Promise<unknown> | undefined)[] = [
   (r) => (r.mappingRedis ? Promise.resolve(r.mappingRedis.disconnect()) : undefined),
   (r) => r.emulator?.close(),
 ];
+
+/** How long shutdown waits for the directory's background writes before closing it (ms). */
+const DIRECTORY_SETTLE_MS = 5000;
+
+/** `work`, or nothing once `ms` passed (a stuck write never holds the shutdown). */
+function bounded(work: Promise<unknown> | undefined, ms: number): Promise<unknown> | undefined {
+  if (!work) {
+    return undefined;
+  }
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    work,
+    new Promise((resolve) => (timer = setTimeout(resolve, ms).unref())),
+  ]).finally(() => clearTimeout(timer));
+}
 
 /** Releases what was opened, in `SHUTDOWN_ORDER`; a failed step is logged and the rest go on. */
 export async function releaseResources(resources: Resources, logger: Logger): Promise<void> {

@@ -9,6 +9,12 @@ export interface Caller {
   issuer: string | undefined;
   /** Entra ID's `oid` claim, when the token has one: whose Teams token the caller may exchange. */
   objectId?: string | undefined;
+  /**
+   * The value of the AUTH_EXTERNAL_ID_CLAIM claim (default `sub`): who the caller is in the
+   * organisation's own terms, the directory's external id for their identity. Undefined for the
+   * anonymous development caller and for a token without that claim (as a non-empty string).
+   */
+  externalId?: string | undefined;
   roles: readonly string[];
   isAdmin: boolean;
   /**

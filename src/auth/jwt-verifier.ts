@@ -15,6 +15,8 @@ export interface JwtVerifierOptions {
   issuer: string;
   audience: string;
   adminRole: string;
+  /** The claim whose (string) value is the caller's external id (`Caller.externalId`). @default "sub" */
+  externalIdClaim?: string;
   /** Tolerated clock difference for exp/nbf/iat. @default 30 */
   clockToleranceSeconds?: number;
   /** JWKS fetch timeout. @default 5000 */
@@ -256,10 +258,18 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
       // Entra ID's object id: what a Teams token exchange must match (the rights table's rule).
       const objectId =
         typeof payload.oid === "string" && payload.oid !== "" ? payload.oid : undefined;
+      // The directory's external id: a string claim of bounded length, or none (never a number or
+      // an object turned into text: two tokens must not name one person by accident).
+      const claimed = payload[options.externalIdClaim ?? "sub"] as unknown;
+      const externalId =
+        typeof claimed === "string" && claimed !== "" && claimed.length <= MAX_SUBJECT_LENGTH
+          ? claimed
+          : undefined;
       // Frozen: one remembered caller is handed to many requests.
       const caller: Caller = Object.freeze({
         subject,
         objectId,
+        externalId,
         // jwtVerify checked `iss` equals the configured issuer exactly.
         issuer: options.issuer,
         roles: Object.freeze(roles),

@@ -26,7 +26,13 @@ export type Rule =
   | { kind: "schema" }
   | { kind: "signedIn" }
   | { kind: "admin" }
-  | { kind: "owner"; target: (args: Args) => unknown; formerOwnerToo?: boolean }
+  | {
+      kind: "owner";
+      target: (args: Args) => unknown;
+      formerOwnerToo?: boolean;
+      /** The refusal of a non-admin when the target is absent. */
+      absent?: string;
+    }
   | { kind: "teamsSelf"; target: (args: Args) => unknown };
 
 type Args = Readonly<Record<string, unknown>>;
@@ -34,10 +40,15 @@ type Args = Readonly<Record<string, unknown>>;
 const schemaRule: Rule = { kind: "schema" };
 const signedIn: Rule = { kind: "signedIn" };
 const admin: Rule = { kind: "admin" };
-const owner = (target: (args: Args) => unknown, formerOwnerToo = false): Rule => ({
+const owner = (
+  target: (args: Args) => unknown,
+  formerOwnerToo = false,
+  absent = "Only an admin may create users; use issueMyToken for your own token.",
+): Rule => ({
   kind: "owner",
   target,
   formerOwnerToo,
+  absent,
 });
 const teamsSelf = (target: (args: Args) => unknown): Rule => ({ kind: "teamsSelf", target });
 
@@ -48,20 +59,33 @@ export const RIGHTS: Readonly<Record<string, Readonly<Record<string, Rule>>>> = 
     _entities: signedIn,
     me: signedIn,
     acsEndpoint: signedIn,
+    /** The directory: admins only; an end user reads their own record through `me`. */
+    communicationUser: admin,
+    communicationUsers: admin,
   },
   Mutation: {
     createUser: admin,
     issueToken: owner((args) => args.userId),
     revokeTokens: owner((args) => args.userId, true),
     deleteUser: admin,
+    updateUser: admin,
     issueMyToken: signedIn,
     revokeMyTokens: signedIn,
     deleteMe: signedIn,
     exchangeTeamsToken: teamsSelf((args) => args.userObjectId),
   },
-  /** Federation `_entities`, per entity type; the arguments are the representation. */
+  /**
+   * Federation `_entities`, per entity type; the arguments are the representation. A
+   * CommunicationUser represented by its `externalId` is first looked up, and the rule is applied
+   * to the id found (graphql/schema.ts): an unknown external id is, for a non-admin, refused as a
+   * foreign one is, so that the answer does not tell which external ids exist.
+   */
   Entity: {
-    CommunicationUser: owner((representation) => representation.id),
+    CommunicationUser: owner(
+      (representation) => representation.id,
+      false,
+      "You may resolve only your own communication user.",
+    ),
   },
 };
 
@@ -122,7 +146,7 @@ export async function enforce(
       const target = rule.target(args);
       if (target === undefined || target === null) {
         if (!caller.isAdmin) {
-          throw forbidden("Only an admin may create users; use issueMyToken for your own token.");
+          throw forbidden(rule.absent ?? "This operation is for admins only.");
         }
         return;
       }

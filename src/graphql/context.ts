@@ -1,4 +1,5 @@
 import type { Caller } from "../auth/caller.js";
+import type { IdentityDirectory } from "../identity/identity-directory.js";
 import type { Ownership } from "../identity/identity-mappings.js";
 import type { Logger } from "../logger.js";
 import type { SelfService } from "../tokens/self-service.js";
@@ -23,6 +24,11 @@ export interface GatewayServices {
    * `tokens` or `selfService`, which keep the cache's rules.
    */
   upstream: MeteredUpstream;
+  /**
+   * The directory of identities (src/directory/): the admin queries, `updateUser`, and the records
+   * behind `CommunicationUser`. Errors are domain errors (BAD_USER_INPUT, NOT_FOUND, ...).
+   */
+  directory: IdentityDirectory;
 }
 
 /** What every resolver gets. Built per request by the caller-context plugin (server/plugins). */

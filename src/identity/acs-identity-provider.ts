@@ -150,6 +150,39 @@ const markSent: PipelinePolicy = {
   },
 };
 
+/**
+ * The customId of a create attempt, by its abort signal (as `sentAttempts`, no AsyncLocalStorage).
+ * @azure/communication-identity 1.3.1 has no customId option: `withCustomId` rewrites that one
+ * request instead.
+ */
+const customIds = new WeakMap<object, string>();
+
+/** ACS's first api-version with `customId` on create (the emulator has it too). */
+export const CUSTOM_ID_API_VERSION = "2025-03-02-preview";
+
+/**
+ * A per-call policy (before signing, so the HMAC covers the rewritten body): a create whose
+ * attempt carries a customId is sent at CUSTOM_ID_API_VERSION with `customId` in its body. The
+ * answer's shape (`identity.id`) is the same in both versions, so the SDK reads it unchanged.
+ */
+const withCustomId: PipelinePolicy = {
+  name: "acsgwCustomId",
+  sendRequest(request, next) {
+    const customId = request.abortSignal ? customIds.get(request.abortSignal) : undefined;
+    if (customId !== undefined) {
+      const url = new URL(request.url);
+      url.searchParams.set("api-version", CUSTOM_ID_API_VERSION);
+      request.url = url.href;
+      const body: Record<string, unknown> =
+        typeof request.body === "string" && request.body !== "" ? JSON.parse(request.body) : {};
+      body.customId = customId;
+      request.body = JSON.stringify(body);
+      request.headers.set("content-type", "application/json");
+    }
+    return next(request);
+  },
+};
+
 interface RestErrorLike {
   name?: string;
   statusCode?: number;
@@ -239,7 +272,10 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
     allowInsecureConnection: options.allowInsecureConnection ?? false,
     retryOptions: { maxRetries: 0 },
     userAgentOptions: { userAgentPrefix: "acs-identity-gateway" },
-    additionalPolicies: [{ policy: markSent, position: "perRetry" as const }],
+    additionalPolicies: [
+      { policy: withCustomId, position: "perCall" as const },
+      { policy: markSent, position: "perRetry" as const },
+    ],
   };
   const client = options.credential
     ? new CommunicationIdentityClient(options.endpoint, options.credential, clientOptions)
@@ -339,8 +375,11 @@ export function createAcsIdentityProvider(options: AcsIdentityProviderOptions): 
     minutes === undefined ? {} : { tokenExpiresInMinutes: minutes };
 
   return {
-    createUser: () =>
+    createUser: (options) =>
       call("createUser", async (abortSignal) => {
+        if (options?.customId !== undefined) {
+          customIds.set(abortSignal, options.customId);
+        }
         const user = await client.createUser({ abortSignal });
         return user.communicationUserId;
       }),

@@ -11,7 +11,11 @@ export interface IssuedToken {
  * (see upstream-error.ts) for every failure the caller may want to tell apart.
  */
 export interface IdentityProvider {
-  createUser(): Promise<string>;
+  /**
+   * A new identity. `customId` (ACS_CUSTOM_ID, api-version 2025-03-02-preview): ACS answers the
+   * same identity for the same value, so a lost answer or a lost directory never makes a second one.
+   */
+  createUser(options?: { customId?: string | undefined }): Promise<string>;
   /** One upstream call: a new identity and its first token (the ACS quickstart's shape). */
   createUserAndToken(
     scopes: readonly AcsScope[],

@@ -177,6 +177,26 @@ export function createPgUserMappingStore(options: {
       return rows.map((row) => ({ subjectKey: row.subject_key, userId: row.user_id }));
     },
 
+    async *listUserIds() {
+      // Keyset pages by the row id: a long table is read in bounded statements.
+      let after = "0";
+      for (;;) {
+        const { rows } = await pool.query<{ id: string; user_id: string }>(
+          `SELECT id::text AS id, user_id FROM acsgw_identity_mapping
+            WHERE resource = $1 AND state IN ('pending', 'mapped') AND id > $2::bigint
+            ORDER BY id LIMIT 500`,
+          [resource, after],
+        );
+        for (const row of rows) {
+          yield row.user_id;
+        }
+        if (rows.length < 500) {
+          return;
+        }
+        after = rows[rows.length - 1]!.id;
+      }
+    },
+
     async removeByUserId(userId) {
       const { rows } = await pool.query<{ subject_key: string }>(
         `UPDATE acsgw_identity_mapping SET state = 'replaced', replaced_at = now()

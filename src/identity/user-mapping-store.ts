@@ -64,6 +64,12 @@ export interface UserMappingStore {
   subjectOf(userId: string): Promise<string | undefined>;
   /** Is or was `userId` the identity of `subjectKey` (also after deletion or replacement)? */
   ownsOrOwned(subjectKey: string, userId: string): Promise<boolean>;
+  /**
+   * Every identity currently mapped or pending, in batches: the identity directory imports them at
+   * start (app/directory.ts). Optional: the Redis store has no cheap listing across a Cluster, and
+   * its mappings reach PostgreSQL (and from there the directory) when DATABASE_URL is set.
+   */
+  listUserIds?(): AsyncIterable<string>;
   close(): Promise<void>;
 }
 
@@ -174,6 +180,13 @@ export function createMemoryUserMappingStore(
   };
   // Every method completes synchronously between awaits, so each is atomic in this process.
   return {
+    async *listUserIds() {
+      for (const entry of [...bySubject.values()]) {
+        if (entry.kind !== "reserved") {
+          yield entry.userId;
+        }
+      }
+    },
     async get(subjectKey) {
       const entry = bySubject.get(subjectKey);
       return entry?.kind === "reserved" ? undefined : entry?.userId;

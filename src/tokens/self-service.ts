@@ -1,4 +1,5 @@
 import { DomainError } from "../errors.js";
+import type { DirectoryRecords } from "../identity/directory-records.js";
 import type { IdentityMappings } from "../identity/identity-mappings.js";
 import type { Provisioner } from "../identity/provisioning.js";
 import { UpstreamError } from "../identity/upstream-error.js";
@@ -46,11 +47,48 @@ export function createSelfService(deps: {
   provisioner: Provisioner;
   mappings: IdentityMappings;
   audit: Audit;
+  directory: DirectoryRecords;
+  /** ACS_CUSTOM_ID: the caller's external id is sent to ACS as `customId`. */
+  customId?: boolean;
   now: () => number;
 }): SelfService {
-  const { upstream, userTokens, provisioner, mappings, audit, now } = deps;
+  const { upstream, userTokens, provisioner, mappings, audit, directory, now } = deps;
   /** One identity creation per subject at a time in this process (the store arbitrates across instances). */
   const creating = new Map<string, Promise<string>>();
+
+  /**
+   * The ACS create behind a caller's first identity (run by the provisioner, which records the
+   * mapping). With an external id (the AUTH_EXTERNAL_ID_CLAIM claim) it goes through the
+   * directory's `createOnce`: an identity an admin provisioned for that external id, or one any
+   * instance is creating, becomes the caller's instead of a second one. Without one (the anonymous
+   * development caller) the identity is recorded in the background.
+   */
+  async function createIdentity(actor: Actor): Promise<string> {
+    const externalId = actor.externalId;
+    if (externalId === undefined) {
+      const userId = await upstream.createUser(actor);
+      audit({ event: "identity.created", userId, actor, via: "self-service" });
+      void directory.createdInBackground({ id: userId, origin: "self-service", actor });
+      return userId;
+    }
+    const { identity } = await directory.createOnce(
+      { externalId, origin: "self-service", actor },
+      async () => {
+        const userId = await upstream.createUser(
+          actor,
+          deps.customId ? { customId: externalId } : undefined,
+        );
+        audit({ event: "identity.created", userId, actor, via: "self-service" });
+        return userId;
+      },
+      async (userId) => {
+        if (!deps.customId) {
+          await upstream.uncharged.deleteUser(userId);
+        }
+      },
+    );
+    return identity.id;
+  }
 
   /** The caller's identity for the token path: may be stale (known-mappings.ts says why that is safe). */
   async function ensureIdentity(actor: Actor): Promise<string> {
@@ -66,12 +104,14 @@ export function createSelfService(deps: {
     }
     let flight = creating.get(actor.key);
     if (!flight) {
-      flight = provisioner
-        .identityOf(actor.key, async () => {
-          const userId = await upstream.createUser(actor);
-          audit({ event: "identity.created", userId, actor, via: "self-service" });
-          return userId;
-        })
+      const externalId = actor.externalId;
+      // The directory is read first, outside the provisioner's reservation lease: a directory
+      // still opening (PGlite's first start takes seconds) must not eat the lease that bounds the
+      // ACS create, or another call would take the reservation over. One indexed read.
+      const warm =
+        externalId === undefined ? Promise.resolve() : directory.getByExternalId(externalId);
+      flight = warm
+        .then(() => provisioner.identityOf(actor.key, () => createIdentity(actor)))
         .then((userId) => {
           mappings.remember(actor.key, userId);
           return userId;
@@ -109,6 +149,9 @@ export function createSelfService(deps: {
         // another instance already removed (deleteMe there): that memory goes either way.
         mappings.forgetRemembered(actor.key);
         await mappings.forgetDeleted(userId);
+        // The directory must let go too, or its live record would hand the caller the same gone
+        // identity again (createOnce by external id). Awaited: the next line depends on it.
+        await directory.deleted(userId, "gateway");
         return userTokens.issue(actor, await ensureIdentity(actor), scopes, expiresInMinutes);
       }
     },
@@ -129,6 +172,7 @@ export function createSelfService(deps: {
         // Already gone at ACS (an earlier deleteMe that lost its answer, or an admin): the
         // caller's erasure is complete once the mapping goes too.
         await mappings.forgetDeleted(userId);
+        await directory.deleted(userId, actor);
         return { userId, deletedAt: now() };
       }
     },

@@ -1,3 +1,6 @@
+import type { DirectoryIdentity } from "../directory/index.js";
+import type { DirectoryRecords } from "../identity/directory-records.js";
+import type { CreateUserInput } from "../identity/identity-directory.js";
 import { viaOf, type Audit } from "./audit.js";
 import { assertUserId, checkLifetime, checkScopes } from "./input-rules.js";
 import type { AcsScope } from "./scopes.js";
@@ -18,7 +21,12 @@ export interface IssueTokenInput {
  * signed-in caller their own.
  */
 export interface TokenService {
-  createUser(actor: Actor): Promise<string>;
+  /**
+   * A new identity, recorded in the directory (origin `admin`). With `externalId`, idempotent
+   * across instances: the live identity with that external id is returned as it is, and concurrent
+   * calls make one ACS create (docs/directory.md).
+   */
+  createUser(actor: Actor, input?: CreateUserInput): Promise<DirectoryIdentity>;
   issueToken(actor: Actor, input: IssueTokenInput): Promise<TokenGrant>;
   /** @returns when the revocation took effect (epoch ms) */
   revokeTokens(actor: Actor, userId: string): Promise<number>;
@@ -33,13 +41,38 @@ export function createTokenService(deps: {
   upstream: MeteredUpstream;
   userTokens: UserTokens;
   audit: Audit;
+  directory: DirectoryRecords;
+  /** ACS_CUSTOM_ID: the external id is sent to ACS as `customId`. */
+  customId?: boolean;
 }): TokenService {
-  const { upstream, userTokens, audit } = deps;
+  const { upstream, userTokens, audit, directory } = deps;
   return {
-    async createUser(actor) {
-      const userId = await upstream.createUser(actor);
-      audit({ event: "identity.created", userId, actor, via: "admin" });
-      return userId;
+    async createUser(actor, input = {}) {
+      const { externalId, displayName } = input;
+      if (externalId === undefined) {
+        const userId = await upstream.createUser(actor);
+        audit({ event: "identity.created", userId, actor, via: "admin" });
+        return directory.created({ id: userId, displayName, origin: "admin", actor });
+      }
+      const { identity } = await directory.createOnce(
+        { externalId, displayName, origin: "admin", actor },
+        async () => {
+          const userId = await upstream.createUser(
+            actor,
+            deps.customId ? { customId: externalId } : undefined,
+          );
+          audit({ event: "identity.created", userId, actor, via: "admin" });
+          return userId;
+        },
+        // A create that lost to another instance's (its lease ran out mid-create): the gateway's
+        // own clean-up, uncharged. With customId both are the same identity: nothing to delete.
+        async (userId) => {
+          if (!deps.customId) {
+            await upstream.uncharged.deleteUser(userId);
+          }
+        },
+      );
+      return identity;
     },
 
     async issueToken(actor, input) {
@@ -48,6 +81,8 @@ export function createTokenService(deps: {
       if (input.userId === undefined) {
         const created = await upstream.createUserAndToken(actor, scopes, input.expiresInMinutes);
         audit({ event: "identity.created", userId: created.userId, actor, via: "admin" });
+        // Not awaited: the token is the answer, and the directory may still be opening.
+        void directory.createdInBackground({ id: created.userId, origin: "admin", actor });
         return { userId: created.userId, ...created.token, scopes };
       }
       assertUserId(input.userId);

@@ -20,6 +20,10 @@ export interface Actor {
   isAdmin: boolean;
   /** The token's issuer, for logs (a `Caller` has it; scripts may not). */
   issuer?: string | undefined;
+  /** The caller's `sub`, named in the directory's events as `admin:<subject>` for an admin's change. */
+  subject?: string | undefined;
+  /** `Caller.externalId`: the directory's external id of the caller's own identity (self-service). */
+  externalId?: string | undefined;
   /** The request's counters, when the call is made for a request (scripts have none). */
   usage?: Usage | undefined;
 }

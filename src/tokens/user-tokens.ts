@@ -1,5 +1,6 @@
 import { UserDeletedError, type TokenCache } from "../cache/token-cache.js";
 import { DomainError, notFound } from "../errors.js";
+import type { DirectoryRecords } from "../identity/directory-records.js";
 import type { IdentityMappings } from "../identity/identity-mappings.js";
 import type { Audit, AuditEvent } from "./audit.js";
 import type { AcsScope } from "./scopes.js";
@@ -40,9 +41,11 @@ export function createUserTokens(deps: {
   cache: TokenCache;
   mappings: Pick<IdentityMappings, "forgetDeleted">;
   audit: Audit;
+  /** Told, in the background, of tokens minted at ACS, revocations and deletions. */
+  directory: Pick<DirectoryRecords, "tokenMinted" | "revoked" | "deleted">;
   now: () => number;
 }): UserTokens {
-  const { upstream, cache, mappings, audit, now } = deps;
+  const { upstream, cache, mappings, audit, directory, now } = deps;
 
   /**
    * The revoke/delete bracket of the cache around the upstream call: the one place the services
@@ -69,6 +72,10 @@ export function createUserTokens(deps: {
         if (actor.usage) {
           actor.usage[cached ? "cacheHits" : "cacheMisses"]++;
         }
+        if (!cached) {
+          // Minted at ACS: one UPDATE by primary key, in the background. A hit writes nothing.
+          void directory.tokenMinted(userId);
+        }
         return { userId, token: token.token, expiresOn: token.expiresOn, scopes };
       } catch (error) {
         if (error instanceof UserDeletedError) {
@@ -85,6 +92,8 @@ export function createUserTokens(deps: {
         false,
       );
       audit({ event: "tokens.revoked", userId, actor, via });
+      // ACS revoked whatever the cache could confirm: the event is written either way.
+      void directory.revoked(userId, actor);
       return confirmedAt(confirmed, at);
     },
 
@@ -95,6 +104,7 @@ export function createUserTokens(deps: {
         true,
       );
       audit({ event: "identity.deleted", userId, actor, via });
+      void directory.deleted(userId, actor);
       // The identity is gone at ACS whatever the cache could record: its mapping goes too.
       await mappings.forgetDeleted(userId);
       return confirmedAt(confirmed, at);

@@ -17,7 +17,7 @@ const profilesTypeDefs = parse(`
   extend schema @link(url: "https://specs.apollo.dev/federation/v2.3", import: ["@key"])
   type CommunicationUser @key(fields: "id") {
     id: ID!
-    displayName: String!
+    nickname: String!
   }
 `);
 const profiles = buildSubgraphSchema({
@@ -26,7 +26,7 @@ const profiles = buildSubgraphSchema({
     CommunicationUser: {
       __resolveReference: (ref: { id: string }) => ({
         id: ref.id,
-        displayName: `User ${ref.id.slice(-4)}`,
+        nickname: `User ${ref.id.slice(-4)}`,
       }),
     },
   },
@@ -64,13 +64,13 @@ afterAll(async () => {
 describe("composition into a supergraph", () => {
   it("joins this subgraph's createUser with another subgraph's field on CommunicationUser", async () => {
     const response = await supergraph.executeOperation({
-      query: "mutation { createUser { id displayName } }",
+      query: "mutation { createUser { id nickname } }",
     });
     expect(response.body.kind).toBe("single");
     const result = (response.body as { singleResult: { data?: any; errors?: unknown } })
       .singleResult;
     expect(result.errors).toBeUndefined();
     expect(result.data.createUser.id).toMatch(/^8:acs:/);
-    expect(result.data.createUser.displayName).toBe(`User ${result.data.createUser.id.slice(-4)}`);
+    expect(result.data.createUser.nickname).toBe(`User ${result.data.createUser.id.slice(-4)}`);
   });
 });

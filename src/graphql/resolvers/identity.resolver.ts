@@ -1,11 +1,13 @@
 import { Arg, Args, Ctx, ID, Mutation, Resolver } from "type-graphql";
 import type { TokenGrant } from "../../tokens/user-tokens.js";
+import { createUserInput, CreateUserArgs } from "../args/directory.args.js";
 import { IssueTokenArgs } from "../args/issue-token.args.js";
 import type { SignedInContext } from "../context.js";
 import { AccessToken } from "../types/access-token.type.js";
 import { CommunicationUser } from "../types/communication-user.type.js";
 import { DeleteUserPayload, RevokeTokensPayload } from "../types/payloads.type.js";
 import type { TokenScope } from "../types/token-scope.enum.js";
+import { userOf } from "./directory.resolver.js";
 
 export function toAccessToken(grant: TokenGrant): AccessToken {
   const result = new AccessToken();
@@ -37,9 +39,15 @@ export function deletePayload(userId: string, deletedAt: number): DeleteUserPayl
  */
 @Resolver()
 export class IdentityResolver {
-  @Mutation(() => CommunicationUser, { description: "Creates a new ACS identity. Admins only." })
-  async createUser(@Ctx() context: SignedInContext): Promise<CommunicationUser> {
-    return CommunicationUser.of(await context.tokens.createUser(context.actor));
+  @Mutation(() => CommunicationUser, {
+    description:
+      "Creates an ACS identity, recorded in the directory. With `externalId`, idempotent: the live identity with that external id is returned (its display name unchanged) instead of a second one. Admins only.",
+  })
+  async createUser(
+    @Ctx() context: SignedInContext,
+    @Args(() => CreateUserArgs) args: CreateUserArgs,
+  ): Promise<CommunicationUser> {
+    return userOf(context, await context.tokens.createUser(context.actor, createUserInput(args)));
   }
 
   @Mutation(() => AccessToken, {

@@ -39,6 +39,8 @@ export function createCallerContext(deps: {
         key: caller.key,
         isAdmin: caller.isAdmin,
         issuer: caller.issuer,
+        subject: caller.subject,
+        externalId: caller.externalId,
         usage,
       },
       requestId,

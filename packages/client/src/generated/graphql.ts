@@ -4,6 +4,14 @@ type Exact<T extends { [key: string]: unknown }> = { [K in keyof T]: T[K] };
 /** Internal type. DO NOT USE DIRECTLY. */
 export type Incremental<T> =
   T | { [P in keyof T]?: P extends " $fragmentName" | "__typename" ? T[P] : never };
+/** Which identities `communicationUsers` lists. */
+export type CommunicationUserFilter = {
+  /** Only identities whose external id starts with this, taken literally (`%` and `_` are plain characters; case counts). */
+  externalIdPrefix?: string | null | undefined;
+  /** Deleted identities too (with `deletedAt` set); false by default. */
+  includeDeleted?: boolean | null | undefined;
+};
+
 /** What an ACS access token may be used for. */
 export type TokenScope =
   /** `chat`: full chat access. */
@@ -19,11 +27,74 @@ export type TokenScope =
 
 export type MeQueryVariables = Exact<{ [key: string]: never }>;
 
-export type MeQuery = { me: { subject: string; communicationUser: { id: string } | null } };
+export type MeQuery = {
+  me: {
+    subject: string;
+    communicationUser: { id: string; externalId: string | null; displayName: string | null } | null;
+  };
+};
 
-export type CreateUserMutationVariables = Exact<{ [key: string]: never }>;
+export type CreateUserMutationVariables = Exact<{
+  externalId?: string | null | undefined;
+  displayName?: string | null | undefined;
+}>;
 
-export type CreateUserMutation = { createUser: { id: string } };
+export type CreateUserMutation = {
+  createUser: {
+    id: string;
+    externalId: string | null;
+    displayName: string | null;
+    createdAt: string | null;
+  };
+};
+
+export type CommunicationUserQueryVariables = Exact<{
+  id?: string | null | undefined;
+  externalId?: string | null | undefined;
+}>;
+
+export type CommunicationUserQuery = {
+  communicationUser: {
+    id: string;
+    externalId: string | null;
+    displayName: string | null;
+    createdAt: string | null;
+    lastTokenIssuedAt: string | null;
+    deletedAt: string | null;
+  } | null;
+};
+
+export type CommunicationUsersQueryVariables = Exact<{
+  first?: number | null | undefined;
+  after?: string | null | undefined;
+  filter?: CommunicationUserFilter | null | undefined;
+}>;
+
+export type CommunicationUsersQuery = {
+  communicationUsers: {
+    edges: Array<{
+      cursor: string;
+      node: {
+        id: string;
+        externalId: string | null;
+        displayName: string | null;
+        createdAt: string | null;
+        lastTokenIssuedAt: string | null;
+        deletedAt: string | null;
+      };
+    }>;
+    pageInfo: { hasNextPage: boolean; endCursor: string | null };
+  };
+};
+
+export type UpdateUserMutationVariables = Exact<{
+  userId: string;
+  displayName?: string | null | undefined;
+}>;
+
+export type UpdateUserMutation = {
+  updateUser: { id: string; externalId: string | null; displayName: string | null };
+};
 
 export type IssueTokenMutationVariables = Exact<{
   userId?: string | null | undefined;
@@ -92,12 +163,24 @@ export type ExchangeTeamsTokenMutation = {
  */
 export const persistedOperations = {
   Me: {
-    id: "11133dda52ba147e0a966ddcb7ce79d760d5b03cdf22f2ac2473c231fb200822",
-    body: "query Me {\n  me {\n    subject\n    communicationUser {\n      id\n    }\n  }\n}",
+    id: "8fac6baa652578fae943e6c4b1f3cf4c5c4d8c223fcc126f3d30309e7e82f1e2",
+    body: "query Me {\n  me {\n    subject\n    communicationUser {\n      id\n      externalId\n      displayName\n    }\n  }\n}",
   },
   CreateUser: {
-    id: "4cafcba42ec1838282031295eee5003fef23ebb476911d14b87fe981997a2a33",
-    body: "mutation CreateUser {\n  createUser {\n    id\n  }\n}",
+    id: "4f8b9738eec76852c76a6f7990bd2613302ea08887bccf54954939e53ed3a63b",
+    body: "mutation CreateUser($externalId: String, $displayName: String) {\n  createUser(externalId: $externalId, displayName: $displayName) {\n    id\n    externalId\n    displayName\n    createdAt\n  }\n}",
+  },
+  CommunicationUser: {
+    id: "e3cb91b187be7a0263da18ff9f52b5a62bd21b246c3e1674730d50d1001f1bbb",
+    body: "query CommunicationUser($id: ID, $externalId: String) {\n  communicationUser(id: $id, externalId: $externalId) {\n    id\n    externalId\n    displayName\n    createdAt\n    lastTokenIssuedAt\n    deletedAt\n  }\n}",
+  },
+  CommunicationUsers: {
+    id: "eecf101239846140f6007fb269d28021afd4c27e8e74933542a8303c1fe493ae",
+    body: "query CommunicationUsers($first: Int, $after: String, $filter: CommunicationUserFilter) {\n  communicationUsers(first: $first, after: $after, filter: $filter) {\n    edges {\n      cursor\n      node {\n        id\n        externalId\n        displayName\n        createdAt\n        lastTokenIssuedAt\n        deletedAt\n      }\n    }\n    pageInfo {\n      hasNextPage\n      endCursor\n    }\n  }\n}",
+  },
+  UpdateUser: {
+    id: "9445a56788472fd469fa43f89d36b384e0f67c0098900f0b51a03a7f2b5441b9",
+    body: "mutation UpdateUser($userId: ID!, $displayName: String) {\n  updateUser(userId: $userId, displayName: $displayName) {\n    id\n    externalId\n    displayName\n  }\n}",
   },
   IssueToken: {
     id: "a6c250fea1c79e0ea6282114432751cdc41562428224d6ffa0b3b172c750e9f9",
@@ -137,6 +220,12 @@ export const persistedOperations = {
 export interface OperationTypes {
   Me: { result: MeQuery; variables: MeQueryVariables };
   CreateUser: { result: CreateUserMutation; variables: CreateUserMutationVariables };
+  CommunicationUser: { result: CommunicationUserQuery; variables: CommunicationUserQueryVariables };
+  CommunicationUsers: {
+    result: CommunicationUsersQuery;
+    variables: CommunicationUsersQueryVariables;
+  };
+  UpdateUser: { result: UpdateUserMutation; variables: UpdateUserMutationVariables };
   IssueToken: { result: IssueTokenMutation; variables: IssueTokenMutationVariables };
   IssueMyToken: { result: IssueMyTokenMutation; variables: IssueMyTokenMutationVariables };
   RevokeTokens: { result: RevokeTokensMutation; variables: RevokeTokensMutationVariables };
