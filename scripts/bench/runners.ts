@@ -5,7 +5,8 @@
  * of a process from Linux's /proc.
  */
 import { fork, spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { LoadJob, LoadResult } from "../../bench/load.js";
 import type { RefreshJob, RefreshResult } from "../../bench/refresh.js";
@@ -185,6 +186,9 @@ export async function startGateway(
       AUTH_AUDIENCE: common.issuer.audience,
       REDIS_URL: common.redisUrl,
       COMMUNICATION_SERVICES_CONNECTION_STRING: connectionString,
+      // Its own embedded directory folder: several gateways run at once, from one working
+      // directory, and must not open one PGlite folder together.
+      DIRECTORY_DATA_DIR: mkdtempSync(join(tmpdir(), "acsgw-bench-directory-")),
       // The per-caller mint budget still runs (its Redis round trip is part of the cost); the
       // benchmark's single admin must not exhaust it.
       RATE_LIMIT_ACS_CALLS_PER_MINUTE: "1000000",

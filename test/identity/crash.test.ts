@@ -58,6 +58,8 @@ async function crashGatewayDuringIssueMyToken(env: Record<string, string>): Prom
       NODE_ENV: "test",
       HOST: "127.0.0.1",
       PORT: "0",
+      // Not the repository's .data/directory, which other test processes may open too.
+      DIRECTORY_DATA_DIR: "memory",
       LOG_LEVEL: "info",
       COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
       ...env,

@@ -39,7 +39,14 @@ interface Gateway {
 async function startGatewayProcess(env: Record<string, string>): Promise<Gateway> {
   const port = await freePort();
   const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
-    env: { PATH: process.env.PATH ?? "", HOST: "127.0.0.1", PORT: String(port), ...env },
+    env: {
+      PATH: process.env.PATH ?? "",
+      HOST: "127.0.0.1",
+      PORT: String(port),
+      // Not the repository's .data/directory, which other test processes may open too.
+      DIRECTORY_DATA_DIR: "memory",
+      ...env,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";
@@ -138,6 +145,7 @@ describe("Entra ID to ACS", () => {
         PATH: process.env.PATH ?? "",
         HOST: "127.0.0.1",
         PORT: String(port),
+        DIRECTORY_DATA_DIR: "memory",
         ACS_ENDPOINT: emulator.endpoint,
         IDENTITY_ENDPOINT: emulator.managedIdentity!.endpoint,
         IDENTITY_HEADER: "not-the-header",
