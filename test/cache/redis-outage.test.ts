@@ -3,13 +3,15 @@ import type { TokenCache } from "../../src/cache/token-cache.js";
 import { UserDeletedError } from "../../src/cache/token-cache.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
 import { startRedisProxy, type RedisProxy } from "../helpers/redis-proxy.js";
-import { redisBackend, type CacheBackend } from "./behaviour.js";
+import { HEALTHY_REDIS_TIMEOUT_MS, redisBackend, type CacheBackend } from "./behaviour.js";
 import { eventually as until, startUpstream, type Upstream } from "./upstream.js";
 
 describe("the Redis token cache when Redis fails", () => {
   let upstream: Upstream;
   let server: RedisProcess;
   let backend: CacheBackend;
+  /** With the gateway's own command timeout: for the test of what a paused Redis costs. */
+  let timed: CacheBackend;
 
   beforeAll(async () => {
     // appendfsync always: a SIGKILL loses nothing, so a restart is a connection-only outage.
@@ -17,11 +19,18 @@ describe("the Redis token cache when Redis fails", () => {
       startUpstream(),
       startRedis({ appendOnly: true, args: ["--appendfsync", "always"] }),
     ]);
-    backend = redisBackend({ mode: "single", url: server.url }, () => [server.client()]);
+    // A killed Redis fails every command at once (no offline queue), a live one answers: its
+    // timeout is only met when the machine is busy, and a read that timed out is a miss these
+    // tests would count.
+    backend = redisBackend({ mode: "single", url: server.url }, () => [server.client()], {
+      commandTimeoutMs: HEALTHY_REDIS_TIMEOUT_MS,
+    });
+    timed = redisBackend({ mode: "single", url: server.url }, () => [server.client()]);
   });
 
   afterAll(async () => {
     await backend?.stop();
+    await timed?.stop();
     await server?.stop();
     await upstream?.close();
   });
@@ -55,12 +64,12 @@ describe("the Redis token cache when Redis fails", () => {
     // a's clock is held still while Redis is paused, so its breaker, once open, stays open
     // however long the steps below take (no wall-clock window to fit in).
     let frozenAt: number | undefined;
-    const a = await backend.instance(upstream, { now: () => frozenAt ?? Date.now() });
-    const b = await backend.instance(upstream);
+    const a = await timed.instance(upstream, { now: () => frozenAt ?? Date.now() });
+    const b = await timed.instance(upstream);
     // Both of a's connections: the shared one (reads, writes) and the revoke connection
     // (invalidations: `createRevokeConnection`), each watched on its own.
-    const [client, revoke, ...others] = backend.connectionsOf!(a);
-    expect(client).toBe(backend.clientOf!(a));
+    const [client, revoke, ...others] = timed.connectionsOf!(a);
+    expect(client).toBe(timed.clientOf!(a));
     expect(revoke).toBeDefined();
     expect(others).toEqual([]);
     const user = await upstream.createUser();
@@ -173,7 +182,9 @@ describe("the Redis token cache when Redis fails", () => {
 
   it("after Redis lost its data, entries and epochs are gone together and nothing stale is served", async () => {
     const volatile = await startRedis({ appendOnly: false });
-    const lost = redisBackend({ mode: "single", url: volatile.url }, () => [volatile.client()]);
+    const lost = redisBackend({ mode: "single", url: volatile.url }, () => [volatile.client()], {
+      commandTimeoutMs: HEALTHY_REDIS_TIMEOUT_MS,
+    });
     try {
       const a = await lost.instance(upstream);
       const b = await lost.instance(upstream);
@@ -215,8 +226,18 @@ describe("the Redis token cache under a partition of one instance", () => {
   });
 
   it("replays a revoke journaled during the partition as soon as the revoking instance reconnects", async () => {
-    const direct = redisBackend({ mode: "single", url: server.url }, () => [server.client()]);
-    const viaProxy = redisBackend({ mode: "single", url: proxy.url }, () => [server.client()]);
+    // A cut proxy resets its connections and refuses new ones: commands fail at once.
+    const healthy = { commandTimeoutMs: HEALTHY_REDIS_TIMEOUT_MS };
+    const direct = redisBackend(
+      { mode: "single", url: server.url },
+      () => [server.client()],
+      healthy,
+    );
+    const viaProxy = redisBackend(
+      { mode: "single", url: proxy.url },
+      () => [server.client()],
+      healthy,
+    );
     try {
       const partitioned = await viaProxy.instance(upstream);
       const connected = await direct.instance(upstream);

@@ -196,10 +196,14 @@ describe("automatic persisted queries across instances", () => {
 
     const registered = await post(one, { query, extensions });
     expect(registered.json()).toEqual({ data: { me: { subject: "anonymous" } } });
-    // Apollo writes the registration after answering (it does not await the store): wait for it.
-    await vi.waitFor(async () => {
-      expect(await redis.client().exists(`acsgw:apq:v1:apq:${sha256(query)}`)).toBe(1);
-    });
+    // Apollo writes the registration after answering (it does not await the store): wait for it
+    // (vi.waitFor's default second is short for a busy machine; the bound only stops a hang).
+    await vi.waitFor(
+      async () => {
+        expect(await redis.client().exists(`acsgw:apq:v1:apq:${sha256(query)}`)).toBe(1);
+      },
+      { timeout: 15_000, interval: 20 },
+    );
 
     const byHashElsewhere = await post(two, { extensions });
     expect(byHashElsewhere.json()).toEqual({ data: { me: { subject: "anonymous" } } });

@@ -271,7 +271,8 @@ describe("createTokenRefresher's rules", () => {
         }),
     });
     const outcome = refresher(like).catch((e: unknown) => e);
-    await vi.waitFor(() => expect(seen).toBeInstanceOf(AbortSignal));
+    // A bound that only stops a hang: vi.waitFor's default second is short on a busy machine.
+    await vi.waitFor(() => expect(seen).toBeInstanceOf(AbortSignal), { timeout: 15_000 });
     like.aborted = true;
     listeners.forEach((listener) => listener());
     expect(((await outcome) as Error).name).toBe("AbortError");

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestCa, type TestCa } from "../helpers/emulator.js";
 import { packIntoApp, type PackedTarball } from "../helpers/processes.js";
 import { introspect } from "../helpers/introspect.js";
+import { compileScript } from "../helpers/scripts.js";
 import { unsignedJwt } from "./jwt.js";
 import { surfaceProbes } from "./loose-probes.js";
 import { rawRequest, type RawRequest } from "./signing.js";
@@ -292,25 +293,24 @@ describe("the packed emulator, installed into an app outside the repository", ()
       try {
         const appId = "2f6a5b5e-1c55-4d8f-9f0d-3a3b6c9a7e11";
         const userId = "9c7d3f1a-7b6e-4f0b-8e2a-5d4c3b2a1f00";
-        const js = await run(
-          process.execPath,
-          ["--import", "tsx", fileURLToPath(new URL("./js-sdk-suite.ts", import.meta.url)), "hmac"],
-          {
-            cwd: root,
-            env: {
-              PATH: process.env.PATH,
-              NODE_EXTRA_CA_CERTS: ca.caFile,
-              COMMUNICATION_SERVICES_CONNECTION_STRING: tls.connectionString,
-              TEAMS_AAD_TOKEN: unsignedJwt({
-                appid: appId,
-                oid: userId,
-                exp: Math.floor(Date.now() / 1000) + 3600,
-              }),
-              TEAMS_APP_ID: appId,
-              TEAMS_USER_ID: userId,
-            },
-          },
+        const suite = await compileScript(
+          fileURLToPath(new URL("./js-sdk-suite.ts", import.meta.url)),
         );
+        const js = await run(process.execPath, [suite, "hmac"], {
+          cwd: root,
+          env: {
+            PATH: process.env.PATH,
+            NODE_EXTRA_CA_CERTS: ca.caFile,
+            COMMUNICATION_SERVICES_CONNECTION_STRING: tls.connectionString,
+            TEAMS_AAD_TOKEN: unsignedJwt({
+              appid: appId,
+              oid: userId,
+              exp: Math.floor(Date.now() / 1000) + 3600,
+            }),
+            TEAMS_APP_ID: appId,
+            TEAMS_USER_ID: userId,
+          },
+        });
         const calls = js.stdout
           .split("\n")
           .filter((line) => line.startsWith("{"))
@@ -348,8 +348,10 @@ describe("the packed emulator, installed into an app outside the repository", ()
   });
 
   it("--loose answers an unknown api-version with the newest surface; without it, UnsupportedApiVersion", async () => {
-    const strict = await emulator(["--port", "0"]);
-    const loose = await emulator(["--port", "0", "--loose"]);
+    const [strict, loose] = await Promise.all([
+      emulator(["--port", "0"]),
+      emulator(["--port", "0", "--loose"]),
+    ]);
     const refused = await rawRequest(strict.endpoint, strict.accessKey, {
       method: "POST",
       path: "/identities?api-version=2099-01-01",
@@ -408,10 +410,12 @@ describe("the packed emulator, installed into an app outside the repository", ()
   });
 
   it("--revocation-delay-s keeps a revoked token active; without it the revoke is immediate, and a delete always is", async () => {
-    const delayed = await emulator(["--port", "0", "--revocation-delay-s", "900"]);
-    // The variable alone sets it too.
-    const viaEnv = await emulator(["--port", "0"], { ACS_EMULATOR_REVOCATION_DELAY_S: "900" });
-    const immediate = await emulator(["--port", "0"]);
+    const [delayed, viaEnv, immediate] = await Promise.all([
+      emulator(["--port", "0", "--revocation-delay-s", "900"]),
+      // The variable alone sets it too.
+      emulator(["--port", "0"], { ACS_EMULATOR_REVOCATION_DELAY_S: "900" }),
+      emulator(["--port", "0"]),
+    ]);
     for (const [cmd, activeAfterRevoke] of [
       [delayed, true],
       [viaEnv, true],

@@ -3,6 +3,7 @@ import { sign } from "node:crypto";
 import { request } from "node:https";
 import { fileURLToPath } from "node:url";
 import type { Emulator } from "@acs-identity-gateway/emulator";
+import { compileScript } from "../helpers/scripts.js";
 
 /**
  * Helpers of the Entra ID tests (entra-authority, access-exchange): raw requests to an emulator
@@ -130,15 +131,16 @@ const suite = fileURLToPath(new URL("./entra-sdk-suite.ts", import.meta.url));
  * test CA through NODE_EXTRA_CA_CERTS. Resolves with its exit code, its steps (the JSON lines of
  * stdout, by step name) and stderr.
  */
-export function runEntraSuite(
+export async function runEntraSuite(
   mode: "client-secret" | "default" | "exchange",
   caFile: string,
   env: Record<string, string>,
 ): Promise<{ code: number; steps: Record<string, any>; stderr: string }> {
+  const compiled = await compileScript(suite);
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      ["--import", "tsx", suite, mode],
+      [compiled, mode],
       {
         env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NODE_EXTRA_CA_CERTS: caFile, ...env },
         timeout: 120_000,

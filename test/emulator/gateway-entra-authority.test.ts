@@ -2,6 +2,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Emulator, RespondInfo } from "@acs-identity-gateway/emulator";
 import { entraCredentialOptions } from "../../src/identity/entra-credential.js";
+import { directoryDataDir } from "../helpers/directory-folder.js";
 import { createTestCa, startTestEmulator, type TestCa } from "../helpers/emulator.js";
 import { freePort } from "../helpers/ports.js";
 import { spawnGateway, type GatewayProcess } from "../helpers/processes.js";
@@ -65,12 +66,16 @@ describe("the gateway with the emulator's AZURE_* settings", { timeout: 120_000 
     const port = await freePort();
     let gateway: GatewayProcess | undefined;
     seen.length = 0;
+    // Not the repository's .data/directory, which other test processes may open too; createUser
+    // reaches the directory, and a folder of its own opens faster than `memory`.
+    const directory = await directoryDataDir();
     try {
       gateway = await spawnGateway(process.execPath, ["--import", "tsx", "src/main.ts"], {
         cwd: root,
         env: {
           HOST: "127.0.0.1",
           PORT: String(port),
+          DIRECTORY_DATA_DIR: directory.dir,
           ACS_ENDPOINT: emulator.endpoint,
           ...emulator.entraAuthority!.settings,
           NODE_EXTRA_CA_CERTS: ca.caFile,
@@ -95,6 +100,7 @@ describe("the gateway with the emulator's AZURE_* settings", { timeout: 120_000 
         gateway.child.kill("SIGTERM");
         await gateway.exited;
       }
+      directory.remove();
     }
   });
 });

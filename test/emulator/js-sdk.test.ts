@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import { createTestCa, startTestEmulator, type TestCa } from "../helpers/emulator.js";
+import { compileScript } from "../helpers/scripts.js";
 import { unsignedJwt } from "./jwt.js";
 
 /**
@@ -28,7 +29,7 @@ afterAll(async () => {
   ca?.remove();
 });
 
-function runSuite(
+async function runSuite(
   mode: "hmac" | "entra",
   extraEnv: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -47,10 +48,11 @@ function runSuite(
     TEAMS_USER_ID: userId,
     ...extraEnv,
   };
+  const compiled = await compileScript(suite);
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      ["--import", "tsx", suite, mode],
+      [compiled, mode],
       { env, timeout: 120_000, cwd: fileURLToPath(new URL("../..", import.meta.url)) },
       (error, stdout, stderr) =>
         resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
@@ -74,7 +76,8 @@ const EXPECTED = [
   { call: "deleteUser" },
 ];
 
-// Child processes (tsx start-up, MSAL retries) on a shared 2-core machine: generous timeouts.
+// Child processes (Node and SDK start-up, MSAL retries) on a shared 2-core machine: generous
+// timeouts.
 describe("the JavaScript SDK over HTTPS", { timeout: 120_000 }, () => {
   it("passes with the connection string, trusting the test CA only through NODE_EXTRA_CA_CERTS", async () => {
     expect(emulator.endpoint).toMatch(/^https:/);

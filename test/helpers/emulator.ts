@@ -38,12 +38,36 @@ export interface TestCa {
   remove(): void;
 }
 
+/** The PEM texts of the CA and leaf this process made (see createTestCa). */
+let made: { ca: string; cert: string; key: string } | undefined;
+
 /**
  * A throwaway CA and a server certificate it signed for 127.0.0.1 and localhost, made with the
- * openssl command line in a temporary directory. A leaf signed by a CA (not a self-signed leaf)
- * because Python's ssl, like browsers, refuses a CA certificate used as a server certificate.
+ * openssl command line. A leaf signed by a CA (not a self-signed leaf) because Python's ssl, like
+ * browsers, refuses a CA certificate used as a server certificate. Each call gets a temporary
+ * directory of its own with the three files (`remove()` deletes it), but the keys are made once
+ * per test process: two 2048-bit RSA keys and three openssl runs block the worker for about half
+ * a second, and ten files ask for a CA. No test needs a CA nobody used before: each needs one its
+ * clients are told to trust, which a client not told about it does not trust.
  */
 export function createTestCa(): TestCa {
+  made ??= makeCa();
+  const dir = mkdtempSync(join(tmpdir(), "acs-emulator-ca-"));
+  const file = (name: string) => join(dir, name);
+  writeFileSync(file("ca.pem"), made.ca);
+  writeFileSync(file("server.pem"), made.cert);
+  writeFileSync(file("server.key"), made.key, { mode: 0o600 });
+  return {
+    dir,
+    caFile: file("ca.pem"),
+    certFile: file("server.pem"),
+    keyFile: file("server.key"),
+    ...made,
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+function makeCa(): { ca: string; cert: string; key: string } {
   const dir = mkdtempSync(join(tmpdir(), "acs-emulator-ca-"));
   const file = (name: string) => join(dir, name);
   const openssl = (...args: string[]) => execFileSync("openssl", args, { stdio: "pipe" });
@@ -99,14 +123,13 @@ export function createTestCa(): TestCa {
     "-extfile",
     file("server.ext"),
   );
-  return {
-    dir,
-    caFile: file("ca.pem"),
-    certFile: file("server.pem"),
-    keyFile: file("server.key"),
-    ca: readFileSync(file("ca.pem"), "utf8"),
-    cert: readFileSync(file("server.pem"), "utf8"),
-    key: readFileSync(file("server.key"), "utf8"),
-    remove: () => rmSync(dir, { recursive: true, force: true }),
-  };
+  try {
+    return {
+      ca: readFileSync(file("ca.pem"), "utf8"),
+      cert: readFileSync(file("server.pem"), "utf8"),
+      key: readFileSync(file("server.key"), "utf8"),
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -1,6 +1,8 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { createHash } from "node:crypto";
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { createInterface } from "node:readline";
 
@@ -110,10 +112,10 @@ export async function packIntoApp(
   app: { dir: string; manifest: Record<string, unknown>; extra?: string[] },
 ): Promise<{ packed: PackedTarball; tarball: string }> {
   const run = promisify(execFile);
-  const { stdout } = await run(
-    "npm",
-    ["pack", "-w", workspace, "--pack-destination", app.dir, "--json"],
-    { cwd: repository },
+  const { stdout } = await withRepositoryLock(repository, buildLock(workspace), () =>
+    run("npm", ["pack", "-w", workspace, "--pack-destination", app.dir, "--json"], {
+      cwd: repository,
+    }),
   );
   // npm prints the prepack build's own lines before the JSON report.
   const [packed] = JSON.parse(stdout.slice(stdout.indexOf("["))) as PackedTarball[];
@@ -125,4 +127,77 @@ export async function packIntoApp(
     { cwd: app.dir },
   );
   return { packed: packed!, tarball };
+}
+
+/**
+ * The lock of a workspace package's build output in the work tree (its dist/), for
+ * lockRepository. `npm run build` writes the emulator's dist/ (and the gateway's own, which
+ * nothing else writes): it takes the emulator's lock.
+ */
+export function buildLock(workspace: string): string {
+  return `build-${workspace.replace(/[^\w-]/g, "_")}`;
+}
+
+/**
+ * Takes the lock `name` of the repository at `repository`, across every test process on this
+ * machine (other workers, another `vitest run` in the same checkout), and resolves with its
+ * release. For build outputs in the work tree: `npm pack -w @acs-identity-gateway/emulator` (its
+ * prepack) and `npm run build` both rewrite packages/emulator/dist/, and a file rewritten while
+ * npm packs it, or while `npm run start:prod` imports it, is a truncated file. A lock directory
+ * (mkdir is atomic) holding the owner's pid; a lock whose owner is gone is taken over.
+ */
+export async function lockRepository(repository: string, name: string): Promise<() => void> {
+  const id = createHash("sha256").update(resolve(repository)).digest("hex").slice(0, 12);
+  const dir = join(tmpdir(), `acsgw-${name}-${id}.lock`);
+  const owner = join(dir, "pid");
+  const deadline = Date.now() + 600_000;
+  for (;;) {
+    try {
+      mkdirSync(dir);
+      writeFileSync(owner, String(process.pid));
+      return () => rmSync(dir, { recursive: true, force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") {
+        throw error;
+      }
+    }
+    let pid = Number.NaN;
+    try {
+      pid = Number(readFileSync(owner, "utf8"));
+    } catch {
+      // made a moment ago, its pid not written yet
+    }
+    // An owner that is gone, or one that died between its mkdir and writing its pid.
+    const stale = Number.isInteger(pid) && pid > 0 ? !isRunning(pid) : olderThan(dir, 30_000);
+    if (stale) {
+      rmSync(dir, { recursive: true, force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`the ${name} lock (${dir}) was held for 10 minutes`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** `task` while holding the lock `name` (see lockRepository). */
+export async function withRepositoryLock<T>(
+  repository: string,
+  name: string,
+  task: () => Promise<T>,
+): Promise<T> {
+  const release = await lockRepository(repository, name);
+  try {
+    return await task();
+  } finally {
+    release();
+  }
+}
+
+function olderThan(path: string, ms: number): boolean {
+  try {
+    return Date.now() - statSync(path).mtimeMs > ms;
+  } catch {
+    return false;
+  }
 }

@@ -65,7 +65,8 @@ async function waitForPing(port: number, deadline: number): Promise<void> {
     if (Date.now() > deadline) {
       throw new Error(`redis-server on port ${port} did not answer PING`);
     }
-    await new Promise((r) => setTimeout(r, 50));
+    // redis-server listens within milliseconds of its spawn; a suite starts dozens of them.
+    await new Promise((r) => setTimeout(r, 15));
   }
 }
 

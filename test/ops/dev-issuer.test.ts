@@ -5,6 +5,7 @@ import { networkInterfaces } from "node:os";
 import { createInterface } from "node:readline";
 import { decodeJwt, decodeProtectedHeader } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { directoryDataDir } from "../helpers/directory-folder.js";
 
 /**
  * `npm run dev:issuer` (scripts/dev-issuer.ts) with the standalone emulator and the gateway in
@@ -75,6 +76,7 @@ const PRINTED = [
 ] as const;
 
 let issuer: Launched;
+let directory: { dir: string; remove(): void } | undefined;
 let printed: Record<string, string>;
 let gatewayUrl: string;
 
@@ -88,6 +90,9 @@ beforeAll(async () => {
     lines.some((line) => line.startsWith("ADMIN_TOKEN=")),
   );
   const emulator = await emulatorStarting;
+  // Not the repository's .data/directory, which other test processes may open too; createUser
+  // reaches the directory, and a folder of its own opens faster than `memory`.
+  directory = await directoryDataDir();
   printed = settings(issuer.lines);
   const connectionString = settings(emulator.lines).COMMUNICATION_SERVICES_CONNECTION_STRING!;
 
@@ -98,6 +103,7 @@ beforeAll(async () => {
       HOST: "127.0.0.1",
       PORT: "0",
       LOG_LEVEL: "info",
+      DIRECTORY_DATA_DIR: directory.dir,
       AUTH_MODE: printed.AUTH_MODE!,
       AUTH_JWKS_URL: printed.AUTH_JWKS_URL!,
       AUTH_ISSUER: printed.AUTH_ISSUER!,
@@ -124,6 +130,7 @@ afterAll(async () => {
         }),
     ),
   );
+  directory?.remove();
 });
 
 async function graphql(query: string, token?: string) {

@@ -1,8 +1,10 @@
 import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
 import { startGateway } from "../helpers/gateway.js";
 import { startTestIssuer } from "../helpers/jwks.js";
+import { compileScript } from "../helpers/scripts.js";
 
 /** The gateway as HTTP clients see it: a started server on a free port. */
 let app: App;
@@ -91,13 +93,16 @@ describe("the gateway over HTTP", () => {
 });
 
 /** Runs a script as a child without blocking this process, which also serves the gateway. */
-function runScript(
+async function runScript(
   env: Record<string, string>,
 ): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const quickstart = await compileScript(
+    fileURLToPath(new URL("../../scripts/quickstart.ts", import.meta.url)),
+  );
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      ["--import", "tsx", "scripts/quickstart.ts"],
+      [quickstart],
       { env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000 },
       (error, stdout, stderr) =>
         resolve({ status: error ? (error.code as number | null) : 0, stdout, stderr }),

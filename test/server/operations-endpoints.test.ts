@@ -161,6 +161,8 @@ describe("start-up", () => {
               PATH: process.env.PATH,
               PORT: "0",
               HOST: "127.0.0.1",
+              // Not the repository's .data/directory, which other test processes may open too.
+              DIRECTORY_DATA_DIR: "memory",
               COMMUNICATION_SERVICES_CONNECTION_STRING: `endpoint=${emulator.endpoint};accesskey=${wrongKey}`,
             },
             timeout: 60_000,
