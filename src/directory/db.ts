@@ -65,6 +65,13 @@ export function createPostgresDb(pool: pg.Pool, options: { ownsPool?: boolean } 
     query: (sql, params) => query(pool, sql, params),
     async transaction(fn) {
       const client = await pool.connect();
+      // A server that goes away while this connection is checked out makes it emit "error" (the
+      // query in flight rejects with it too); pg's pool listens only to idle connections, so
+      // without this listener the event is an uncaught exception.
+      const noteBroken = (error: Error) => {
+        broken = error;
+      };
+      client.on("error", noteBroken);
       let broken: Error | undefined;
       try {
         await client.query("BEGIN");
@@ -78,6 +85,7 @@ export function createPostgresDb(pool: pg.Pool, options: { ownsPool?: boolean } 
         });
         throw error;
       } finally {
+        client.off("error", noteBroken);
         client.release(broken);
       }
     },
