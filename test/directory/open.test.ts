@@ -27,8 +27,9 @@ describe("openDirectoryDb", () => {
     const loadDataDir = await pgliteTemplate();
     const called = performance.now();
     const db = openDirectoryDb({ logger: silent, dataDir, pglite: { loadDataDir } });
-    const returnedIn = performance.now() - called;
-    expect(returnedIn).toBeLessThan(50);
+    // Returned before the database is open (no wall-clock bound: on a busy machine any bound
+    // is a guess): the open is still in progress.
+    expect(db.status().state).toBe("opening");
     const directory = createDirectory({ db });
     // Issued before the database exists: it waits for the open, then runs.
     const recorded = await directory.recordCreated({ id: "8:acs:kept", origin: "admin" });
@@ -46,7 +47,6 @@ describe("openDirectoryDb", () => {
     console.log(
       "PGlite directory open (ms):",
       JSON.stringify({
-        returnedIn: +returnedIn.toFixed(1),
         newFolderFromTemplate: Math.round(fresh),
         firstCallAnswered: Math.round(firstCallIn),
         existingFolder: Math.round(resumed),
