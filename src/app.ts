@@ -4,7 +4,11 @@ import { createAcsBudget } from "./app/acs-budget.js";
 import { refuseRejectedCredentials } from "./app/acs-credentials.js";
 import { createAcsClient, openAcsResource } from "./app/acs-resource.js";
 import { createBearerVerifier } from "./app/bearer-verifier.js";
-import { openGatewayDirectory, type OpenedDirectory } from "./app/directory.js";
+import {
+  openGatewayDatabase,
+  openGatewayDirectory,
+  type OpenedDirectory,
+} from "./app/directory.js";
 import { registerCacheReadyGauge } from "./app/cache-ready-gauge.js";
 import { createGatewayServices } from "./app/gateway-services.js";
 import { graphqlUrl } from "./app/graphql-url.js";
@@ -78,7 +82,7 @@ export interface App extends GatewayServices {
 export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): Promise<App> {
   const logger = deps.logger ?? createLogger({ level: config.logLevel });
   const metrics = deps.metrics ?? createMetrics();
-  const resources: Resources = { limiters: [] };
+  const resources: Resources = { limiters: [], startupWork: [] };
 
   try {
     const resource = await openAcsResource(config, { logger, emulator: deps.emulator });
@@ -97,25 +101,27 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
     ));
     registerCacheReadyGauge(metrics.registry, cache);
 
-    const mappingRedis = (resources.mappingRedis = await connectMappingRedis(config, logger));
-    const mappingStore = await openMappingStore(config, {
-      acsEndpoint: resource.endpoint,
-      redis: mappingRedis,
-      logger,
-    });
-    resources.mappings = mappingStore.store;
-    resources.pool = mappingStore.pool;
-
     // Not awaited (docs/directory.md): PGlite's start costs seconds, and calls wait for the open.
-    const opened = openGatewayDirectory(config, {
+    const database = (resources.database = openGatewayDatabase(config, logger));
+    // Redis is read only for mappings an earlier version kept there (with a database to import to).
+    const mappingRedis = (resources.mappingRedis = database
+      ? await connectMappingRedis(config, logger)
+      : undefined);
+    const mappings = (resources.mappings = openMappingStore({
+      acsEndpoint: resource.endpoint,
+      db: database,
+      redis: mappingRedis,
+      config,
       logger,
-      metrics,
-      pool: mappingStore.pool,
-      mappings: mappingStore.store,
-    });
-    resources.directoryDb = opened?.db;
+    }));
+
+    const opened = database
+      ? openGatewayDirectory(config, { db: database, logger, metrics, mappings })
+      : undefined;
     resources.dispatcher = opened?.dispatcher;
-    resources.directoryImport = opened?.imported;
+    if (opened) {
+      resources.startupWork.push(opened.imported);
+    }
     const directoryRecords = (resources.directoryWrites = opened
       ? createDirectoryRecords({
           directory: opened.directory,
@@ -138,7 +144,7 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       identity: readiness.track(upstream),
       budget,
       cache,
-      mappings: mappingStore.store,
+      mappings,
       logger,
       directory: directoryRecords,
       customId: config.directory.customId,
@@ -146,7 +152,14 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       provisioning: { afterStep: exitAfterStep(config.testExitAfterStep) },
     });
     resources.provisioner = provisioner;
-    await recoverPendingIdentities(provisioner, logger);
+    // Identities a crash left recorded but unconfirmed: confirmed once the database is open, in the
+    // background (each is its caller's already: `get` returns pending identities too). In memory,
+    // or without a database, nothing survived to recover.
+    if (database && !database.inMemory) {
+      resources.startupWork.push(
+        database.ready.then(() => recoverPendingIdentities(provisioner, logger)),
+      );
+    }
 
     const verifier = createBearerVerifier(config, logger);
     const server = (resources.server = await createHttpServer({

@@ -1,25 +1,33 @@
-import type pg from "pg";
 import type { Config } from "../config.js";
 import {
   createDirectory,
   createWebhookDispatcher,
+  DIRECTORY_SCHEMA,
   openDirectoryDb,
   type Db,
   type Directory,
   type OpenedDirectoryDb,
   type WebhookDispatcher,
 } from "../directory/index.js";
+import { MAPPING_SCHEMA } from "../identity/mapping-schema.js";
 import type { UserMappingStore } from "../identity/user-mapping-store.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../server/metrics.js";
 
 type DirectoryState = "idle" | "opening" | "open" | "failed";
-type StatusDb = Db & { status(): { state: DirectoryState } };
+
+/**
+ * The gateway's SQL database: the directory's and the self-service mappings' one home. In memory
+ * (PGlite, no folder) it opens on first use, and nothing survives the process to be recovered.
+ */
+export type GatewayDatabase =
+  | (OpenedDirectoryDb & { readonly inMemory: false })
+  | (Db & { readonly inMemory: true; status(): { state: DirectoryState } });
 
 /** The directory as the app holds it: what the services write to, and what shutdown stops. */
 export interface OpenedDirectory {
   directory: Directory;
-  db: Db;
+  db: GatewayDatabase;
   /** For readiness: never `failed` for a PGlite still opening (the start does not wait for it). */
   status(): { state: DirectoryState };
   dispatcher: WebhookDispatcher | undefined;
@@ -32,11 +40,12 @@ export interface OpenedDirectory {
  * tests and embeddings), where opening costs seconds of initdb CPU and keeps nothing: a gateway
  * that never touches its directory must not pay for it (dozens of test gateways per process).
  */
-function lazyDb(open: () => OpenedDirectoryDb): StatusDb {
+function lazyDb(open: () => OpenedDirectoryDb): GatewayDatabase & { inMemory: true } {
   let opened: OpenedDirectoryDb | undefined;
   const db = () => (opened ??= open());
   return {
     dialect: "pglite",
+    inMemory: true as const,
     status: () => (opened ? opened.status() : { state: "idle" }),
     query: (sql, params) => db().query(sql, params),
     transaction: (fn) => db().transaction(fn),
@@ -46,45 +55,60 @@ function lazyDb(open: () => OpenedDirectoryDb): StatusDb {
 }
 
 /**
- * Opens the identity directory (docs/directory.md) off the start's critical path: never awaited
- * here, every call waits for the open in progress. With DATABASE_URL it shares the mapping store's
- * pool (one PostgreSQL, one set of connections; the pool is the app's and is ended after the
- * directory is closed); otherwise an embedded PGlite in `config.directory.dataDir`, or in memory.
- * Undefined when there is none to open (see below).
- * Then the webhook dispatcher when WEBHOOK_URLS is set, and the import of the self-service
- * mappings already stored, in the background.
+ * Opens the gateway's SQL database (docs/directory.md) off the start's critical path: never awaited
+ * here, every call waits for the open in progress, and both schemas (the directory's and the
+ * self-service mappings') are migrated by the open. PostgreSQL with DATABASE_URL; otherwise an
+ * embedded PGlite in `config.directory.dataDir`, or in memory (opened on first use: a gateway that
+ * never touches it must not pay seconds of initdb). Undefined when there is none to open: only
+ * `createApp` given its own settings without DATABASE_URL nor DIRECTORY_DATA_DIR (tests and
+ * embeddings), unless webhooks need one (then in memory).
+ */
+export function openGatewayDatabase(
+  config: Readonly<Config>,
+  logger: Logger,
+): GatewayDatabase | undefined {
+  const schemas = [DIRECTORY_SCHEMA, MAPPING_SCHEMA];
+  const log = logger.child({ component: "database" });
+  if (config.databaseUrl !== undefined) {
+    return {
+      ...openDirectoryDb({ logger: log, databaseUrl: config.databaseUrl, schemas }),
+      inMemory: false as const,
+    };
+  }
+  const dataDir = config.directory.dataDir ?? (config.directory.webhooks ? "memory" : undefined);
+  if (dataDir === undefined) {
+    return undefined;
+  }
+  if (config.redis.mode !== "memory") {
+    // Several instances share Redis but each would have its own embedded database: say so once.
+    log.warn(
+      { dataDir },
+      "REDIS_URL without DATABASE_URL: the self-service mappings and the identity directory are in this instance's embedded PGlite, not shared. Run one instance like this, or set DATABASE_URL: with several, a user served by two instances gets an identity on each, idempotency by externalId holds per instance only, and each instance sends webhooks for its own changes.",
+    );
+  }
+  if (dataDir === "memory") {
+    return lazyDb(() => openDirectoryDb({ logger: log, schemas }));
+  }
+  return { ...openDirectoryDb({ logger: log, dataDir, schemas }), inMemory: false as const };
+}
+
+/**
+ * The identity directory over the gateway's database, then the webhook dispatcher when
+ * WEBHOOK_URLS is set, and the import of the self-service mappings already stored, in the
+ * background.
  */
 export function openGatewayDirectory(
   config: Readonly<Config>,
   deps: {
+    db: GatewayDatabase;
     logger: Logger;
     metrics: Metrics;
-    pool: pg.Pool | undefined;
     mappings: UserMappingStore;
   },
-): OpenedDirectory | undefined {
+): OpenedDirectory {
   const logger = deps.logger.child({ component: "directory" });
   const { webhooks } = config.directory;
-  // Unset only when createApp's caller passed its own settings (config/directory.ts): without
-  // DATABASE_URL such a gateway keeps no directory, unless webhooks need one (then in memory).
-  const dataDir = config.directory.dataDir ?? (webhooks ? "memory" : undefined);
-  if (!deps.pool && dataDir === undefined) {
-    return undefined;
-  }
-  if (!deps.pool && config.redis.mode !== "memory") {
-    // Several instances share Redis but each would have its own embedded database: say so once.
-    logger.warn(
-      { dataDir },
-      "REDIS_URL without DATABASE_URL: the identity directory is this instance's embedded PGlite, not shared. Each instance has its own directory, idempotency by externalId holds per instance only, and webhooks are sent for this instance's changes. Set DATABASE_URL to share one directory between instances.",
-    );
-  }
-  const open = () =>
-    openDirectoryDb({
-      logger,
-      ...(deps.pool ? { pool: deps.pool } : dataDir !== "memory" ? { dataDir } : {}),
-    });
-  const inMemory = !deps.pool && dataDir === "memory";
-  const db: StatusDb = inMemory ? lazyDb(open) : open();
+  const { db } = deps;
   const directory = createDirectory({ db, logger });
 
   let dispatcher: WebhookDispatcher | undefined;
@@ -102,7 +126,9 @@ export function openGatewayDirectory(
   // In memory there is nothing to keep in step before the directory is used: the import runs on
   // the first open only if something opened it by then (the dispatcher did); otherwise skip it.
   const imported =
-    inMemory && !dispatcher ? Promise.resolve(0) : importMappings(directory, deps.mappings, logger);
+    db.inMemory && !dispatcher
+      ? Promise.resolve(0)
+      : importMappings(directory, deps.mappings, logger);
   return { directory, db, status: () => db.status(), dispatcher, imported };
 }
 
@@ -129,7 +155,7 @@ async function importMappings(
         batch = [];
       }
     };
-    for await (const userId of mappings.listUserIds?.() ?? []) {
+    for await (const userId of mappings.listUserIds()) {
       batch.push(userId);
       if (batch.length >= 500) {
         await flush();

@@ -1,9 +1,10 @@
 import { createHash } from "node:crypto";
-import type pg from "pg";
 import type { Config } from "../config.js";
+import type { Db } from "../directory/index.js";
+import { createLegacyRedisMappings } from "../identity/legacy-redis-mappings.js";
+import { createSqlUserMappingStore } from "../identity/sql-user-mapping-store.js";
 import {
   createMemoryUserMappingStore,
-  createRedisUserMappingStore,
   type UserMappingStore,
 } from "../identity/user-mapping-store.js";
 import type { Logger } from "../logger.js";
@@ -17,67 +18,48 @@ const IMPORT_SKIPPED_LOG_INTERVAL_MS = 60_000;
  * rotation keeps the identities), so repointing a deployment at another resource never maps a
  * caller to a foreign identity.
  */
-function mappingResourceOf(acsEndpoint: string): string {
+export function mappingResourceOf(acsEndpoint: string): string {
   return createHash("sha256").update(new URL(acsEndpoint).host).digest("hex").slice(0, 12);
 }
 
 /**
- * Where the self-service mappings live: PostgreSQL with DATABASE_URL (migrated here, and callers
- * mapped in Redis before it was set imported on first use), else Redis when the gateway has one,
- * else this process's memory (one development instance).
- *
- * Returns the pool with the store: its owner ends it after the store is closed (the store does
- * not own it). When the migration fails, the pool is ended here and the error thrown.
+ * Where the self-service mappings live: the gateway's SQL database (PostgreSQL with DATABASE_URL,
+ * else the embedded PGlite; app/directory.ts), the same store as the directory, so Redis holds no
+ * durable data. Callers an earlier version mapped in Redis are imported on first sight, as long as
+ * Redis can answer. Without a database (`createApp` given its own settings without DATABASE_URL
+ * nor DIRECTORY_DATA_DIR), this process's memory: one instance, nothing kept.
  */
-export async function openMappingStore(
-  config: Readonly<Config>,
-  deps: {
-    acsEndpoint: string;
-    /** The mapping store's own Redis connection (redis-connections.ts); none in memory mode. */
-    redis: RedisClient | undefined;
-    logger: Logger;
-  },
-): Promise<{ store: UserMappingStore; pool?: pg.Pool }> {
+export function openMappingStore(deps: {
+  acsEndpoint: string;
+  db: Db | undefined;
+  /** The legacy mappings' own Redis connection (redis-connections.ts); none without Redis. */
+  redis: RedisClient | undefined;
+  config: Readonly<Config>;
+  logger: Logger;
+}): UserMappingStore {
   const { logger } = deps;
+  if (!deps.db) {
+    return createMemoryUserMappingStore();
+  }
   const resource = mappingResourceOf(deps.acsEndpoint);
-  const redisStore = deps.redis
-    ? createRedisUserMappingStore({
-        redis: deps.redis,
-        keyPrefix: mappingKeyPrefix(config.redisKeyPrefix, resource),
-      })
-    : undefined;
-  if (!config.databaseUrl) {
-    return { store: redisStore ?? createMemoryUserMappingStore() };
-  }
-  // node-postgres and the migrations load only when PostgreSQL is configured.
-  const { createMappingPool, createPgUserMappingStore } =
-    await import("../identity/pg-user-mapping-store.js");
-  const { migrate } = await import("../identity/migrations/index.js");
-  const pool = createMappingPool(config.databaseUrl, (error) =>
-    logger.warn({ err: error.message }, "mapping database connection error"),
-  );
-  try {
-    await migrate(pool, logger.child({ component: "mapping-db" }));
-  } catch (error) {
-    await pool.end().catch(() => {});
-    throw error;
-  }
-  // Callers mapped in Redis before DATABASE_URL was set keep their identity (imported once), as
-  // long as Redis can answer: it is only a cache here, so its outage refuses nobody.
   let lastSkipWarning = -Infinity;
-  const store = createPgUserMappingStore({
-    pool,
+  return createSqlUserMappingStore({
+    db: deps.db,
     resource,
-    importFrom: redisStore,
+    importFrom: deps.redis
+      ? createLegacyRedisMappings({
+          redis: deps.redis,
+          keyPrefix: mappingKeyPrefix(deps.config.redisKeyPrefix, resource),
+        })
+      : undefined,
     onImportSkipped: (error) => {
       if (performance.now() - lastSkipWarning >= IMPORT_SKIPPED_LOG_INTERVAL_MS) {
         lastSkipWarning = performance.now();
         logger.warn(
           { err: error instanceof Error ? error.message : String(error) },
-          "Redis could not be asked for mappings stored before DATABASE_URL was set; new callers get their identity from PostgreSQL",
+          "Redis could not be asked for the mappings an earlier version stored there; new callers get their identity from the database",
         );
       }
     },
   });
-  return { store, pool };
 }

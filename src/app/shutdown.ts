@@ -16,13 +16,11 @@ export interface Resources {
   /** The directory's background writes (settled before its database closes). */
   directoryWrites?: { settled(): Promise<void> };
   dispatcher?: WebhookDispatcher;
-  /** The directory's database (a PGlite it opened; never the shared pool, ended below). */
-  directoryDb?: Db;
-  /** The directory's start-up import, which reads the mapping store: ended before it closes. */
-  directoryImport?: Promise<unknown>;
+  /** Start-up work in the background (the directory's import, recovery): waited for, bounded. */
+  startupWork: Promise<unknown>[];
   mappings?: UserMappingStore;
-  /** PostgreSQL connections of the mapping store (DATABASE_URL). */
-  pool?: { end(): Promise<void> };
+  /** The gateway's database (the directory's and the mappings'): closed after both. */
+  database?: Db;
   cache?: TokenCache;
   redis?: RedisClient;
   mappingRedis?: RedisClient;
@@ -38,14 +36,13 @@ const SHUTDOWN_ORDER: ((r: Resources) => Promise<unknown> | undefined)[] = [
   (r) => r.server?.fastify.close(),
   (r) => Promise.all(r.limiters.map((limiter) => limiter.close())),
   (r) => Promise.resolve(r.provisioner?.close()),
-  // The directory: its last writes (bounded), then the dispatcher (it hands its claims back), then
-  // its database; all before the pool they may share with the mapping store is ended.
+  // The directory's last writes and the start-up work (bounded), then the dispatcher (it hands its
+  // claims back), then the mapping store, and the database they all use last.
   (r) => bounded(r.directoryWrites?.settled(), DIRECTORY_SETTLE_MS),
-  (r) => bounded(r.directoryImport, DIRECTORY_SETTLE_MS),
+  (r) => bounded(Promise.allSettled(r.startupWork), DIRECTORY_SETTLE_MS),
   (r) => r.dispatcher?.stop(),
-  (r) => r.directoryDb?.close(),
   (r) => r.mappings?.close(),
-  (r) => r.pool?.end(),
+  (r) => r.database?.close(),
   (r) => r.cache?.close(),
   (r) => (r.redis ? Promise.resolve(r.redis.disconnect()) : undefined),
   (r) => (r.mappingRedis ? Promise.resolve(r.mappingRedis.disconnect()) : undefined),

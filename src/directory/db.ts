@@ -1,7 +1,7 @@
 import type { PGlite, PGliteOptions } from "@electric-sql/pglite";
 import pg from "pg";
 import type { Logger } from "../logger.js";
-import { migrateDirectory } from "./migrations.js";
+import { DIRECTORY_SCHEMA, migrate, type Schema } from "./migrations.js";
 
 /**
  * The one SQL surface of the directory: the same statements run on PostgreSQL (`pg`, when
@@ -247,7 +247,10 @@ export function openDirectoryDb(options: {
   dataDir?: string;
   /** More PGlite options (e.g. `loadDataDir`: seed a new folder from an initdb tarball). */
   pglite?: Omit<PGliteOptions, "dataDir">;
+  /** The schemas migrated at open, in order (the gateway adds the mappings'); the directory's. */
+  schemas?: readonly Schema[];
 }): OpenedDirectoryDb {
+  const schemas = options.schemas ?? [DIRECTORY_SCHEMA];
   const { logger } = options;
   const started = performance.now();
   const postgres = options.pool !== undefined || options.databaseUrl !== undefined;
@@ -274,7 +277,7 @@ export function openDirectoryDb(options: {
         idleTimeoutMillis: 30_000,
         statement_timeout: 5000,
         query_timeout: 6000,
-        application_name: "acs-identity-gateway-directory",
+        application_name: "acs-identity-gateway",
       });
       // An idle connection dropping must not crash the process: the next query reconnects.
       pool.on("error", (error) =>
@@ -286,12 +289,20 @@ export function openDirectoryDb(options: {
     return { ...createPgliteDb(pglite), close: release };
   }
 
+  /** The open database, or DatabaseNotOpenError: the call was never sent. */
+  const opened = () =>
+    current.catch((error: unknown) => {
+      throw new DatabaseNotOpenError(error);
+    });
+
   function attempt(): void {
     state = { state: "opening" };
     current = (async () => {
-      adapter ??= await connect();
-      await migrateDirectory(adapter, logger);
-      return adapter;
+      const db = (adapter ??= await connect());
+      for (const schema of schemas) {
+        await migrate(db, schema, logger);
+      }
+      return db;
     })();
     current.then(
       (db) => {
@@ -323,10 +334,10 @@ export function openDirectoryDb(options: {
     ready,
     status: () => state,
     openedInMs: () => openedIn,
-    query: async (sql, params) => (await current).query(sql, params),
-    transaction: async (fn) => (await current).transaction(fn),
+    query: async (sql, params) => (await opened()).query(sql, params),
+    transaction: async (fn) => (await opened()).transaction(fn),
     listen: async (channel, onNotify, onError) =>
-      (await current).listen(channel, onNotify, onError),
+      (await opened()).listen(channel, onNotify, onError),
     async close() {
       closed = true;
       clearTimeout(retryTimer);
@@ -334,6 +345,19 @@ export function openDirectoryDb(options: {
       await adapter?.close();
     },
   };
+}
+
+/**
+ * A call made while the database could not be opened (its last open failed; a retry is due): the
+ * statement was never sent, so nothing it would have written exists. The open's error is the cause.
+ */
+export class DatabaseNotOpenError extends Error {
+  override readonly name = "DatabaseNotOpenError";
+  constructor(cause: unknown) {
+    super(`the database is not open: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      cause,
+    });
+  }
 }
 
 /** PostgreSQL's unique_violation, as both drivers report it. */

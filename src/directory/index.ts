@@ -7,6 +7,7 @@ export { systemClock, type Clock } from "./clock.js";
 export {
   createPgliteDb,
   createPostgresDb,
+  DatabaseNotOpenError,
   isUniqueViolation,
   openDirectoryDb,
   openEmbeddedPglite,
@@ -40,7 +41,13 @@ export {
   type LifecycleEventBody,
   type LifecycleEventType,
 } from "./events.js";
-export { DIRECTORY_MIGRATIONS, migrateDirectory, type DirectoryMigration } from "./migrations.js";
+export {
+  DIRECTORY_SCHEMA,
+  migrate,
+  migrateDirectory,
+  type Migration,
+  type Schema,
+} from "./migrations.js";
 export {
   createWebhookDispatcher,
   type Backlog,

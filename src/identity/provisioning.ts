@@ -117,14 +117,12 @@ const errorText = (error: unknown) => (error instanceof Error ? error.message : 
  * reservation (and there is nothing to release)? Only for failures known to be raised before a
  * command leaves the process; anything else may have been written (a timeout may still commit).
  *
- * - ioredis with the offline queue off (src/redis/client.ts) rejects a command it cannot write at
- *   once: "Stream isn't writeable and enableOfflineQueue options is false" (one node), "Cluster
- *   isn't ready and enableOfflineQueue options is false" (Cluster). The Redis store's `reserve` is
- *   one script, so nothing of it ran.
  * - The memory store's `UserMappingStoreFullError` is thrown before it writes.
- * - Not PostgreSQL's ECONNREFUSED: its `reserve` may make more than one statement (the import from
- *   an earlier Redis store inserts, then reads, then releases on failure), so a refused connection
- *   may follow a committed insert.
+ * - The database's `DatabaseNotOpenError` (src/directory/db.ts): its open never succeeded, so no
+ *   statement was ever sent (once open, a database stays open for the process).
+ * - Not PostgreSQL's ECONNREFUSED: the SQL store's `reserve` may make more than one statement (the
+ *   import from Redis inserts, then reads, then releases on failure), so a refused connection may
+ *   follow a committed insert.
  *
  * The guarded store (guarded-mapping-store.ts) throws its own error in place of the store's: the
  * cause is looked for along `cause`, and without it the reservation is released (when unsure,
@@ -133,10 +131,7 @@ const errorText = (error: unknown) => (error instanceof Error ? error.message : 
 export function nothingWritten(error: unknown): boolean {
   let e: unknown = error;
   for (let depth = 0; depth < 5 && e instanceof Error; depth++, e = e.cause) {
-    if (
-      e.message.includes("enableOfflineQueue options is false") ||
-      e.name === "UserMappingStoreFullError"
-    ) {
+    if (e.name === "UserMappingStoreFullError" || e.name === "DatabaseNotOpenError") {
       return true;
     }
   }

@@ -1,5 +1,3 @@
-import { hashTag, redisScript, runScript, type RedisClient } from "../redis/index.js";
-
 /**
  * Self-service mappings: a caller (`Caller.key`) to its one ACS identity. This is data, not a
  * cache: losing a mapping would give the caller a second identity (and strand the first, whose
@@ -9,7 +7,7 @@ import { hashTag, redisScript, runScript, type RedisClient } from "../redis/inde
  *
  * A caller's first identity is made in three steps (see provisioning.ts), each a store call:
  * 1. `reserve`: a reservation for the subject, before anything exists at ACS. The store's atomic
- *    insert (PostgreSQL's unique index, Redis SET NX on one key) is the arbiter between concurrent
+ *    insert (the SQL table's unique index; a Map in the memory store) is the arbiter between concurrent
  *    first calls on any number of instances; when it cannot be written, no identity is created.
  * 2. create at ACS, then `record` its id on the reservation (state "pending"): from here the
  *    identity is known to the store and can be found after a crash (`pending()`).
@@ -66,10 +64,9 @@ export interface UserMappingStore {
   ownsOrOwned(subjectKey: string, userId: string): Promise<boolean>;
   /**
    * Every identity currently mapped or pending, in batches: the identity directory imports them at
-   * start (app/directory.ts). Optional: the Redis store has no cheap listing across a Cluster, and
-   * its mappings reach PostgreSQL (and from there the directory) when DATABASE_URL is set.
+   * start (app/directory.ts).
    */
-  listUserIds?(): AsyncIterable<string>;
+  listUserIds(): AsyncIterable<string>;
   close(): Promise<void>;
 }
 
@@ -77,13 +74,6 @@ export interface FoundIdentity {
   userId: string;
   /** False while the identity is recorded but not yet confirmed (see `confirm`). */
   confirmed: boolean;
-}
-
-/** A reservation's outcome as the identity it names, if it names one. */
-function foundIn(outcome: ReserveOutcome | undefined): FoundIdentity | undefined {
-  return outcome?.kind === "mapped" || outcome?.kind === "pending"
-    ? { userId: outcome.userId, confirmed: outcome.kind === "mapped" }
-    : undefined;
 }
 
 export type ReserveOutcome =
@@ -101,7 +91,7 @@ export class UserMappingStoreFullError extends Error {
   override readonly name = "UserMappingStoreFullError";
   constructor(readonly maxEntries: number) {
     super(
-      `the in-memory identity mapping store holds its maximum of ${maxEntries} mappings; configure DATABASE_URL (or REDIS_URL) for more`,
+      `the in-memory identity mapping store holds its maximum of ${maxEntries} mappings; configure DATABASE_URL or DIRECTORY_DATA_DIR for a database`,
     );
   }
 }
@@ -165,7 +155,10 @@ type MemoryEntry =
   | { kind: "pending"; reservationId: string; userId: string }
   | { kind: "mapped"; userId: string };
 
-/** In process: for a single instance (the default without Redis or PostgreSQL). */
+/**
+ * In process, for one instance that keeps no database: `createApp` given its own settings without
+ * DATABASE_URL nor DIRECTORY_DATA_DIR (tests and embeddings; app/mapping-store.ts).
+ */
 export function createMemoryUserMappingStore(
   options: MemoryUserMappingStoreOptions = {},
 ): UserMappingStore {
@@ -270,195 +263,6 @@ export function createMemoryUserMappingStore(
     async close() {
       bySubject.clear();
       owners.clear();
-    },
-  };
-}
-
-/*
- * Redis values of the subject key: a confirmed mapping is the bare user id (the format of earlier
- * versions, so existing mappings stay valid); a reservation is `~r|<reservation>|<leaseUntil>`
- * and a pending identity `~p|<reservation>|<userId>`. ACS ids start with `8:`, never with `~`.
- */
-const RESERVED = "~r|";
-const PENDING = "~p|";
-
-/**
- * KEYS[1] the subject key; ARGV reservation, leaseUntil, now. Sets the reservation when the key
- * is empty or holds an expired reservation; returns "" when it did, else the value that holds.
- */
-const RESERVE = redisScript(`
-local v = redis.call("GET", KEYS[1])
-if v then
-  if string.sub(v, 1, 3) ~= "${RESERVED}" then return v end
-  local lease = tonumber(string.match(v, "|([0-9]+)$"))
-  if lease and lease > tonumber(ARGV[3]) and string.sub(v, 4, 3 + string.len(ARGV[1])) ~= ARGV[1] then return v end
-end
-redis.call("SET", KEYS[1], "${RESERVED}" .. ARGV[1] .. "|" .. ARGV[2])
-return ""`);
-
-/** KEYS[1] the subject key; ARGV reservation, userId. Reserved by us -> pending. 1 if recorded. */
-const RECORD = redisScript(`
-local v = redis.call("GET", KEYS[1])
-if v and string.sub(v, 1, 4 + string.len(ARGV[1])) == "${RESERVED}" .. ARGV[1] .. "|" then
-  redis.call("SET", KEYS[1], "${PENDING}" .. ARGV[1] .. "|" .. ARGV[2])
-  return 1
-end
-return 0`);
-
-/** KEYS[1] the subject key; ARGV userId. Pending with this id -> mapped. 1 if mapped now. */
-const CONFIRM = redisScript(`
-local v = redis.call("GET", KEYS[1])
-if v == ARGV[1] then return 1 end
-if v and string.sub(v, 1, 3) == "${PENDING}" and string.sub(v, -string.len(ARGV[1]) - 1) == "|" .. ARGV[1] then
-  redis.call("SET", KEYS[1], ARGV[1])
-  return 1
-end
-return 0`);
-
-/** KEYS[1] the subject key; ARGV reservation. Drops our reservation if it holds no identity. */
-const RELEASE = redisScript(`
-local v = redis.call("GET", KEYS[1])
-if v and string.sub(v, 1, 4 + string.len(ARGV[1])) == "${RESERVED}" .. ARGV[1] .. "|" then
-  return redis.call("DEL", KEYS[1])
-end
-return 0`);
-
-/** KEYS[1] the subject key; ARGV userId. Deletes the mapping or pending record of this id only. */
-const REMOVE = redisScript(`
-local v = redis.call("GET", KEYS[1])
-if v and (v == ARGV[1] or (string.sub(v, 1, 3) == "${PENDING}" and string.sub(v, -string.len(ARGV[1]) - 1) == "|" .. ARGV[1])) then
-  return redis.call("DEL", KEYS[1])
-end
-return 0`);
-
-/** Deletes KEYS[1] only while it still holds ARGV[1] (never a newer value). 1 if deleted. */
-const DELETE_IF_EQUAL = redisScript(
-  `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`,
-);
-
-function parseSubjectValue(value: string): ReserveOutcome {
-  if (value.startsWith(PENDING)) {
-    return { kind: "pending", userId: value.slice(value.indexOf("|", PENDING.length) + 1) };
-  }
-  if (value.startsWith(RESERVED)) {
-    return { kind: "busy", leaseUntil: Number(value.slice(value.lastIndexOf("|") + 1)) };
-  }
-  return { kind: "mapped", userId: value };
-}
-
-/**
- * In Redis, shared by every instance; keys have no TTL (see caching.md on eviction policies), and
- * the data is only as durable as Redis itself: a Redis that restarts empty or evicts keys loses
- * mappings (set DATABASE_URL for a durable home).
- *
- * Redis Cluster allows a script to touch keys of one hash slot only, and the two directions cannot
- * share one (the owner key is looked up by user id alone, the subject key by subject alone), so
- * every step is a single-key command or script and the ORDER of steps carries the invariants:
- *
- * - the owner key (`u:{userId}` -> subject) is written before an identity is recorded on the
- *   subject key, and kept after removal: it is the ownership history `ownsOrOwned` reads. A record
- *   that loses its reservation deletes the owner key it wrote. A crash between the two writes
- *   leaves an owner key for an identity the subject's own call created: harmless.
- * - pending identities are also listed in one set (`pending`), added after the record and
- *   removed after the confirm; a crash between leaves the subject key as the truth, which the
- *   caller's next call finds and confirms.
- */
-export function createRedisUserMappingStore(options: {
-  redis: RedisClient;
-  /** Prefix of every key, e.g. `acsgw:map:<resource>:`. */
-  keyPrefix: string;
-}): UserMappingStore {
-  const { redis, keyPrefix } = options;
-  // The shared escaping rule (redis/keys.ts): the names of existing mappings do not change.
-  const subjectKeyOf = (subjectKey: string) => `${keyPrefix}s:${hashTag(subjectKey)}`;
-  const ownerKeyOf = (userId: string) => `${keyPrefix}u:${hashTag(userId)}`;
-  const pendingKey = `${keyPrefix}pending`;
-  const pendingMember = (subjectKey: string, userId: string) =>
-    JSON.stringify([subjectKey, userId]);
-
-  async function valueOf(subjectKey: string): Promise<ReserveOutcome | undefined> {
-    const value = await redis.get(subjectKeyOf(subjectKey));
-    return value === null ? undefined : parseSubjectValue(value);
-  }
-
-  return {
-    async get(subjectKey) {
-      return foundIn(await valueOf(subjectKey))?.userId;
-    },
-    async find(subjectKey) {
-      return foundIn(await valueOf(subjectKey));
-    },
-    async reserve(subjectKey, reservationId, leaseUntil, now) {
-      const held = (await runScript(
-        redis,
-        RESERVE,
-        [subjectKeyOf(subjectKey)],
-        [reservationId, leaseUntil, now],
-      )) as string;
-      return held === "" ? { kind: "reserved" } : parseSubjectValue(held);
-    },
-    async record(subjectKey, reservationId, userId) {
-      const ownerKey = ownerKeyOf(userId);
-      if ((await redis.set(ownerKey, subjectKey, "NX")) !== "OK") {
-        if ((await redis.get(ownerKey)) !== subjectKey) {
-          throw new UserMappingConflictError();
-        }
-      }
-      const recorded = (await runScript(
-        redis,
-        RECORD,
-        [subjectKeyOf(subjectKey)],
-        [reservationId, userId],
-      )) as number;
-      if (recorded !== 1) {
-        await runScript(redis, DELETE_IF_EQUAL, [ownerKey], [subjectKey]);
-        return false;
-      }
-      await redis.sadd(pendingKey, pendingMember(subjectKey, userId));
-      return true;
-    },
-    async confirm(subjectKey, userId) {
-      const done =
-        ((await runScript(redis, CONFIRM, [subjectKeyOf(subjectKey)], [userId])) as number) === 1;
-      await redis.srem(pendingKey, pendingMember(subjectKey, userId));
-      return done;
-    },
-    async release(subjectKey, reservationId) {
-      await runScript(redis, RELEASE, [subjectKeyOf(subjectKey)], [reservationId]);
-    },
-    async pending(limit) {
-      const members = await redis.srandmember(pendingKey, limit);
-      return members.map((member) => {
-        const [subjectKey, userId] = JSON.parse(member) as [string, string];
-        return { subjectKey, userId };
-      });
-    },
-    async removeByUserId(userId) {
-      const subjectKey = await redis.get(ownerKeyOf(userId));
-      if (subjectKey === null) {
-        return undefined;
-      }
-      const removed = (await runScript(
-        redis,
-        REMOVE,
-        [subjectKeyOf(subjectKey)],
-        [userId],
-      )) as number;
-      await redis.srem(pendingKey, pendingMember(subjectKey, userId));
-      return removed === 1 ? subjectKey : undefined;
-    },
-    async subjectOf(userId) {
-      const subjectKey = await redis.get(ownerKeyOf(userId));
-      if (subjectKey === null) {
-        return undefined;
-      }
-      return foundIn(await valueOf(subjectKey))?.userId === userId ? subjectKey : undefined;
-    },
-    async ownsOrOwned(subjectKey, userId) {
-      return (await redis.get(ownerKeyOf(userId))) === subjectKey;
-    },
-    async close() {
-      // The client is shared and closed by its owner.
     },
   };
 }

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
 import { createLogger } from "../../src/logger.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
+import { startPostgres, type PostgresServer } from "../helpers/postgres.js";
 import {
   CREATE,
   DELETE,
@@ -24,6 +25,8 @@ let redis: RedisProcess;
 let app: App;
 let url: string;
 let logs = "";
+let postgres: PostgresServer;
+let databaseUrl: string;
 
 const ROUTER_SECRET = "router-secret-0123456789";
 
@@ -35,6 +38,8 @@ function jwtEnv(extra: Record<string, string> = {}): Record<string, string> {
     AUTH_ISSUER: issuer.issuer,
     AUTH_AUDIENCE: issuer.audience,
     REDIS_URL: redis.url,
+    // Every gateway of this file is an instance of one deployment: one Redis, one database.
+    DATABASE_URL: databaseUrl,
     ...extra,
   };
 }
@@ -63,8 +68,8 @@ const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 const codeOf = (result: Gql) => result.errors?.[0]?.extensions?.code;
 
 beforeAll(async () => {
-  issuer = await startTestIssuer();
-  redis = await startRedis();
+  [issuer, redis, postgres] = await Promise.all([startTestIssuer(), startRedis(), startPostgres()]);
+  databaseUrl = await postgres.newDatabase();
   const capture = new Writable({
     write(chunk, _encoding, done) {
       logs += chunk.toString();
@@ -80,6 +85,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await app?.close();
   await redis?.stop();
+  await postgres?.stop();
   await issuer?.close();
 });
 
@@ -222,7 +228,7 @@ describe("self-service healing", () => {
   });
 });
 
-describe("several ACS resources on one Redis", () => {
+describe("several ACS resources on one Redis and one database", () => {
   it("keeps each resource's self-service mappings apart", async () => {
     // Same Redis and key prefix, another ACS endpoint (its own embedded emulator).
     const elsewhere = await startGateway(jwtEnv());

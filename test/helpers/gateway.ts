@@ -18,6 +18,18 @@ export async function startGateway(
   );
 }
 
+/**
+ * Resolves once the gateway's database (DATABASE_URL or a DIRECTORY_DATA_DIR folder) is open and
+ * migrated: it opens in the background, and a test that writes to its tables directly waits first.
+ */
+export async function databaseOpen(app: App): Promise<void> {
+  const db = app.directoryDb?.db;
+  if (!db || db.inMemory) {
+    throw new Error("this gateway has no database of its own to wait for");
+  }
+  await db.ready;
+}
+
 export interface GraphQLResult<T = Record<string, unknown>> {
   data?: T | null;
   errors?: {

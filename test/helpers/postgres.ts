@@ -1,11 +1,12 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, chownSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, chownSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
 import { freePort } from "./ports.js";
+import { untilProcessState } from "./redis.js";
 
 const run = promisify(execFile);
 
@@ -25,6 +26,13 @@ export interface PostgresServer {
   crash?(): Promise<void>;
   /** After `crash`: start again on the same data and port (crash recovery runs), once it accepts. */
   restart?(): Promise<void>;
+  /**
+   * Only for a server the helper started: SIGSTOP to the server and every backend, resolved once
+   * the kernel reports the postmaster stopped. Connections stay open and every statement waits (a
+   * VM freeze, a blocked disk). `resume` sends SIGCONT.
+   */
+  pause?(): Promise<void>;
+  resume?(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -141,7 +149,8 @@ export async function startPostgres(): Promise<PostgresServer> {
     "max_connections=200",
   ]);
   const launch = () => {
-    const started = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
+    // Its own process group (the server, its backends, and runuser when root): `pause` stops all.
+    const started = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"], detached: true });
     started.stderr?.on("data", () => {});
     return started;
   };
@@ -164,6 +173,16 @@ export async function startPostgres(): Promise<PostgresServer> {
     }
   };
 
+  const signalServer = async (name: "SIGSTOP" | "SIGCONT", stopped: boolean) => {
+    if (child.pid === undefined) {
+      throw new Error("postgres is not running");
+    }
+    process.kill(-child.pid, name);
+    // The postmaster's pid is the first line of postmaster.pid (runuser's pid is the child's).
+    const postmaster = Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]);
+    await untilProcessState(postmaster, stopped);
+  };
+
   return {
     async newDatabase() {
       const name = unique();
@@ -181,8 +200,15 @@ export async function startPostgres(): Promise<PostgresServer> {
       admin = new pg.Client({ connectionString: `${base}/postgres` });
       await admin.connect();
     },
+    async pause() {
+      await signalServer("SIGSTOP", true);
+    },
+    async resume() {
+      await signalServer("SIGCONT", false);
+    },
     async stop() {
       await admin.end().catch(() => {});
+      await signalServer("SIGCONT", false).catch(() => {});
       await immediateStop();
       rmSync(dir, { recursive: true, force: true });
     },

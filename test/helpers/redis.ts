@@ -71,7 +71,7 @@ async function waitForPing(port: number, deadline: number): Promise<void> {
 }
 
 /** Linux: the state letter of /proc/<pid>/stat, "T" while stopped by a signal. */
-async function untilProcessState(pid: number, stopped: boolean): Promise<void> {
+export async function untilProcessState(pid: number, stopped: boolean): Promise<void> {
   const deadline = Date.now() + 10_000;
   for (;;) {
     const stat = await readFile(`/proc/${pid}/stat`, "utf8");
@@ -81,7 +81,7 @@ async function untilProcessState(pid: number, stopped: boolean): Promise<void> {
       return;
     }
     if (Date.now() > deadline) {
-      throw new Error(`redis-server ${pid} did not ${stopped ? "stop" : "continue"}`);
+      throw new Error(`process ${pid} did not ${stopped ? "stop" : "continue"}`);
     }
     await new Promise((r) => setImmediate(r));
   }

@@ -8,6 +8,7 @@ import { startTestEmulator } from "../helpers/emulator.js";
 import { ok, startGateway } from "../helpers/gateway.js";
 import { startPostgres, type PostgresServer } from "../helpers/postgres.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
+import { directoryDataDir } from "../helpers/directory-folder.js";
 
 /**
  * A gateway process killed between the provisioning steps (ACSGW_TEST_EXIT_AFTER_STEP makes it
@@ -20,6 +21,7 @@ let emulator: Emulator;
 let redis: RedisProcess;
 let postgres: PostgresServer;
 const apps: App[] = [];
+const folders: { remove(): void }[] = [];
 /** Every identity the emulator created, in order. */
 const created: string[] = [];
 
@@ -37,6 +39,7 @@ beforeAll(async () => {
 }, 60_000);
 afterEach(async () => {
   await Promise.all(apps.splice(0).map((app) => app.close()));
+  folders.splice(0).forEach((folder) => folder.remove());
 });
 afterAll(async () => {
   await Promise.all([emulator.close(), redis.stop(), postgres.stop()]);
@@ -104,7 +107,14 @@ describe.each([
     "PostgreSQL",
     async () => ({ DATABASE_URL: await postgres.newDatabase(), REDIS_URL: redis.url }),
   ],
-  ["Redis only", async () => ({ REDIS_URL: redis.url, REDIS_KEY_PREFIX: `crash${Date.now()}:` })],
+  [
+    "the embedded database in a folder",
+    async () => {
+      const folder = await directoryDataDir();
+      folders.push(folder);
+      return { REDIS_URL: redis.url, DIRECTORY_DATA_DIR: folder.dir };
+    },
+  ],
 ] as const)("a crash between create and confirm (%s)", (_name, stores) => {
   it("leaves the identity recorded; the restarted gateway confirms it and creates no second one", async () => {
     const env = await stores();
@@ -122,8 +132,8 @@ describe.each([
       ...env,
     });
     apps.push(restarted);
-    // PostgreSQL: confirmed at start, before any call. Redis: found at start through its list of
-    // pending identities. Either way the caller's mapping is the dead process's identity.
+    // Recorded in the database the dead process wrote (the restart confirms it in the background):
+    // the caller's mapping is the dead process's identity, pending or confirmed.
     expect(await restarted.ownership.userIdOf(ANONYMOUS_ADMIN.key)).toBe(identity);
     const data = await ok(restarted, ISSUE_MY);
     expect(data.issueMyToken.user.id).toBe(identity);

@@ -10,7 +10,7 @@ import {
 } from "../../src/identity/user-mapping-store.js";
 import { createLogger } from "../../src/logger.js";
 import { startTestEmulator } from "../helpers/emulator.js";
-import { identityProviderFor, startGateway } from "../helpers/gateway.js";
+import { databaseOpen, identityProviderFor, startGateway } from "../helpers/gateway.js";
 import { startPostgres, type PostgresServer } from "../helpers/postgres.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
 
@@ -211,6 +211,7 @@ describe("with PostgreSQL (DATABASE_URL)", () => {
   it("a confirm that fails: me, revokeMyTokens and deleteMe act on the pending identity, never NOT_FOUND", async () => {
     const url = await postgres.newDatabase();
     const app = await gateway({ DATABASE_URL: url });
+    await databaseOpen(app);
     const db = new pg.Client({ connectionString: url });
     await db.connect();
     try {
@@ -236,6 +237,7 @@ describe("with PostgreSQL (DATABASE_URL)", () => {
   it("a pending identity is confirmed by the caller's next read once the database lets it", async () => {
     const url = await postgres.newDatabase();
     const app = await gateway({ DATABASE_URL: url });
+    await databaseOpen(app);
     const db = new pg.Client({ connectionString: url });
     await db.connect();
     try {

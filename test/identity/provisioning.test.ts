@@ -1,18 +1,21 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import type { App } from "../../src/app.js";
+import type { App, AppDeps } from "../../src/app.js";
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import { DomainError } from "../../src/errors.js";
 import { createProvisioner, type Provisioner } from "../../src/identity/provisioning.js";
 import {
   createMemoryUserMappingStore,
-  createRedisUserMappingStore,
   type UserMappingStore,
 } from "../../src/identity/user-mapping-store.js";
-import { createRedisClient, type RedisClient } from "../../src/redis/index.js";
+import { createPostgresDb, migrate, openDirectoryDb } from "../../src/directory/index.js";
+import { MAPPING_SCHEMA } from "../../src/identity/mapping-schema.js";
+import { mappingResourceOf } from "../../src/app/mapping-store.js";
+import { createSqlUserMappingStore } from "../../src/identity/sql-user-mapping-store.js";
 import { createLogger } from "../../src/logger.js";
+import pg from "pg";
 import { startTestEmulator } from "../helpers/emulator.js";
 import { introspect } from "../helpers/introspect.js";
-import { identityProviderFor, run, startGateway } from "../helpers/gateway.js";
+import { databaseOpen, identityProviderFor, run, startGateway } from "../helpers/gateway.js";
 import { freePort } from "../helpers/ports.js";
 import { startPostgres, type PostgresServer } from "../helpers/postgres.js";
 import { commandCounts, startRedis, type RedisProcess } from "../helpers/redis.js";
@@ -28,7 +31,7 @@ let postgres: PostgresServer;
 /** One assertion client (the helper adds a listener per `client()` call). */
 let admin: ReturnType<RedisProcess["client"]>;
 const apps: App[] = [];
-const clients: RedisClient[] = [];
+const pools: pg.Pool[] = [];
 
 beforeAll(async () => {
   [emulator, redis, postgres] = await Promise.all([
@@ -44,7 +47,7 @@ afterEach(async () => {
   await admin.flushall();
 });
 afterAll(async () => {
-  clients.forEach((c) => c.disconnect());
+  await Promise.all(pools.splice(0).map((pool) => pool.end().catch(() => {})));
   await Promise.all([emulator.close(), redis.stop(), postgres.stop()]);
 });
 
@@ -62,18 +65,40 @@ function counting(): { created(): number; live(): number } {
   };
 }
 
-async function gateway(env: Record<string, string>): Promise<App> {
-  const app = await startGateway({
-    COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
-    ...env,
-  });
+async function gateway(env: Record<string, string>, deps: AppDeps = {}): Promise<App> {
+  const app = await startGateway(
+    {
+      COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
+      ...env,
+    },
+    deps,
+  );
   apps.push(app);
   return app;
 }
 
-async function ready(client: RedisClient): Promise<RedisClient> {
-  await new Promise((r) => (client.status === "ready" ? r(null) : client.once("ready", r)));
-  return client;
+/** A pool on `url` for the test's own statements (ended after the file). */
+function poolOn(url: string): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max: 4 });
+  pool.on("error", () => {});
+  pools.push(pool);
+  return pool;
+}
+
+/**
+ * Makes the mappings table refuse every insert and update (a real PostgreSQL error raised by a
+ * trigger), or accept them again. Reads and deletes still work, so a failed call can still release
+ * its reservation: the store is up but takes no new data.
+ */
+async function refuseMappingWrites(pool: pg.Pool, refuse: boolean): Promise<void> {
+  if (refuse) {
+    await pool.query(`CREATE OR REPLACE FUNCTION acsgw_test_refuse() RETURNS trigger AS $$
+      BEGIN RAISE EXCEPTION 'writes refused by the test'; END $$ LANGUAGE plpgsql`);
+    await pool.query(`CREATE TRIGGER acsgw_test_refuse BEFORE INSERT OR UPDATE
+      ON acsgw_identity_mapping FOR EACH ROW EXECUTE FUNCTION acsgw_test_refuse()`);
+  } else {
+    await pool.query("DROP TRIGGER acsgw_test_refuse ON acsgw_identity_mapping");
+  }
 }
 
 /**
@@ -99,17 +124,19 @@ async function issueMine(app: App, subjectKey: string): Promise<string> {
 const ISSUE_MY = `mutation { issueMyToken(scopes: [CHAT]) { user { id } } }`;
 const users = (n: number, tag: string) => Array.from({ length: n }, (_, i) => `${tag}|user-${i}`);
 
-describe("Redis refusing writes (maxmemory with noeviction), no DATABASE_URL", () => {
+describe("the mapping database refusing writes", () => {
   it("fails issueMyToken as UPSTREAM_UNAVAILABLE and creates no identity at ACS", async () => {
-    const app = await gateway({ REDIS_URL: redis.url });
-    await admin.config("SET", "maxmemory-policy", "noeviction");
-    await admin.config("SET", "maxmemory", "1");
+    const url = await postgres.newDatabase();
+    const app = await gateway({ DATABASE_URL: url });
+    const pool = poolOn(url);
+    await databaseOpen(app);
+    await refuseMappingWrites(pool, true);
     const count = counting();
 
     const { errors } = await run(app, ISSUE_MY);
     expect(errors?.[0]?.extensions?.code).toBe("UPSTREAM_UNAVAILABLE");
     const outcomes = await Promise.allSettled(
-      users(100, "oom").map((u) => app.selfService.issueMyToken(actor(u), ["chat"])),
+      users(100, "refused").map((u) => app.selfService.issueMyToken(actor(u), ["chat"])),
     );
     expect(outcomes.every((o) => o.status === "rejected")).toBe(true);
     expect(
@@ -120,9 +147,9 @@ describe("Redis refusing writes (maxmemory with noeviction), no DATABASE_URL", (
     expect(count.created()).toBe(0);
     expect(count.live()).toBe(0);
 
-    // Once Redis takes writes again, each caller gets exactly one identity.
-    await admin.config("SET", "maxmemory", "0");
-    const ids = await Promise.all(users(10, "oom").map((u) => issueMine(app, u)));
+    // Once the database takes writes again, each caller gets exactly one identity.
+    await refuseMappingWrites(pool, false);
+    const ids = await Promise.all(users(10, "refused").map((u) => issueMine(app, u)));
     expect(new Set(ids).size).toBe(10);
     expect(count.live()).toBe(10);
   }, 120_000);
@@ -145,16 +172,16 @@ describe("the store failing between the steps", () => {
     });
   }
 
-  it("Redis starting to refuse writes after the reservation: the created identity is deleted, and the caller's next call takes the stale reservation over", async () => {
-    const client = await ready(createRedisClient({ mode: "single", url: redis.url }, silent));
-    clients.push(client);
-    const store = createRedisUserMappingStore({ redis: client, keyPrefix: "between:" });
-    await admin.config("SET", "maxmemory-policy", "noeviction");
+  it("the database starting to refuse writes after the reservation: the created identity is deleted, and the caller's next call makes their one identity", async () => {
+    const pool = poolOn(await postgres.newDatabase());
+    const db = createPostgresDb(pool);
+    await migrate(db, MAPPING_SCHEMA, silent);
+    const store = createSqlUserMappingStore({ db, resource: "between" });
     const clock = { now: 1_800_000_000_000 };
     const provisioner = provisionerOver(store, clock, {
       afterStep: async (step: string) => {
         if (step === "reserved") {
-          await admin.config("SET", "maxmemory", "1");
+          await refuseMappingWrites(pool, true);
         }
       },
     });
@@ -163,9 +190,8 @@ describe("the store failing between the steps", () => {
     expect(count.created()).toBe(1);
     expect(count.live()).toBe(0);
 
-    await admin.config("SET", "maxmemory", "0");
-    // The reservation could not be released either (Redis refused that too): it blocks until its
-    // lease ends, then the next call takes it over. The fake clock runs through the wait.
+    await refuseMappingWrites(pool, false);
+    // The next call makes the caller's one identity. The fake clock runs through any wait.
     const plain = provisionerOver(store, clock);
     const userId = await plain.identityOf("alice");
     expect(count.live()).toBe(1);
@@ -379,25 +405,29 @@ describe("background clean-ups after failed calls", () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
-  it("a reservation Redis refused before sending it (unreachable, no offline queue) leaves nothing to release", async () => {
+  it("a reservation on a database that never opened was never sent: nothing to release", async () => {
     const nobody = await freePort();
-    const client = createRedisClient(
-      { mode: "single", url: `redis://127.0.0.1:${nobody}` },
-      silent,
-    );
-    clients.push(client);
-    const redisStore = createRedisUserMappingStore({ redis: client, keyPrefix: "unreachable:" });
+    const db = openDirectoryDb({
+      logger: silent,
+      databaseUrl: `postgres://postgres@127.0.0.1:${nobody}/none`,
+      schemas: [MAPPING_SCHEMA],
+    });
+    const sqlStore = createSqlUserMappingStore({ db, resource: "unreachable" });
     let releases = 0;
     const store: UserMappingStore = {
-      ...redisStore,
+      ...sqlStore,
       release: (subjectKey, reservationId) => {
         releases++;
-        return redisStore.release(subjectKey, reservationId);
+        return sqlStore.release(subjectKey, reservationId);
       },
     };
     const outage = provisioner({ store, logger: silent, cleanupBackoffMs: [1000] });
-    await expect(outage.identityOf("cy")).rejects.toThrow("enableOfflineQueue options is false");
-    expect(releases).toBe(0);
+    try {
+      await expect(outage.identityOf("cy")).rejects.toThrow("the database is not open");
+      expect(releases).toBe(0);
+    } finally {
+      await db.close();
+    }
   });
 });
 
@@ -414,15 +444,30 @@ describe("with PostgreSQL (DATABASE_URL) holding the mappings", () => {
     expect(count.live()).toBe(50);
   });
 
-  it("switching an existing Redis deployment to PostgreSQL: every caller keeps their identity", async () => {
-    const env = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: "switch:" };
-    const before = await gateway(env);
-    const ids = await Promise.all(users(20, "switch").map((u) => issueMine(before, u)));
-    await before.close();
+  it("upgrading a deployment whose mappings an earlier version kept in Redis: every caller keeps their identity, and the directory lists them", async () => {
+    // What the earlier version left in Redis: per caller, the subject key (the bare user id) and
+    // the owner key, under REDIS_KEY_PREFIX + "map:" + the ACS resource's hash.
+    const prefix = `switch:map:${mappingResourceOf(emulator.endpoint)}:`;
+    const acs = identityProviderFor(emulator);
+    const ids: string[] = [];
+    for (const subject of users(20, "switch")) {
+      const userId = await acs.createUser();
+      ids.push(userId);
+      await admin.set(`${prefix}s:{${subject}}`, userId);
+      await admin.set(`${prefix}u:{${userId}}`, subject);
+    }
     const count = counting();
-    const after = await gateway({ ...env, DATABASE_URL: await postgres.newDatabase() });
+    const after = await gateway({
+      REDIS_URL: redis.url,
+      REDIS_KEY_PREFIX: "switch:",
+      DATABASE_URL: await postgres.newDatabase(),
+    });
     expect(await Promise.all(users(20, "switch").map((u) => issueMine(after, u)))).toEqual(ids);
     expect(count.created()).toBe(0);
+    // The directory's start-up import read them from Redis too.
+    await after.directoryDb!.imported;
+    const listed = await after.directoryDb!.directory.list({ first: 100 });
+    expect(listed.edges.map((edge) => edge.node.id).sort()).toEqual([...ids].sort());
   });
 
   it("concurrent first calls on two instances: one identity per user", async () => {
@@ -458,25 +503,26 @@ describe("with PostgreSQL (DATABASE_URL) holding the mappings", () => {
   });
 });
 
-describe("without PostgreSQL, two instances on one Redis", () => {
-  it("concurrent first calls: one identity per user", async () => {
-    const [one, two] = [
-      await gateway({ REDIS_URL: redis.url }),
-      await gateway({ REDIS_URL: redis.url }),
-    ];
-    const count = counting();
-    const subjects = users(10, "redis-race");
-    const grants = await Promise.all(
-      subjects.flatMap((u) =>
-        [one, two, one, two].map(async (app) => ({ u, id: await issueMine(app, u) })),
-      ),
+describe("Redis without DATABASE_URL", () => {
+  it("says at start that each instance's mappings and directory are its own", async () => {
+    const lines: { level: number; msg: string }[] = [];
+    const logger = createLogger(
+      { level: "warn" },
+      {
+        write: (line: string) =>
+          void lines.push(JSON.parse(line) as { level: number; msg: string }),
+      },
     );
-    for (const u of subjects) {
-      expect(new Set(grants.filter((g) => g.u === u).map((g) => g.id)).size).toBe(1);
-    }
-    // Not count.created(): a Redis command timing out on a loaded machine fails an attempt after
-    // its create, and that identity is deleted again; what must hold is what is left.
-    expect(count.live()).toBe(10);
+    // In memory: opened on first use only, so this start costs no PGlite.
+    await gateway({ REDIS_URL: redis.url, DIRECTORY_DATA_DIR: "memory" }, { logger });
+    expect(lines).toContainEqual(
+      expect.objectContaining({
+        level: 40,
+        msg: expect.stringMatching(
+          /REDIS_URL without DATABASE_URL: the self-service mappings .* not shared.*a user served by two instances gets an identity on each/,
+        ),
+      }),
+    );
   });
 });
 

@@ -4,22 +4,24 @@ import { startGateway } from "../helpers/gateway.js";
 import { introspect } from "../helpers/introspect.js";
 import { startTestIssuer, type TestIssuer } from "../helpers/jwks.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
+import { startPostgres, type PostgresServer } from "../helpers/postgres.js";
 
 /**
  * What ACS apps need beyond the quickstart (issue 13), through GraphQL over HTTP with JWT callers:
- * a signed-in user's own lifecycle on two instances sharing one Redis, the ACS endpoint for chat,
+ * a signed-in user's own lifecycle on two instances sharing one Redis and one PostgreSQL, the ACS
+ * endpoint for chat,
  * and Teams users' token exchange against the emulator.
  */
 let issuer: TestIssuer;
 let redis: RedisProcess;
+let postgres: PostgresServer;
 let a: App;
 let b: App;
 let urlA: string;
 let urlB: string;
 
 beforeAll(async () => {
-  issuer = await startTestIssuer();
-  redis = await startRedis();
+  [issuer, redis, postgres] = await Promise.all([startTestIssuer(), startRedis(), startPostgres()]);
   const env = {
     HOST: "127.0.0.1",
     AUTH_MODE: "jwt",
@@ -27,6 +29,7 @@ beforeAll(async () => {
     AUTH_ISSUER: issuer.issuer,
     AUTH_AUDIENCE: issuer.audience,
     REDIS_URL: redis.url,
+    DATABASE_URL: await postgres.newDatabase(),
   };
   a = await startGateway(env);
   b = await startGateway({
@@ -41,6 +44,7 @@ afterAll(async () => {
   await b?.close();
   await a?.close();
   await redis?.stop();
+  await postgres?.stop();
   await issuer?.close();
 });
 

@@ -1,22 +1,29 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createRedisClient, type RedisClient } from "../../src/redis/index.js";
 import type { Config } from "../../src/config.js";
-import pg from "pg";
-import { migrate } from "../../src/identity/migrations/index.js";
-import { createPgUserMappingStore } from "../../src/identity/pg-user-mapping-store.js";
+import { createPostgresDb, migrate, type Db } from "../../src/directory/index.js";
+import { createLegacyRedisMappings } from "../../src/identity/legacy-redis-mappings.js";
+import { MAPPING_SCHEMA } from "../../src/identity/mapping-schema.js";
+import { createSqlUserMappingStore } from "../../src/identity/sql-user-mapping-store.js";
 import {
   UserMappingConflictError,
   UserMappingStoreFullError,
   claimMapping,
   createMemoryUserMappingStore,
-  createRedisUserMappingStore,
   type UserMappingStore,
 } from "../../src/identity/user-mapping-store.js";
 import { createLogger } from "../../src/logger.js";
 import { startRedisCluster, type RedisClusterProcess } from "../helpers/redis-cluster.js";
-import { startPostgres, type PostgresServer } from "../helpers/postgres.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
+import pg from "pg";
+import { pgliteBackend, postgresBackend } from "../directory/support.js";
 
+/**
+ * The self-service mapping store's contract, on every store the gateway uses: the SQL store on a
+ * real PostgreSQL this file starts and on the embedded PGlite (one schema, one set of statements),
+ * and the memory store of a gateway without a database. Then the mappings earlier versions kept in
+ * Redis, which the SQL store imports.
+ */
 const silent = createLogger({ level: "silent" });
 
 async function ready(client: RedisClient): Promise<RedisClient> {
@@ -26,9 +33,9 @@ async function ready(client: RedisClient): Promise<RedisClient> {
 
 let redis: RedisProcess;
 let cluster: RedisClusterProcess;
-let postgres: PostgresServer;
+const postgres = postgresBackend();
+const pglite = pgliteBackend();
 const clients: RedisClient[] = [];
-const pools: pg.Pool[] = [];
 async function connect(config: Exclude<Config["redis"], { mode: "memory" }>) {
   const client = createRedisClient(config, silent);
   clients.push(client);
@@ -36,31 +43,39 @@ async function connect(config: Exclude<Config["redis"], { mode: "memory" }>) {
 }
 
 beforeAll(async () => {
-  [redis, cluster, postgres] = await Promise.all([
+  [redis, cluster] = await Promise.all([
     startRedis(),
     startRedisCluster(3),
-    startPostgres(),
+    postgres.setup(),
+    pglite.setup(),
   ]);
 }, 60_000);
+afterEach(async () => {
+  await Promise.all([postgres.cleanup(), pglite.cleanup()]);
+});
 afterAll(async () => {
   clients.forEach((c) => c.disconnect());
-  await Promise.all(pools.map((p) => p.end()));
-  await Promise.all([redis.stop(), cluster.stop(), postgres.stop()]);
+  await Promise.all([redis.stop(), cluster.stop(), postgres.teardown(), pglite.teardown()]);
 });
 
-/** A fresh migrated database and a pool on it. */
-async function database(): Promise<pg.Pool> {
-  const pool = new pg.Pool({ connectionString: await postgres.newDatabase(), max: 20 });
-  // The server stopping at the end of the file may reach a connection still closing.
-  pool.on("error", () => {});
-  pools.push(pool);
-  await migrate(pool, silent);
-  return pool;
+/** A fresh database with the mapping schema, as two instances (two pools on PostgreSQL). */
+async function sql(backend: typeof postgres): Promise<[Db, Db]> {
+  const { a, b } = await backend.fresh();
+  await migrate(a, MAPPING_SCHEMA, silent);
+  return [a, b];
 }
 
-let prefixes = 0;
-/** Two "instances": two stores over two connections, one key prefix. */
+/** Two "instances": two stores over two connections to one database. */
 type Backend = () => Promise<[UserMappingStore, UserMappingStore]>;
+const sqlBackend =
+  (backend: typeof postgres): Backend =>
+  async () => {
+    const [a, b] = await sql(backend);
+    return [
+      createSqlUserMappingStore({ db: a, resource: "r1" }),
+      createSqlUserMappingStore({ db: b, resource: "r1" }),
+    ];
+  };
 const backends: [string, Backend][] = [
   [
     "memory",
@@ -69,42 +84,8 @@ const backends: [string, Backend][] = [
       return [store, store];
     },
   ],
-  [
-    "Redis",
-    async () => {
-      const keyPrefix = `m${++prefixes}:`;
-      const config = { mode: "single", url: redis.url } as const;
-      return [
-        createRedisUserMappingStore({ redis: await connect(config), keyPrefix }),
-        createRedisUserMappingStore({ redis: await connect(config), keyPrefix }),
-      ];
-    },
-  ],
-  [
-    "Redis Cluster",
-    async () => {
-      const keyPrefix = `m${++prefixes}:`;
-      const config = { mode: "cluster", nodes: cluster.hosts } as const;
-      return [
-        createRedisUserMappingStore({ redis: await connect(config), keyPrefix }),
-        createRedisUserMappingStore({ redis: await connect(config), keyPrefix }),
-      ];
-    },
-  ],
-  [
-    "PostgreSQL",
-    async () => {
-      const pool = await database();
-      // Two pools on one database: two instances.
-      const other = new pg.Pool({ connectionString: pool.options.connectionString, max: 20 });
-      other.on("error", () => {});
-      pools.push(other);
-      return [
-        createPgUserMappingStore({ pool, resource: "r1" }),
-        createPgUserMappingStore({ pool: other, resource: "r1" }),
-      ];
-    },
-  ],
+  ["PostgreSQL", sqlBackend(postgres)],
+  ["PGlite", sqlBackend(pglite)],
 ];
 
 const T0 = 1_800_000_000_000;
@@ -234,123 +215,163 @@ describe("the in-memory mapping store's bound", () => {
   });
 });
 
-describe("the Redis mapping store's keys", () => {
-  it("have no TTL, keep mappings of earlier versions (a bare user id) valid, and survive a stray owner key", async () => {
-    const client = await connect({ mode: "single", url: redis.url });
-    const store = createRedisUserMappingStore({ redis: client, keyPrefix: "k:" });
-    await claimMapping(store, "s", "u");
-    const keys = (await redis.client().keys("k:*")).sort();
-    expect(keys).toEqual(["k:s:{s}", "k:u:{u}"]);
-    for (const key of keys) {
-      expect(await redis.client().ttl(key)).toBe(-1);
-    }
-    // Written by the previous version: a bare id under the subject key.
-    await redis.client().set("k:s:{legacy}", "8:acs:r_legacy");
-    expect(await store.get("legacy")).toBe("8:acs:r_legacy");
-    // A record that wrote its owner key and then died: no mapping points back at it.
-    await redis.client().set("k:u:{stray}", "t");
-    expect(await store.subjectOf("stray")).toBeUndefined();
-    expect(await store.removeByUserId("stray")).toBeUndefined();
-    expect(await claimMapping(store, "t", "half")).toEqual({ userId: "half", won: true });
-  });
-});
-
-describe("the PostgreSQL mapping store's schema", () => {
+describe("the SQL mapping store's schema", () => {
   it("is migrated once even when instances start together, and records its version", async () => {
-    const pool = await database();
-    // `database()` migrated already; five more concurrent starts apply nothing.
-    const results = await Promise.all(Array.from({ length: 5 }, () => migrate(pool, silent)));
+    const [db] = await sql(postgres);
+    // `sql()` migrated already; five more concurrent starts apply nothing.
+    const results = await Promise.all(
+      Array.from({ length: 5 }, () => migrate(db, MAPPING_SCHEMA, silent)),
+    );
     expect(results.map((r) => r.applied)).toEqual([[], [], [], [], []]);
-    const { rows } = await pool.query("SELECT version FROM acsgw_schema_migrations");
+    const { rows } = await db.query("SELECT version FROM acsgw_schema_migrations");
     expect(rows).toEqual([{ version: 1 }]);
   });
 
-  it("keeps one caller's mappings per ACS resource apart", async () => {
-    const pool = await database();
-    const a = createPgUserMappingStore({ pool, resource: "a" });
-    const b = createPgUserMappingStore({ pool, resource: "b" });
+  it.each([
+    ["PostgreSQL", postgres],
+    ["PGlite", pglite],
+  ])("keeps one caller's mappings per ACS resource apart (%s)", async (_name, backend) => {
+    const [db] = await sql(backend);
+    const a = createSqlUserMappingStore({ db, resource: "a" });
+    const b = createSqlUserMappingStore({ db, resource: "b" });
     await claimMapping(a, "s", "ua");
     expect(await b.get("s")).toBeUndefined();
     await claimMapping(b, "s", "ub");
     expect(await a.get("s")).toBe("ua");
     expect(await b.get("s")).toBe("ub");
+    expect(await collect(a.listUserIds())).toEqual(["ua"]);
   });
 });
 
-describe("switching to PostgreSQL from Redis", () => {
-  it("imports a caller's Redis mapping on first sight, once, and never brings back a replaced one", async () => {
+/** The keys an earlier version wrote for a confirmed mapping (bare id) and its owner. */
+async function writeLegacy(
+  client: Pick<RedisClient, "set">,
+  prefix: string,
+  subject: string,
+  value: string,
+  userId = value,
+) {
+  await client.set(`${prefix}s:{${subject}}`, value);
+  await client.set(`${prefix}u:{${userId}}`, subject);
+}
+
+async function collect(items: AsyncIterable<string>): Promise<string[]> {
+  const all: string[] = [];
+  for await (const item of items) {
+    all.push(item);
+  }
+  return all.sort();
+}
+
+describe("the mappings earlier versions kept in Redis", () => {
+  it("are read as they were written: confirmed, pending, a bare reservation naming no one", async () => {
     const client = await connect({ mode: "single", url: redis.url });
-    const earlier = createRedisUserMappingStore({ redis: client, keyPrefix: "import:" });
-    await claimMapping(earlier, "alice", "u-alice");
-    const store = createPgUserMappingStore({
-      pool: await database(),
-      resource: "r",
-      importFrom: earlier,
-    });
-    expect(await store.get("alice")).toBeUndefined();
-    expect(await store.reserve("alice", "r1", T0 + LEASE, T0)).toEqual({
-      kind: "mapped",
-      userId: "u-alice",
-    });
-    expect(await store.get("alice")).toBe("u-alice");
-    expect(await store.ownsOrOwned("alice", "u-alice")).toBe(true);
-    // A caller Redis does not know gets a plain reservation.
-    expect(await store.reserve("bob", "r2", T0 + LEASE, T0)).toEqual({ kind: "reserved" });
-    // Alice's identity deleted: her next reservation is fresh, not the stale Redis mapping.
-    expect(await store.removeByUserId("u-alice")).toBe("alice");
-    expect(await earlier.get("alice")).toBe("u-alice");
-    expect(await store.reserve("alice", "r3", T0 + LEASE, T0)).toEqual({ kind: "reserved" });
+    const legacy = createLegacyRedisMappings({ redis: client, keyPrefix: "k:" });
+    await writeLegacy(client, "k:", "alice", "8:acs:r_alice");
+    await writeLegacy(client, "k:", "bob", "~p|res-1|8:acs:r_bob", "8:acs:r_bob");
+    await client.set("k:s:{carol}", `~r|res-2|${T0}`);
+    expect(await legacy.get("alice")).toBe("8:acs:r_alice");
+    expect(await legacy.get("bob")).toBe("8:acs:r_bob");
+    expect(await legacy.get("carol")).toBeUndefined();
+    expect(await legacy.subjectOf("8:acs:r_bob")).toBe("bob");
+    expect(await legacy.ownsOrOwned("alice", "8:acs:r_alice")).toBe(true);
+    expect(await legacy.ownsOrOwned("bob", "8:acs:r_alice")).toBe(false);
+    expect(await collect(legacy.listUserIds())).toEqual(["8:acs:r_alice", "8:acs:r_bob"]);
   });
 
-  it("treats the caller as new, and says so, while the earlier store cannot answer: Redis is only a cache", async () => {
-    const earlier = createMemoryUserMappingStore();
+  it("are listed from every primary of a Redis Cluster, past one SCAN page", async () => {
+    const client = await connect({ mode: "cluster", nodes: cluster.hosts });
+    const prefix = `list${Date.now()}:`;
+    const ids = Array.from({ length: 1200 }, (_, i) => `8:acs:r_${i}`);
+    await Promise.all(ids.map((id, i) => writeLegacy(client, prefix, `subject-${i}`, id)));
+    const legacy = createLegacyRedisMappings({ redis: client, keyPrefix: prefix });
+    expect(await collect(legacy.listUserIds())).toEqual([...ids].sort());
+  });
+
+  it.each([
+    ["PostgreSQL", postgres],
+    ["PGlite", pglite],
+  ])(
+    "are imported by the SQL store on a caller's first sight, once, and a deleted one never comes back (%s)",
+    async (_name, backend) => {
+      const client = await connect({ mode: "single", url: redis.url });
+      const prefix = `import${Date.now()}:`;
+      await writeLegacy(client, prefix, "alice", "u-alice");
+      await writeLegacy(client, prefix, "dave", "u-dave");
+      const legacy = createLegacyRedisMappings({ redis: client, keyPrefix: prefix });
+      const [db] = await sql(backend);
+      const store = createSqlUserMappingStore({ db, resource: "r", importFrom: legacy });
+      expect(await store.get("alice")).toBeUndefined();
+      expect(await store.reserve("alice", "r1", T0 + LEASE, T0)).toEqual({
+        kind: "mapped",
+        userId: "u-alice",
+      });
+      expect(await store.get("alice")).toBe("u-alice");
+      expect(await store.ownsOrOwned("alice", "u-alice")).toBe(true);
+      // Listed for the directory: the database's own, and those only Redis knows.
+      expect(await collect(store.listUserIds())).toEqual(["u-alice", "u-alice", "u-dave"]);
+      // A caller Redis does not know gets a plain reservation.
+      expect(await store.reserve("bob", "r2", T0 + LEASE, T0)).toEqual({ kind: "reserved" });
+      // Alice's identity deleted: her next reservation is fresh, not the stale Redis mapping.
+      expect(await store.removeByUserId("u-alice")).toBe("alice");
+      expect(await legacy.get("alice")).toBe("u-alice");
+      expect(await store.reserve("alice", "r3", T0 + LEASE, T0)).toEqual({ kind: "reserved" });
+      // Dave's identity deleted before he was ever seen: the same, and he still owned it.
+      expect(await store.removeByUserId("u-dave")).toBe("dave");
+      expect(await store.reserve("dave", "r4", T0 + LEASE, T0)).toEqual({ kind: "reserved" });
+      expect(await store.ownsOrOwned("dave", "u-dave")).toBe(true);
+      // Redis itself is never written.
+      expect(await client.get(`${prefix}s:{alice}`)).toBe("u-alice");
+    },
+  );
+
+  it("treat the caller as new, and say so, while Redis cannot answer: it is only a cache", async () => {
+    const down = () => Promise.reject(new Error("redis down"));
     const broken = {
-      ...earlier,
-      get: async () => {
-        throw new Error("redis down");
-      },
-      ownsOrOwned: async () => {
+      get: down,
+      subjectOf: down,
+      ownsOrOwned: down,
+      // eslint-disable-next-line require-yield
+      async *listUserIds(): AsyncIterable<string> {
         throw new Error("redis down");
       },
     };
-    const pool = await database();
+    const [db] = await sql(pglite);
     const skipped: unknown[] = [];
-    const store = createPgUserMappingStore({
-      pool,
+    const store = createSqlUserMappingStore({
+      db,
       resource: "r",
       importFrom: broken,
       onImportSkipped: (error) => skipped.push(error),
     });
     expect(await store.reserve("carol", "r1", T0 + LEASE, T0)).toEqual({ kind: "reserved" });
     expect(await store.ownsOrOwned("carol", "u-unknown")).toBe(false);
-    expect(skipped.map((e) => (e as Error).message)).toEqual(["redis down", "redis down"]);
-    // PostgreSQL holds the reservation: it arbitrates from here on.
-    const plain = createPgUserMappingStore({ pool, resource: "r" });
+    expect(await collect(store.listUserIds())).toEqual([]);
+    expect(skipped.map((e) => (e as Error).message)).toEqual([
+      "redis down",
+      "redis down",
+      "redis down",
+    ]);
+    // The database holds the reservation: it arbitrates from here on.
+    const plain = createSqlUserMappingStore({ db, resource: "r" });
     expect(await plain.reserve("carol", "r2", T0 + LEASE, T0)).toMatchObject({ kind: "busy" });
   });
 });
 
-describe("the mapping stores when their server is down", () => {
-  it("fail instead of answering 'no mapping' (which would mint a second identity): Redis", async () => {
-    const client = await connect({ mode: "single", url: redis.url });
-    const store = createRedisUserMappingStore({ redis: client, keyPrefix: "down:" });
-    await claimMapping(store, "s", "u");
-    await redis.kill();
-    await expect(store.get("s")).rejects.toThrow();
-    await expect(store.reserve("s2", "r", T0 + LEASE, T0)).rejects.toThrow();
-    await expect(store.subjectOf("u")).rejects.toThrow();
-    await expect(store.removeByUserId("u")).rejects.toThrow();
-    await redis.restart();
-  });
-
-  it("fail instead of answering 'no mapping': PostgreSQL", async () => {
+describe("the SQL mapping store when its database is down", () => {
+  it("fails instead of answering 'no mapping' (which would mint a second identity)", async () => {
     const pool = new pg.Pool({
       connectionString: "postgres://postgres@127.0.0.1:1/none",
       connectionTimeoutMillis: 2000,
     });
-    pools.push(pool);
-    const store = createPgUserMappingStore({ pool, resource: "r" });
-    await expect(store.get("s")).rejects.toThrow();
-    await expect(store.reserve("s", "r", T0 + LEASE, T0)).rejects.toThrow();
+    const store = createSqlUserMappingStore({ db: createPostgresDb(pool), resource: "r" });
+    try {
+      await expect(store.get("s")).rejects.toThrow();
+      await expect(store.reserve("s", "r", T0 + LEASE, T0)).rejects.toThrow();
+      await expect(store.subjectOf("u")).rejects.toThrow();
+      await expect(store.removeByUserId("u")).rejects.toThrow();
+    } finally {
+      await pool.end();
+    }
   });
 });

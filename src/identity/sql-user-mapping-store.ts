@@ -1,4 +1,5 @@
-import pg from "pg";
+import { isUniqueViolation, type Queryable } from "../directory/index.js";
+import type { LegacyMappings } from "./legacy-redis-mappings.js";
 import {
   UserMappingConflictError,
   type FoundIdentity,
@@ -7,28 +8,30 @@ import {
 } from "./user-mapping-store.js";
 
 /**
- * The self-service mappings in PostgreSQL (`DATABASE_URL`), the durable home the ACS quickstart
- * advises for the app-user-to-identity mapping: a Redis that restarts empty or evicts keys then
- * never costs a caller a second identity. The table and its rules are in migrations/index.ts; the
- * partial unique index on (resource, subject_key) is the arbiter of concurrent first calls, and
- * replaced rows stay as the ownership history.
+ * The self-service mappings in the gateway's SQL database, the durable home the ACS quickstart
+ * advises for the app-user-to-identity mapping: PostgreSQL with DATABASE_URL, else the embedded
+ * PGlite, through the one `Db` adapter (src/directory/db.ts) and the same statements. Redis holds
+ * none of it, so a Redis that restarts empty or evicts keys never costs a caller a second identity.
+ * The table and its rules are in mapping-schema.ts; the partial unique index on
+ * (resource, subject_key) is the arbiter of concurrent first calls, and replaced rows stay as the
+ * ownership history.
  */
-export function createPgUserMappingStore(options: {
-  pool: pg.Pool;
+export function createSqlUserMappingStore(options: {
+  db: Queryable;
   /** The ACS resource the mappings belong to (a hash of its endpoint host). */
   resource: string;
   /**
-   * The store used before DATABASE_URL was set (Redis): a caller PostgreSQL has never seen is
-   * looked up there first and their identity imported, so switching a deployment to PostgreSQL
-   * gives no existing caller a second identity. Best effort: with DATABASE_URL, Redis is only a
-   * cache, so when it cannot answer the caller is treated as new (PostgreSQL arbitrates) instead
-   * of being refused; `onImportSkipped` reports it. Callers PostgreSQL already knows never touch it.
+   * The mappings earlier versions kept in Redis: a caller the database has never seen is looked up
+   * there first and their identity imported, so upgrading gives no existing caller a second
+   * identity. Best effort: Redis is only a cache now, so when it cannot answer the caller is
+   * treated as new (the database arbitrates) instead of being refused; `onImportSkipped` reports
+   * it. Callers the database already knows never touch it.
    */
-  importFrom?: UserMappingStore;
+  importFrom?: LegacyMappings;
   /** The earlier store could not be asked (Redis down): a caller was treated as new. */
   onImportSkipped?: (error: unknown) => void;
 }): UserMappingStore {
-  const { pool, resource, importFrom } = options;
+  const { db, resource, importFrom } = options;
   const skipped = options.onImportSkipped ?? (() => {});
 
   /** The earlier store's answer, or undefined when it cannot give one (best effort, see above). */
@@ -42,7 +45,7 @@ export function createPgUserMappingStore(options: {
   }
 
   async function live(subjectKey: string): Promise<ReserveOutcome | undefined> {
-    const { rows } = await pool.query<{
+    const { rows } = await db.query<{
       state: string;
       user_id: string | null;
       lease_until: string;
@@ -69,12 +72,12 @@ export function createPgUserMappingStore(options: {
     try {
       // Only a caller with no history here: one whose identity was since deleted or replaced
       // must not get the stale one back from the earlier store.
-      const history = await pool.query(
+      const history = await db.query(
         `SELECT 1 FROM acsgw_identity_mapping
           WHERE resource = $1 AND subject_key = $2 AND state = 'replaced' LIMIT 1`,
         [resource, subjectKey],
       );
-      if (history.rowCount !== 0) {
+      if (history.rows.length !== 0) {
         return { kind: "reserved" };
       }
       earlier = await earlierIdentity(subjectKey);
@@ -88,6 +91,54 @@ export function createPgUserMappingStore(options: {
     }
     await store.confirm(subjectKey, earlier);
     return { kind: "mapped", userId: earlier };
+  }
+
+  /**
+   * A deleted identity the database never saw, still mapped in Redis: its subject gets a history
+   * row ('replaced'), which both keeps the ownership and stops `imported` from bringing the deleted
+   * identity back on the subject's next call. Best effort like the import (Redis down: skipped).
+   */
+  async function forgetLegacy(userId: string): Promise<string | undefined> {
+    let subjectKey: string | undefined;
+    try {
+      subjectKey = await importFrom!.subjectOf(userId);
+    } catch (error) {
+      skipped(error);
+    }
+    if (
+      subjectKey === undefined ||
+      (await importFrom!.get(subjectKey).catch(() => undefined)) !== userId
+    ) {
+      return undefined;
+    }
+    await db.query(
+      `INSERT INTO acsgw_identity_mapping
+         (resource, subject_key, user_id, state, reservation_id, lease_until, replaced_at)
+       VALUES ($1, $2, $3, 'replaced', 'redis-import', 0, now())
+       ON CONFLICT DO NOTHING`,
+      [resource, subjectKey, userId],
+    );
+    return subjectKey;
+  }
+
+  /** The identities mapped or pending here, in keyset pages by row id (bounded statements). */
+  async function* stored(): AsyncIterable<string> {
+    let after = "0";
+    for (;;) {
+      const { rows } = await db.query<{ id: string; user_id: string }>(
+        `SELECT id::text AS id, user_id FROM acsgw_identity_mapping
+          WHERE resource = $1 AND state IN ('pending', 'mapped') AND id > $2::bigint
+          ORDER BY id LIMIT 500`,
+        [resource, after],
+      );
+      for (const row of rows) {
+        yield row.user_id;
+      }
+      if (rows.length < 500) {
+        return;
+      }
+      after = rows[rows.length - 1]!.id;
+    }
   }
 
   const store: UserMappingStore = {
@@ -105,7 +156,7 @@ export function createPgUserMappingStore(options: {
     async reserve(subjectKey, reservationId, leaseUntil, now) {
       // A row removed between the insert and the read is retried; anything else settles at once.
       for (let attempt = 0; attempt < 3; attempt++) {
-        const inserted = await pool.query(
+        const inserted = await db.query(
           `INSERT INTO acsgw_identity_mapping
              (resource, subject_key, state, reservation_id, lease_until)
            VALUES ($1, $2, 'reserved', $3, $4)
@@ -131,7 +182,7 @@ export function createPgUserMappingStore(options: {
 
     async record(subjectKey, reservationId, userId) {
       try {
-        const updated = await pool.query(
+        const updated = await db.query(
           `UPDATE acsgw_identity_mapping SET user_id = $4, state = 'pending'
             WHERE resource = $1 AND subject_key = $2 AND reservation_id = $3
               AND state = 'reserved'`,
@@ -139,11 +190,7 @@ export function createPgUserMappingStore(options: {
         );
         return updated.rowCount === 1;
       } catch (error) {
-        if (
-          error instanceof pg.DatabaseError &&
-          error.code === "23505" &&
-          error.constraint === "acsgw_identity_mapping_user"
-        ) {
+        if (isUniqueViolation(error) && violated(error) === "acsgw_identity_mapping_user") {
           throw new UserMappingConflictError();
         }
         throw error;
@@ -151,7 +198,7 @@ export function createPgUserMappingStore(options: {
     },
 
     async confirm(subjectKey, userId) {
-      const updated = await pool.query(
+      const updated = await db.query(
         `UPDATE acsgw_identity_mapping SET state = 'mapped'
           WHERE resource = $1 AND subject_key = $2 AND user_id = $3
             AND state IN ('pending', 'mapped')`,
@@ -161,7 +208,7 @@ export function createPgUserMappingStore(options: {
     },
 
     async release(subjectKey, reservationId) {
-      await pool.query(
+      await db.query(
         `DELETE FROM acsgw_identity_mapping
           WHERE resource = $1 AND subject_key = $2 AND reservation_id = $3 AND state = 'reserved'`,
         [resource, subjectKey, reservationId],
@@ -169,7 +216,7 @@ export function createPgUserMappingStore(options: {
     },
 
     async pending(limit) {
-      const { rows } = await pool.query<{ subject_key: string; user_id: string }>(
+      const { rows } = await db.query<{ subject_key: string; user_id: string }>(
         `SELECT subject_key, user_id FROM acsgw_identity_mapping
           WHERE resource = $1 AND state = 'pending' ORDER BY id LIMIT $2`,
         [resource, limit],
@@ -178,37 +225,33 @@ export function createPgUserMappingStore(options: {
     },
 
     async *listUserIds() {
-      // Keyset pages by the row id: a long table is read in bounded statements.
-      let after = "0";
-      for (;;) {
-        const { rows } = await pool.query<{ id: string; user_id: string }>(
-          `SELECT id::text AS id, user_id FROM acsgw_identity_mapping
-            WHERE resource = $1 AND state IN ('pending', 'mapped') AND id > $2::bigint
-            ORDER BY id LIMIT 500`,
-          [resource, after],
-        );
-        for (const row of rows) {
-          yield row.user_id;
+      yield* stored();
+      if (importFrom) {
+        // Identities only Redis knows (never looked up since the upgrade): best effort, like the
+        // import, so that the directory's start-up import sees them too.
+        try {
+          yield* importFrom.listUserIds();
+        } catch (error) {
+          skipped(error);
         }
-        if (rows.length < 500) {
-          return;
-        }
-        after = rows[rows.length - 1]!.id;
       }
     },
 
     async removeByUserId(userId) {
-      const { rows } = await pool.query<{ subject_key: string }>(
+      const { rows } = await db.query<{ subject_key: string }>(
         `UPDATE acsgw_identity_mapping SET state = 'replaced', replaced_at = now()
           WHERE resource = $1 AND user_id = $2 AND state IN ('pending', 'mapped')
           RETURNING subject_key`,
         [resource, userId],
       );
-      return rows[0]?.subject_key;
+      if (rows[0] || !importFrom) {
+        return rows[0]?.subject_key;
+      }
+      return forgetLegacy(userId);
     },
 
     async subjectOf(userId) {
-      const { rows } = await pool.query<{ subject_key: string }>(
+      const { rows } = await db.query<{ subject_key: string }>(
         `SELECT subject_key FROM acsgw_identity_mapping
           WHERE resource = $1 AND user_id = $2 AND state IN ('pending', 'mapped')`,
         [resource, userId],
@@ -217,13 +260,13 @@ export function createPgUserMappingStore(options: {
     },
 
     async ownsOrOwned(subjectKey, userId) {
-      const { rowCount } = await pool.query(
+      const { rows } = await db.query(
         `SELECT 1 FROM acsgw_identity_mapping
           WHERE resource = $1 AND subject_key = $2 AND user_id = $3`,
         [resource, subjectKey, userId],
       );
-      if (rowCount === 1 || !importFrom) {
-        return rowCount === 1;
+      if (rows.length === 1 || !importFrom) {
+        return rows.length === 1;
       }
       // Ownership recorded only in the earlier store (never imported): best effort, like the import.
       return importFrom.ownsOrOwned(subjectKey, userId).catch((error: unknown) => {
@@ -233,27 +276,17 @@ export function createPgUserMappingStore(options: {
     },
 
     async close() {
-      // The pool is closed by its owner (the app), after the last request drained.
+      // The database is closed by its owner (the app), after the last request drained.
     },
   };
   return store;
 }
 
-/**
- * A pool with bounded waits: a PostgreSQL that hangs must fail the call (UPSTREAM_UNAVAILABLE)
- * instead of holding requests; no statement of the store needs more than a few milliseconds.
- */
-export function createMappingPool(databaseUrl: string, onError: (error: Error) => void): pg.Pool {
-  const pool = new pg.Pool({
-    connectionString: databaseUrl,
-    max: 10,
-    connectionTimeoutMillis: 5000,
-    idleTimeoutMillis: 30_000,
-    statement_timeout: 5000,
-    query_timeout: 6000,
-    application_name: "acs-identity-gateway",
-  });
-  // An idle client's connection dropping must not crash the process: the next query reconnects.
-  pool.on("error", onError);
-  return pool;
+/** The constraint a unique violation names (pg's `constraint`; PGlite's too, else its message). */
+function violated(error: unknown): string | undefined {
+  const { constraint, message } = error as { constraint?: unknown; message?: unknown };
+  if (typeof constraint === "string") {
+    return constraint;
+  }
+  return typeof message === "string" ? /"([a-z_]+)"/.exec(message)?.[1] : undefined;
 }
