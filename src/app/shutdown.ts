@@ -14,7 +14,7 @@ export interface Resources {
   /** Self-service provisioning: its background clean-ups stop before the stores they wait for. */
   provisioner?: { close(): void };
   /** The directory's background writes (settled before its database closes). */
-  directoryWrites?: { settled(): Promise<void> };
+  directoryWrites?: { settled(): Promise<void>; stop(): void };
   dispatcher?: WebhookDispatcher;
   /** Start-up work in the background (the directory's import, recovery): waited for, bounded. */
   startupWork: Promise<unknown>[];
@@ -39,6 +39,8 @@ const SHUTDOWN_ORDER: ((r: Resources) => Promise<unknown> | undefined)[] = [
   // The directory's last writes and the start-up work (bounded), then the dispatcher (it hands its
   // claims back), then the mapping store, and the database they all use last.
   (r) => bounded(r.directoryWrites?.settled(), DIRECTORY_SETTLE_MS),
+  // Writes still retrying after that are given up, each logged with its user id.
+  (r) => Promise.resolve(r.directoryWrites?.stop()),
   (r) => bounded(Promise.allSettled(r.startupWork), DIRECTORY_SETTLE_MS),
   (r) => r.dispatcher?.stop(),
   (r) => r.mappings?.close(),

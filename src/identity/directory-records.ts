@@ -96,9 +96,21 @@ export interface DirectoryRecords extends IdentityDirectory {
   deleted(userId: string, actor: Actor | "gateway"): Promise<void>;
   /** Is `userId` a live identity the directory holds under an external id? */
   holdsByExternalId(userId: string): Promise<boolean>;
-  /** Resolves once every background write started so far has ended. */
+  /** Resolves once every background write started so far has ended (its retries included). */
   settled(): Promise<void>;
+  /**
+   * Ends the retries (shutdown): each write still waiting is logged at error with its user id and
+   * counted, as a write that failed.
+   */
+  stop(): void;
 }
+
+/** Pauses between the attempts of a background write that failed (the last one repeats). */
+const RETRY_DELAYS_MS = [1000, 2000, 4000, 8000, 16_000, 30_000];
+/** How long a background write is retried before it is given up (logged, counted). */
+const RETRY_FOR_MS = 15 * 60_000;
+/** At most this many writes wait to retry; beyond it a failed write is given up at once. */
+const RETRYING_MAX = 10_000;
 
 export function createDirectoryRecords(deps: {
   directory: Directory;
@@ -115,6 +127,29 @@ export function createDirectoryRecords(deps: {
     registers: deps.registry ? [deps.registry] : [],
   });
   const inFlight = new Set<Promise<unknown>>();
+  /** Writes waiting to retry, and the timers of their pauses (`stop()` ends them). */
+  let retrying = 0;
+  let stopped = false;
+  const pauses = new Set<() => void>();
+  /** Resolves true after `ms`, or false at once when stopped. */
+  const pause = (ms: number) =>
+    new Promise<boolean>((resolve) => {
+      if (stopped) {
+        resolve(false);
+        return;
+      }
+      const wake = () => {
+        clearTimeout(timer);
+        pauses.delete(wake);
+        resolve(false);
+      };
+      const timer = setTimeout(() => {
+        pauses.delete(wake);
+        resolve(true);
+      }, ms);
+      timer.unref();
+      pauses.add(wake);
+    });
 
   function failed(operation: string, userId: string, error: unknown): void {
     failures.inc({ operation });
@@ -124,19 +159,61 @@ export function createDirectoryRecords(deps: {
     );
   }
 
+  /**
+   * A write the caller does not wait for. A failure is retried (RETRY_DELAYS_MS, for up to
+   * RETRY_FOR_MS): a database paused or restarting for a few minutes loses no event. The returned
+   * promise settles with the FIRST attempt (a caller that must see the write awaits that, never
+   * the retries); `settled()` waits for the retries too. Given up (time, RETRYING_MAX writes
+   * already waiting, or `stop()`), it is logged at error with the user id and counted.
+   */
   function background(
     operation: string,
     userId: string,
     write: () => Promise<unknown>,
   ): Promise<void> {
-    const running: Promise<void> = write()
-      .then(
-        () => undefined,
-        (error: unknown) => failed(operation, userId, error),
-      )
-      .finally(() => inFlight.delete(running));
+    const started = performance.now();
+    let firstDone!: () => void;
+    const first = new Promise<void>((resolve) => (firstDone = resolve));
+    let waiting = false;
+    /** Pauses before the next attempt: counted while waiting, and said once. */
+    const pauseFor = (delay: number) => {
+      if (!waiting) {
+        waiting = true;
+        retrying++;
+        logger.warn(
+          { operation, userId },
+          "the identity directory could not record a change ACS made yet; retrying in the background",
+        );
+      }
+      return pause(delay);
+    };
+    const running: Promise<void> = (async () => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await write();
+          return;
+        } catch (error) {
+          firstDone();
+          const delay = RETRY_DELAYS_MS[Math.min(attempt, RETRY_DELAYS_MS.length - 1)]!;
+          const giveUp =
+            stopped ||
+            performance.now() - started + delay > RETRY_FOR_MS ||
+            (!waiting && retrying >= RETRYING_MAX);
+          if (giveUp || !(await pauseFor(delay))) {
+            failed(operation, userId, error);
+            return;
+          }
+        }
+      }
+    })().finally(() => {
+      firstDone();
+      inFlight.delete(running);
+      if (waiting) {
+        retrying--;
+      }
+    });
     inFlight.add(running);
-    return running;
+    return first;
   }
 
   /** What the caller gets when the write failed: the facts the gateway knows. */
@@ -242,6 +319,13 @@ export function createDirectoryRecords(deps: {
         await Promise.allSettled([...inFlight]);
       }
     },
+
+    stop() {
+      stopped = true;
+      for (const wake of [...pauses]) {
+        wake();
+      }
+    },
   };
 }
 
@@ -283,5 +367,6 @@ export function noDirectory(now: () => number = Date.now): DirectoryRecords {
     deleted: none,
     holdsByExternalId: async () => false,
     settled: none,
+    stop: () => {},
   };
 }

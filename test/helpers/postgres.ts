@@ -149,8 +149,7 @@ export async function startPostgres(): Promise<PostgresServer> {
     "max_connections=200",
   ]);
   const launch = () => {
-    // Its own process group (the server, its backends, and runuser when root): `pause` stops all.
-    const started = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"], detached: true });
+    const started = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
     started.stderr?.on("data", () => {});
     return started;
   };
@@ -173,14 +172,29 @@ export async function startPostgres(): Promise<PostgresServer> {
     }
   };
 
+  /**
+   * Every process of the server: the postmaster (first line of postmaster.pid) and its children.
+   * PostgreSQL puts each child in its own session, so a process-group signal would miss them.
+   * The postmaster is signalled first: stopped, it forks no new backend in between.
+   */
   const signalServer = async (name: "SIGSTOP" | "SIGCONT", stopped: boolean) => {
-    if (child.pid === undefined) {
-      throw new Error("postgres is not running");
-    }
-    process.kill(-child.pid, name);
-    // The postmaster's pid is the first line of postmaster.pid (runuser's pid is the child's).
     const postmaster = Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]);
-    await untilProcessState(postmaster, stopped);
+    process.kill(postmaster, name);
+    const children = readFileSync(`/proc/${postmaster}/task/${postmaster}/children`, "utf8")
+      .split(" ")
+      .filter((pid) => pid !== "")
+      .map(Number);
+    for (const pid of children) {
+      process.kill(pid, name);
+    }
+    if (!stopped && child.pid !== undefined && child.pid !== postmaster) {
+      // runuser (as root) stops itself when its child stops, as su does for job control: left
+      // stopped it would never reap the server, and `stop` would wait for its exit forever.
+      process.kill(child.pid, "SIGCONT");
+    }
+    for (const pid of [postmaster, ...children]) {
+      await untilProcessState(pid, stopped);
+    }
   };
 
   return {

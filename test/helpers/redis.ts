@@ -74,7 +74,18 @@ async function waitForPing(port: number, deadline: number): Promise<void> {
 export async function untilProcessState(pid: number, stopped: boolean): Promise<void> {
   const deadline = Date.now() + 10_000;
   for (;;) {
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(
+      (error: NodeJS.ErrnoException) => {
+        // Gone: a process that exited is no longer stopped (a resumed backend may exit at once).
+        if (error.code === "ENOENT" && !stopped) {
+          return undefined;
+        }
+        throw error;
+      },
+    );
+    if (stat === undefined) {
+      return;
+    }
     // The command name may hold spaces; the state follows the closing parenthesis.
     const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
     if ((state === "T" || state === "t") === stopped) {

@@ -1,0 +1,113 @@
+import { Registry } from "prom-client";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { createDirectory, type Db } from "../../src/directory/index.js";
+import { createDirectoryRecords } from "../../src/identity/directory-records.js";
+import { createLogger } from "../../src/logger.js";
+import { pgliteBackend, waitFor } from "../directory/support.js";
+
+/**
+ * The directory's background writes (a revoke's, a delete's, a mint's), which follow a change ACS
+ * already made: a database that is away for a while delays them and loses none; one that stays
+ * away past the retry window, or a shutdown, gives them up with the user id logged and counted.
+ * A real directory on the embedded PGlite, reached through a switch that makes every statement
+ * fail while the "database" is down.
+ */
+const backend = pgliteBackend();
+const ADMIN = { key: "admin", isAdmin: true, subject: "ops" };
+
+beforeAll(() => backend.setup(), 60_000);
+afterEach(() => {
+  vi.useRealTimers();
+});
+afterAll(() => backend.teardown());
+
+/** `db`, failing every statement while `state.down`. */
+function switchable(db: Db, state: { down: boolean }): Db {
+  const check = () => {
+    if (state.down) {
+      throw new Error("connect ECONNREFUSED (the test's database is down)");
+    }
+  };
+  return {
+    ...db,
+    query: async (sql, params) => {
+      check();
+      return db.query(sql, params);
+    },
+    transaction: async (fn) => {
+      check();
+      return db.transaction(fn);
+    },
+  };
+}
+
+async function records(state: { down: boolean }) {
+  const { a } = await backend.fresh();
+  const lines: { level: number; msg: string; userId?: string }[] = [];
+  const logger = createLogger(
+    { level: "info" },
+    { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) },
+  );
+  const registry = new Registry();
+  const directory = createDirectory({ db: switchable(a, state), logger });
+  const writes = createDirectoryRecords({ directory, logger, registry });
+  const failures = async () =>
+    (await registry.getSingleMetric("acsgw_directory_write_failures_total")!.get()).values.reduce(
+      (sum, value) => sum + value.value,
+      0,
+    );
+  const events = async (userId: string) =>
+    (
+      await a.query<{ type: string }>(
+        "SELECT type FROM acsgw_directory_event WHERE user_id = $1 ORDER BY seq",
+        [userId],
+      )
+    ).rows.map((row) => row.type);
+  return { writes, lines, failures, events };
+}
+
+describe("a background write while the database is away", () => {
+  it("answers its caller after the first attempt, then lands once the database is back", async () => {
+    const state = { down: false };
+    const { writes, lines, failures, events } = await records(state);
+    await writes.created({ id: "8:acs:r_1", origin: "admin", actor: ADMIN });
+    state.down = true;
+    // The first attempt failed: the caller goes on; the retry waits.
+    await writes.revoked("8:acs:r_1", ADMIN);
+    expect(lines.filter((l) => l.msg.includes("retrying in the background"))).toMatchObject([
+      { level: 40, userId: "8:acs:r_1" },
+    ]);
+    state.down = false;
+    await writes.settled();
+    expect(await events("8:acs:r_1")).toEqual(["identity.created", "tokens.revoked"]);
+    expect(await failures()).toBe(0);
+  });
+
+  it("is given up after 15 minutes of retries, logged at error with the user id and counted", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    const state = { down: true };
+    const { writes, lines, failures } = await records(state);
+    await writes.deleted("8:acs:r_2", ADMIN);
+    const settled = writes.settled();
+    await vi.advanceTimersByTimeAsync(14 * 60_000);
+    expect(await failures()).toBe(0);
+    await vi.advanceTimersByTimeAsync(2 * 60_000);
+    await settled;
+    expect(await failures()).toBe(1);
+    expect(lines.at(-1)).toMatchObject({ level: 50, userId: "8:acs:r_2" });
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("is given up at shutdown (stop), logged and counted, without waiting for its pause", async () => {
+    const state = { down: true };
+    const { writes, lines, failures } = await records(state);
+    await writes.tokenMinted("8:acs:r_3");
+    writes.stop();
+    await writes.settled();
+    expect(await failures()).toBe(1);
+    expect(lines.at(-1)).toMatchObject({ level: 50, userId: "8:acs:r_3" });
+    // After stop, a new failure is not retried at all.
+    await writes.revoked("8:acs:r_3", ADMIN);
+    await waitFor(async () => (await failures()) === 2);
+  });
+});
