@@ -29,7 +29,7 @@ const clusterNodes = z.string().transform((value, ctx) => {
 
 type Redis = Pick<Config, "redis" | "redisKeyPrefix">;
 
-/** Redis, shared by the token cache, the rate limits and (without DATABASE_URL) the mappings. */
+/** Redis, shared by the token cache and the rate limits: a cache, never durable data. */
 export const redis = (d: Decisions) =>
   ({
     memory: settings(keyPrefix).transform((s): Redis => ({
@@ -91,7 +91,7 @@ export const tokenCache = (d: Decisions) =>
     }),
   );
 
-/** PostgreSQL for the self-service mappings. */
+/** PostgreSQL for the gateway's durable data: the self-service mappings and the directory. */
 export const database = settings({
   // Its problems never quote the value: it may hold a password.
   DATABASE_URL: url({ protocols: ["postgres", "postgresql"] }).optional(),

@@ -12,7 +12,7 @@ export interface Decisions {
    * production the emulator is no option: without ACS_ENDPOINT a connection string is required.
    */
   upstream: "connection-string" | "entra" | "embedded-emulator";
-  /** Where the token cache (and, without DATABASE_URL, the mappings) live. */
+  /** Where the token cache lives (the mappings are in the database: app/directory.ts). */
   redis: "memory" | "single" | "cluster";
 }
 

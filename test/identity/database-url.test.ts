@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../src/config.js";
 
 describe("DATABASE_URL", () => {
-  it("is optional: unset or empty keeps the mappings in Redis or memory", () => {
+  it("is optional: unset or empty keeps the mappings in the embedded database or memory", () => {
     expect(loadConfig({}).databaseUrl).toBeUndefined();
     expect(loadConfig({ DATABASE_URL: "" }).databaseUrl).toBeUndefined();
   });
