@@ -1,9 +1,8 @@
 /**
- * The gateway's error codes (`errors[].extensions.code`) plus the client's own: `NETWORK_ERROR`
- * (no HTTP answer), `BAD_RESPONSE` (an answer that is not a GraphQL result), `TOKEN_EXPIRED` (the
- * gateway handed out a token that is already expired on this machine's clock).
+ * The error codes the gateway itself assigns (`errors[].extensions.code`; the README's "Errors").
+ * The one list: the gateway's own error mapping is typed by it (src/graphql/errors.ts).
  */
-export type GatewayErrorCode =
+export type GatewayAssignedErrorCode =
   | "BAD_USER_INPUT"
   | "NOT_FOUND"
   | "UNAUTHENTICATED"
@@ -12,12 +11,21 @@ export type GatewayErrorCode =
   | "UPSTREAM_THROTTLED"
   | "UPSTREAM_UNAVAILABLE"
   | "REVOCATION_UNCONFIRMED"
+  // APQ: extensions.persistedQuery.sha256Hash is not the sha256 of the query text sent (HTTP 400).
+  | "PERSISTED_QUERY_HASH_MISMATCH"
+  | "INTERNAL_SERVER_ERROR";
+
+/**
+ * Every code a call may fail with: the gateway's, those of its GraphQL server's persisted-query
+ * protocol, and the client's own: `NETWORK_ERROR` (no HTTP answer), `BAD_RESPONSE` (an answer that
+ * is not a GraphQL result), `TOKEN_EXPIRED` (the gateway handed out a token that is already expired
+ * on this machine's clock).
+ */
+export type GatewayErrorCode =
+  | GatewayAssignedErrorCode
   | "PERSISTED_QUERY_NOT_FOUND"
   | "PERSISTED_QUERY_ID_REQUIRED"
   | "PERSISTED_QUERY_NOT_IN_LIST"
-  // APQ: extensions.persistedQuery.sha256Hash is not the sha256 of the query text sent (HTTP 400).
-  | "PERSISTED_QUERY_HASH_MISMATCH"
-  | "INTERNAL_SERVER_ERROR"
   | "NETWORK_ERROR"
   | "BAD_RESPONSE"
   | "TOKEN_EXPIRED"

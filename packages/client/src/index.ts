@@ -2,7 +2,12 @@
  * `@acs-identity-gateway/client`: what a browser or Node app needs to get ACS tokens from the
  * gateway. No runtime dependency beyond `fetch`.
  */
-export { GatewayClientError, isGatewayClientError, type GatewayErrorCode } from "./errors.js";
+export {
+  GatewayClientError,
+  isGatewayClientError,
+  type GatewayAssignedErrorCode,
+  type GatewayErrorCode,
+} from "./errors.js";
 export {
   createGatewayClient,
   type AbortSignalLike,
