@@ -81,6 +81,14 @@ describe("configuration", () => {
       loadConfig({ AZURE_AUTHORITY_HOST: "https://login.microsoftonline.com" })
         .entraCredentialOptions,
     ).toEqual({});
+    expect(loadConfig({ AZURE_AUTHORITY_HOST: "" }).entraCredentialOptions).toEqual({});
+    // The authority receives the gateway's credentials: the one URL parser, TLS or loopback.
+    expect(problems({ AZURE_AUTHORITY_HOST: "login.example" })).toEqual([
+      "AZURE_AUTHORITY_HOST: not a URL",
+    ]);
+    expect(problems({ AZURE_AUTHORITY_HOST: "http://login.example" })).toEqual([
+      "AZURE_AUTHORITY_HOST: must be https:// (the authority receives the gateway's credentials)",
+    ]);
     expect(loadConfig({ ACSGW_TEST_EXIT_AFTER_STEP: "recorded" }).testExitAfterStep).toBe(
       "recorded",
     );
@@ -272,6 +280,31 @@ describe("configuration", () => {
       "ACS_EMULATOR_TLS_CERT and ACS_EMULATOR_TLS_KEY: set both or neither",
       "ACS_EMULATOR_TLS_CERT: cannot read /nonexistent/cert.pem (ENOENT)",
     ]);
+  });
+
+  it("reads CORS_ORIGINS as bare origins through the one URL parser, https:// only off loopback in production", () => {
+    expect(loadConfig({ CORS_ORIGINS: "https://a.example, http://localhost:5173" }).cors).toEqual({
+      mode: "list",
+      origins: ["https://a.example", "http://localhost:5173"],
+    });
+    expect(loadConfig({}).cors).toEqual({ mode: "loopback" });
+    expect(loadConfig(PRODUCTION_SETTINGS).cors).toEqual({ mode: "none" });
+    expect(problems({ CORS_ORIGINS: "https://a.example/" })).toEqual([
+      'CORS_ORIGINS: "https://a.example/": not an origin (scheme://host[:port], no path or trailing slash)',
+    ]);
+    expect(problems({ CORS_ORIGINS: "a.example" })).toEqual([
+      'CORS_ORIGINS: "a.example": not a URL',
+    ]);
+    expect(problems({ CORS_ORIGINS: "https://*.example" })).toEqual([
+      "CORS_ORIGINS: no wildcards: list each origin exactly (scheme://host[:port])",
+    ]);
+    expect(problems({ CORS_ORIGINS: " , " })).toEqual(["CORS_ORIGINS: lists no origin"]);
+    expect(problems({ ...PRODUCTION_SETTINGS, CORS_ORIGINS: "http://app.example" })).toEqual([
+      'CORS_ORIGINS: "http://app.example": must be https:// (an http:// page off loopback would carry tokens in clear text)',
+    ]);
+    expect(
+      loadConfig({ ...PRODUCTION_SETTINGS, CORS_ORIGINS: "http://127.0.0.1:5173" }).cors,
+    ).toEqual({ mode: "list", origins: ["http://127.0.0.1:5173"] });
   });
 
   it("freezes the whole configuration, its nested parts too", () => {

@@ -110,9 +110,27 @@ export const embeddedEmulator = (d: Decisions) =>
           return { embeddedEmulator: { ...embedded, port: embedded.port ?? 0 } };
         });
 
-/** `AZURE_AUTHORITY_HOST`, as `DefaultAzureCredential` needs it (read from the whole environment). */
+/**
+ * `AZURE_AUTHORITY_HOST` (read from the whole environment: `@azure/identity` reads it itself), as
+ * `DefaultAzureCredential` needs it. Checked by the one URL parser: the authority receives the
+ * gateway's Entra secrets, so TLS, or plain HTTP on loopback (the emulator's test authority).
+ */
+const authorityHost = url({
+  protocols: ["https"],
+  allowLoopbackHttp: true,
+  why: "the authority receives the gateway's credentials",
+});
 export const entraAuthority = z
-  .custom<Record<string, string | undefined>>()
-  .transform((env): Pick<Config, "entraCredentialOptions"> => ({
-    entraCredentialOptions: entraCredentialOptions(env),
-  }));
+  .object({ AZURE_AUTHORITY_HOST: z.string().optional() })
+  .transform((env, ctx): Pick<Config, "entraCredentialOptions"> => {
+    const value = env.AZURE_AUTHORITY_HOST;
+    if (value === undefined || value === "") {
+      return { entraCredentialOptions: {} };
+    }
+    const parsed = authorityHost.safeParse(value);
+    if (!parsed.success) {
+      ctx.addIssue(`AZURE_AUTHORITY_HOST: ${parsed.error.issues[0]?.message ?? "invalid"}`);
+      return z.NEVER;
+    }
+    return { entraCredentialOptions: entraCredentialOptions(parsed.data) };
+  });

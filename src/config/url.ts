@@ -27,8 +27,13 @@ export interface UrlOptions {
    * on as given, since re-encoding a password could change what its client decodes.
    */
   normalize?: boolean;
+  /**
+   * Only a bare origin (`scheme://host[:port]`: no path, query or trailing slash), as a browser
+   * sends it in `Origin` and as CORS compares it.
+   */
+  origin?: boolean;
   /** Other wording, for a URL that is part of a larger setting (the connection string's). */
-  problems?: { notAUrl?: string; protocol?: string };
+  problems?: { notAUrl?: string; protocol?: string; notAnOrigin?: string };
 }
 
 export function url(options: UrlOptions) {
@@ -50,6 +55,13 @@ export function url(options: UrlOptions) {
       options.allowLoopbackHttp === true && scheme === "http" && isLoopbackHost(parsed.hostname);
     if (!options.protocols.includes(scheme) && !loopbackHttp) {
       ctx.addIssue(protocolProblem);
+      return z.NEVER;
+    }
+    if (options.origin && parsed.origin !== value) {
+      ctx.addIssue(
+        options.problems?.notAnOrigin ??
+          "not an origin (scheme://host[:port], no path or trailing slash)",
+      );
       return z.NEVER;
     }
     return options.normalize ? parsed.href : value;

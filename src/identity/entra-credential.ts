@@ -42,19 +42,13 @@ export type EntraCredentialOptions = Pick<
 >;
 
 export function entraCredentialOptions(
-  env: Readonly<Record<string, string | undefined>>,
+  /** `AZURE_AUTHORITY_HOST`, already checked as a URL (config/upstream.ts); unset: none. */
+  authorityHost: string | undefined,
 ): EntraCredentialOptions {
-  const host = env.AZURE_AUTHORITY_HOST;
-  if (!host) {
+  if (authorityHost === undefined) {
     return {};
   }
-  let hostname: string;
-  try {
-    hostname = new URL(host).hostname.toLowerCase();
-  } catch {
-    // Not a URL: @azure/identity reports it when it builds the authority.
-    return {};
-  }
+  const hostname = new URL(authorityHost).hostname.toLowerCase();
   return MICROSOFT_AUTHORITY_HOSTS.has(hostname) ? {} : { disableInstanceDiscovery: true };
 }
 

@@ -159,7 +159,9 @@ describe("configuration of CORS_ORIGINS and PERSISTED_DOCUMENTS_ONLY", () => {
   it("refuses a clear-text origin off loopback in production, and a switch that is not a boolean", () => {
     expect(() =>
       loadConfig({ NODE_ENV: "production", CORS_ORIGINS: "http://app.example.com" }),
-    ).toThrow(/CORS_ORIGINS: "http:\/\/app.example.com": an http:\/\/ page off loopback/);
+    ).toThrow(
+      /CORS_ORIGINS: "http:\/\/app.example.com": must be https:\/\/ \(an http:\/\/ page off loopback would carry tokens in clear text\)/,
+    );
     expect(() => loadConfig({ PERSISTED_DOCUMENTS_ONLY: "yes" })).toThrow(
       /PERSISTED_DOCUMENTS_ONLY: must be true or false/,
     );
