@@ -310,7 +310,7 @@ export function openDirectoryDb(options: {
         openedIn = performance.now() - started;
         logger.info(
           { dialect: db.dialect, ms: Math.round(openedIn) },
-          "directory database open and migrated",
+          "database open and migrated",
         );
         resolveReady();
       },
