@@ -489,6 +489,23 @@ export function createDirectory(options: DirectoryOptions): Directory {
       }
       const same = await byId(db, input.id);
       if (same && same.externalId === (input.externalId ?? null)) {
+        // Already recorded: by this very write retried after a commit whose answer was lost, or
+        // by a mint that saw the new identity first (`import`, no event). Either way the identity
+        // was created now, so its identity.created goes out once: written unless it exists.
+        await withEvent(async (tx) => {
+          const { rows } = await tx.query(
+            `SELECT 1 FROM acsgw_directory_event
+              WHERE user_id = $1 AND type = 'identity.created' LIMIT 1`,
+            [input.id],
+          );
+          return {
+            result: undefined,
+            event:
+              rows.length === 0
+                ? eventOf("identity.created", same, input.actor ?? null)
+                : undefined,
+          };
+        });
         return { identity: same, created: false };
       }
       throw new DirectoryConflictError(input.externalId ?? "");

@@ -88,8 +88,11 @@ export interface DirectoryRecords extends IdentityDirectory {
    */
   /** `issueToken` without a user id, or a self-service caller without an external id, made this. */
   createdInBackground(input: { id: string; origin: IdentityOrigin; actor: Actor }): Promise<void>;
-  /** A token was minted at ACS for `userId` (never called on a cache hit). */
-  tokenMinted(userId: string): Promise<void>;
+  /**
+   * A token was minted at ACS for `userId` (never called on a cache hit). An identity the
+   * directory does not know yet is recorded with `origin` (who asked: an admin or the caller).
+   */
+  tokenMinted(userId: string, origin: IdentityOrigin): Promise<void>;
   /** `tokens.revoked`. */
   revoked(userId: string, actor: Actor): Promise<void>;
   /** `identity.deleted` (also for an identity ACS says is gone). */
@@ -295,8 +298,17 @@ export function createDirectoryRecords(deps: {
         directory.recordCreated({ id, origin, actor: actorLabel(actor) }),
       );
     },
-    tokenMinted(userId) {
-      return background("touch", userId, () => directory.touchLastTokenIssuedAt(userId, now()));
+    tokenMinted(userId, origin) {
+      return background("touch", userId, async () => {
+        const at = now();
+        if (!(await directory.touchLastTokenIssuedAt(userId, at))) {
+          // Unknown here, though ACS just minted for it: an identity made before the directory
+          // existed (or on an instance whose record has not landed yet). Recorded on first sight
+          // without an event, as `import` does; a late `created` of the same identity still
+          // writes its identity.created (recordCreated).
+          await directory.import([{ id: userId, origin, lastTokenIssuedAt: new Date(at) }]);
+        }
+      });
     },
     revoked(userId, actor) {
       return background("revoked", userId, () =>

@@ -74,7 +74,7 @@ export function createUserTokens(deps: {
         }
         if (!cached) {
           // Minted at ACS: one UPDATE by primary key, in the background. A hit writes nothing.
-          void directory.tokenMinted(userId);
+          void directory.tokenMinted(userId, actor.isAdmin ? "admin" : "self-service");
         }
         return { userId, token: token.token, expiresOn: token.expiresOn, scopes };
       } catch (error) {

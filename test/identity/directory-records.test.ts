@@ -101,7 +101,7 @@ describe("a background write while the database is away", () => {
   it("is given up at shutdown (stop), logged and counted, without waiting for its pause", async () => {
     const state = { down: true };
     const { writes, lines, failures } = await records(state);
-    await writes.tokenMinted("8:acs:r_3");
+    await writes.tokenMinted("8:acs:r_3", "admin");
     writes.stop();
     await writes.settled();
     expect(await failures()).toBe(1);
@@ -111,3 +111,25 @@ describe("a background write while the database is away", () => {
     await waitFor(async () => (await failures()) === 2);
   });
 });
+
+describe("an identity the directory first sees when a token is minted for it", () => {
+  it("is recorded without an event; its creation, recorded later or again, writes identity.created once", async () => {
+    const state = { down: false };
+    const { writes, events } = await records(state);
+    // Made before the directory existed (or its record has not landed yet): ACS just minted.
+    await writes.tokenMinted("8:acs:r_old", "admin");
+    await writes.settled();
+    const seen = await writes.get("8:acs:r_old");
+    expect(seen).toMatchObject({ id: "8:acs:r_old", origin: "admin", deletedAt: null });
+    expect(seen?.lastTokenIssuedAt).toBeInstanceOf(Date);
+    expect(await events("8:acs:r_old")).toEqual([]);
+
+    // A create whose record lands after the mint's: the event is still written, once.
+    await writes.tokenMinted("8:acs:r_new", "self-service");
+    await writes.settled();
+    await writes.created({ id: "8:acs:r_new", origin: "self-service", actor: ADMIN });
+    await writes.created({ id: "8:acs:r_new", origin: "self-service", actor: ADMIN });
+    expect(await events("8:acs:r_new")).toEqual(["identity.created"]);
+  });
+});
+
