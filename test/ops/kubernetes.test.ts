@@ -112,6 +112,13 @@ describe.skipIf(!hasKubectl)(
       const known = new Set(settingNames(ROOT));
       expect(Object.keys(configMap.data).filter((name) => !known.has(name))).toEqual([]);
       expect(configMap.data.NODE_ENV).toBe("production");
+      // Several pods share one PostgreSQL: DATABASE_URL must be in the Secret (not optional, so a
+      // pod without it does not start), and no pod falls back to an embedded database.
+      expect(container.env.find((e: any) => e.name === "DATABASE_URL")).toEqual({
+        name: "DATABASE_URL",
+        valueFrom: { secretKeyRef: { name: "acs-identity-gateway", key: "DATABASE_URL" } },
+      });
+      expect(configMap.data.DIRECTORY_DATA_DIR).toBeUndefined();
     });
 
     it("selects its own pods from the Service, the PodDisruptionBudget and the autoscaler", () => {
@@ -154,11 +161,13 @@ describe.skipIf(!hasKubectl)(
         // What the Secret would hold.
         COMMUNICATION_SERVICES_CONNECTION_STRING: `endpoint=https://example.communication.azure.com/;accesskey=${Buffer.alloc(32, 7).toString("base64")}`,
         REDIS_URL: "rediss://:password@redis.example:6380",
+        DATABASE_URL: "postgres://gateway:password@postgres.example:5432/gateway",
       };
       const config = loadConfig(env);
       expect(config.production).toBe(true);
       expect(config.auth.mode).toBe("jwt");
       expect(config.port).toBe(4000);
+      expect(config.databaseUrl).toBe(env.DATABASE_URL);
     });
   },
 );
