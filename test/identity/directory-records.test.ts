@@ -132,4 +132,3 @@ describe("an identity the directory first sees when a token is minted for it", (
     expect(await events("8:acs:r_new")).toEqual(["identity.created"]);
   });
 });
-

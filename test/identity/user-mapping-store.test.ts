@@ -36,8 +36,13 @@ let cluster: RedisClusterProcess;
 const postgres = postgresBackend();
 const pglite = pgliteBackend();
 const clients: RedisClient[] = [];
+/**
+ * A client as the gateway's legacy-mapping connection has one (app/redis-connections.ts), with a
+ * command timeout a busy machine's 2,400 writes of a test cannot exceed: these tests are about
+ * what is read, not about timeouts.
+ */
 async function connect(config: Exclude<Config["redis"], { mode: "memory" }>) {
-  const client = createRedisClient(config, silent);
+  const client = createRedisClient(config, silent, { commandTimeoutMs: 10_000 });
   clients.push(client);
   return ready(client);
 }
