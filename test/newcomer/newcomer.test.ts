@@ -93,6 +93,22 @@ describe("a newcomer", () => {
           body: JSON.stringify({ query: "mutation { issueToken(scopes: [VOIP]) { token } }" }),
         }).then((r) => r.json() as Promise<{ data?: { issueToken: { token: string } } }>);
         expect(token.data?.issueToken.token.split(".")).toHaveLength(3);
+        // What needs the embedded database (.data/directory, made on first start): the caller's
+        // own identity, and an idempotent create by the app's id. The first waits for its open.
+        const ask = (query: string) =>
+          fetch(`http://127.0.0.1:${port}/graphql`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ query }),
+          }).then((r) => r.json() as Promise<{ data?: any; errors?: unknown[] }>);
+        const mine = await ask("mutation { issueMyToken(scopes: [CHAT]) { user { id } } }");
+        expect(mine.errors).toBeUndefined();
+        const again = await ask("{ me { communicationUser { id } } }");
+        expect(again.data?.me.communicationUser.id).toBe(mine.data?.issueMyToken.user.id);
+        const ada = 'mutation { createUser(externalId: "ada") { id externalId } }';
+        const first = await ask(ada);
+        expect(first.errors).toBeUndefined();
+        expect((await ask(ada)).data?.createUser.id).toBe(first.data?.createUser.id);
         // Reported, not asserted: how long a newcomer waits from clone to a first token here.
         console.log(
           `fresh clone to first token: ${((performance.now() - t0) / 1000).toFixed(1)} s`,
