@@ -1,3 +1,5 @@
+import { mkdir } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import type { PGlite, PGliteOptions } from "@electric-sql/pglite";
 import pg from "pg";
 import type { Logger } from "../logger.js";
@@ -184,10 +186,14 @@ export async function openEmbeddedPglite(
   extra: Omit<PGliteOptions, "dataDir"> = {},
 ): Promise<{ pglite: PGlite; release(): Promise<void> }> {
   // Loaded on first use only: a gateway on PostgreSQL never loads the 9 MB WASM module.
-  const create = () =>
-    import("@electric-sql/pglite").then(({ PGlite }) =>
-      PGlite.create({ ...extra, ...(dataDir ? { dataDir } : {}) }),
-    );
+  const create = async () => {
+    if (dataDir) {
+      // PGlite makes its folder but not the folders above it (`.data/` of a fresh clone).
+      await mkdir(dirname(resolve(dataDir)), { recursive: true });
+    }
+    const { PGlite } = await import("@electric-sql/pglite");
+    return PGlite.create({ ...extra, ...(dataDir ? { dataDir } : {}) });
+  };
   if (dataDir === undefined) {
     // In memory: nothing to share, each caller gets its own database.
     const pglite = await create();
