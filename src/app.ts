@@ -136,6 +136,7 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
     const readiness = createReadiness({
       acsEndpoint: resource.endpoint,
       cacheReady: () => cache.isReady(),
+      databaseState: database ? () => database.status().state : undefined,
     });
     const upstream = deps.identity ?? createAcsClient(resource, { metrics, logger });
     await refuseRejectedCredentials(upstream, resource);

@@ -6,7 +6,10 @@ import { wrapMethods } from "../wrap-methods.js";
  * What /readyz reports. `ready` is whether THIS instance can serve: ACS reachable and accepting the
  * gateway's credentials. The cache is reported but never makes an instance unready: every instance
  * shares one Redis, so failing them all at once would turn a degraded service (tokens still come
- * straight from ACS) into an outage.
+ * straight from ACS) into an outage. The database (the self-service mappings and the directory)
+ * likewise: shared by every instance, and admin calls and cache hits go on without it. It is
+ * `unavailable` while its open has failed (unreachable, refused, an unwritable folder; retried),
+ * which makes the status `degraded`; `opening` is not (a fresh PGlite takes seconds).
  */
 export interface ReadinessReport {
   ready: boolean;
@@ -15,6 +18,8 @@ export interface ReadinessReport {
   checks: {
     upstream: "ok" | "unreachable" | "credentials-rejected";
     cache: "ok" | "unavailable";
+    /** Only for a gateway with a database of its own (not a `createApp` kept in memory). */
+    database?: "ok" | "opening" | "unavailable";
   };
 }
 
@@ -28,6 +33,8 @@ export function createReadiness(options: {
   /** Any HTTP answer from here means ACS is reachable (ACS has no ping call). */
   acsEndpoint: string;
   cacheReady(): Promise<boolean>;
+  /** The database's open (app/directory.ts); none without a database. */
+  databaseState?: () => "idle" | "opening" | "open" | "failed";
   /** @default 2000 */
   probeTimeoutMs?: number;
 }): Readiness {
@@ -73,18 +80,31 @@ export function createReadiness(options: {
         : credentialsRejected
           ? "credentials-rejected"
           : "ok";
+      const state = options.databaseState?.();
+      const database =
+        state === undefined
+          ? undefined
+          : state === "failed"
+            ? "unavailable"
+            : state === "opening"
+              ? "opening"
+              : "ok";
       const status =
         upstream === "credentials-rejected"
           ? "misconfigured"
           : upstream === "unreachable"
             ? "unavailable"
-            : cacheUp
+            : cacheUp && database !== "unavailable"
               ? "ok"
               : "degraded";
       return {
         ready: upstream === "ok",
         status,
-        checks: { upstream, cache: cacheUp ? "ok" : "unavailable" },
+        checks: {
+          upstream,
+          cache: cacheUp ? "ok" : "unavailable",
+          ...(database ? { database } : {}),
+        },
       };
     },
 

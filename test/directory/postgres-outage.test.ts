@@ -4,7 +4,8 @@ import type { Emulator } from "@acs-identity-gateway/emulator";
 import type { App } from "../../src/app.js";
 import { DomainError } from "../../src/errors.js";
 import { startTestEmulator } from "../helpers/emulator.js";
-import { databaseOpen, startGateway } from "../helpers/gateway.js";
+import { databaseOpen, identityProviderFor, startGateway } from "../helpers/gateway.js";
+import { freePort } from "../helpers/ports.js";
 import { startPostgres, type PostgresServer } from "../helpers/postgres.js";
 import { startReceiver, waitFor, type Receiver } from "./support.js";
 
@@ -155,4 +156,30 @@ describe("the gateway's PostgreSQL crashed, then restarted", () => {
     expect((await app.tokens.createUser(ADMIN, { externalId: "crashed-1" })).id).toBe(kept.id);
     expect(emulator.counters.createIdentity).toBe(createdBefore);
   }, 120_000);
+});
+
+describe("a gateway whose database cannot be opened", () => {
+  it("starts, serves admins, refuses self-service at once with nothing created, and /readyz says degraded: database unavailable", async () => {
+    const nobody = await freePort();
+    const app = await startGateway({
+      COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
+      DATABASE_URL: `postgres://postgres@127.0.0.1:${nobody}/none`,
+    });
+    apps.push(app);
+    await waitFor(async () => (await app.readiness()).checks.database === "unavailable");
+    expect(await app.readiness()).toEqual({
+      ready: true,
+      status: "degraded",
+      checks: { upstream: "ok", cache: "ok", database: "unavailable" },
+    });
+    const created = emulator.counters.createIdentity;
+    await expect(app.selfService.issueMyToken(actor("quinn"), ["chat"])).rejects.toSatisfy(
+      upstreamUnavailable,
+    );
+    expect(emulator.counters.createIdentity).toBe(created);
+    // An admin's token for a known identity needs no database.
+    const userId = await identityProviderFor(emulator).createUser();
+    const grant = await app.tokens.issueToken(ADMIN, { userId, scopes: ["voip"] });
+    expect(grant.token.split(".")).toHaveLength(3);
+  });
 });

@@ -73,6 +73,28 @@ describe("readiness", () => {
     });
   });
 
+  it("stays ready but degraded while the database's open has failed; opening is not degraded", async () => {
+    let state: "idle" | "opening" | "open" | "failed" = "opening";
+    const readiness = createReadiness({
+      acsEndpoint: endpoint,
+      cacheReady: async () => true,
+      databaseState: () => state,
+    });
+    expect(await readiness.report()).toEqual({
+      ready: true,
+      status: "ok",
+      checks: { upstream: "ok", cache: "ok", database: "opening" },
+    });
+    state = "failed";
+    expect(await readiness.report()).toEqual({
+      ready: true,
+      status: "degraded",
+      checks: { upstream: "ok", cache: "ok", database: "unavailable" },
+    });
+    state = "open";
+    expect(await readiness.report()).toMatchObject({ status: "ok", checks: { database: "ok" } });
+  });
+
   it("is unavailable when ACS cannot be reached", async () => {
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
