@@ -10,7 +10,7 @@ import { createTestCa, type TestCa } from "../helpers/emulator.js";
 import { packIntoApp, type PackedTarball } from "../helpers/processes.js";
 import { introspect } from "../helpers/introspect.js";
 import { compileScript } from "../helpers/scripts.js";
-import { unsignedJwt } from "./jwt.js";
+import { jsSdkSuiteEnv } from "./js-sdk-suite-env.js";
 import { surfaceProbes } from "./loose-probes.js";
 import { rawRequest, type RawRequest } from "./signing.js";
 
@@ -291,25 +291,12 @@ describe("the packed emulator, installed into an app outside the repository", ()
     it("passes the JavaScript SDK's live calls and the Python quickstart, trusting only the CA", async () => {
       const tls = await emulator(["--port", "0", "--cert", ca.certFile, "--key", ca.keyFile]);
       try {
-        const appId = "2f6a5b5e-1c55-4d8f-9f0d-3a3b6c9a7e11";
-        const userId = "9c7d3f1a-7b6e-4f0b-8e2a-5d4c3b2a1f00";
         const suite = await compileScript(
           fileURLToPath(new URL("./js-sdk-suite.ts", import.meta.url)),
         );
         const js = await run(process.execPath, [suite, "hmac"], {
           cwd: root,
-          env: {
-            PATH: process.env.PATH,
-            NODE_EXTRA_CA_CERTS: ca.caFile,
-            COMMUNICATION_SERVICES_CONNECTION_STRING: tls.connectionString,
-            TEAMS_AAD_TOKEN: unsignedJwt({
-              appid: appId,
-              oid: userId,
-              exp: Math.floor(Date.now() / 1000) + 3600,
-            }),
-            TEAMS_APP_ID: appId,
-            TEAMS_USER_ID: userId,
-          },
+          env: jsSdkSuiteEnv({ caFile: ca.caFile, connectionString: tls.connectionString }),
         });
         const calls = js.stdout
           .split("\n")

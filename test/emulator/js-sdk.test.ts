@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import { createTestCa, startTestEmulator, type TestCa } from "../helpers/emulator.js";
 import { compileScript } from "../helpers/scripts.js";
-import { unsignedJwt } from "./jwt.js";
+import { jsSdkSuiteEnv } from "./js-sdk-suite-env.js";
 
 /**
  * The JavaScript SDK's suite over HTTPS in both of the Azure SDK's live-test modes: the connection
@@ -33,19 +33,8 @@ async function runSuite(
   mode: "hmac" | "entra",
   extraEnv: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const appId = "2f6a5b5e-1c55-4d8f-9f0d-3a3b6c9a7e11";
-  const userId = "9c7d3f1a-7b6e-4f0b-8e2a-5d4c3b2a1f00";
   const env: Record<string, string> = {
-    PATH: process.env.PATH ?? "/usr/bin:/bin",
-    NODE_EXTRA_CA_CERTS: ca.caFile,
-    COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
-    TEAMS_AAD_TOKEN: unsignedJwt({
-      appid: appId,
-      oid: userId,
-      exp: Math.floor(Date.now() / 1000) + 3600,
-    }),
-    TEAMS_APP_ID: appId,
-    TEAMS_USER_ID: userId,
+    ...jsSdkSuiteEnv({ caFile: ca.caFile, connectionString: emulator.connectionString }),
     ...extraEnv,
   };
   const compiled = await compileScript(suite);
