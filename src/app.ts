@@ -59,10 +59,10 @@ export interface App extends GatewayServices {
   /** The directory as the services write to it (`settled()` awaits its background writes). */
   directoryRecords: DirectoryRecords;
   /**
-   * The directory's database, dispatcher and start-up import; `status()` is `idle` (in memory, not
-   * used yet), `opening`, `open` or `failed` (retrying); undefined when the gateway keeps none
-   * (createApp given its own settings, without DATABASE_URL nor DIRECTORY_DATA_DIR). Not part of /readyz: a PGlite still
-   * opening must not make the instance unready, and calls wait for the open anyway.
+   * The directory, its database (`db.status()`: `idle` in memory and not used yet, `opening`,
+   * `open`, or `failed` and retrying), dispatcher and start-up import; undefined when the gateway
+   * keeps no database (createApp given its own settings, without DATABASE_URL nor
+   * DIRECTORY_DATA_DIR). /readyz reports the state, but never as unready.
    */
   directoryDb: OpenedDirectory | undefined;
   /** Listens on `config.host:config.port` (or the given port); resolves to the GraphQL URL. */

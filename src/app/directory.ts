@@ -27,9 +27,8 @@ export type GatewayDatabase =
 /** The directory as the app holds it: what the services write to, and what shutdown stops. */
 export interface OpenedDirectory {
   directory: Directory;
+  /** Its `status()` is readiness's (never `failed` for a PGlite still opening). */
   db: GatewayDatabase;
-  /** For readiness: never `failed` for a PGlite still opening (the start does not wait for it). */
-  status(): { state: DirectoryState };
   dispatcher: WebhookDispatcher | undefined;
   /** The start-up import of the mappings already stored (for tests: await it). */
   imported: Promise<number>;
@@ -129,7 +128,7 @@ export function openGatewayDirectory(
     db.inMemory && !dispatcher
       ? Promise.resolve(0)
       : importMappings(directory, deps.mappings, logger);
-  return { directory, db, status: () => db.status(), dispatcher, imported };
+  return { directory, db, dispatcher, imported };
 }
 
 /**

@@ -243,12 +243,11 @@ export interface OpenedDirectoryDb extends Db {
  * migrates in the background, and queues every call until then. A failed open (PostgreSQL not
  * up yet, a failed migration) is retried with backoff (1 s doubling to 60 s) until close().
  *
- * - `pool` or `databaseUrl`: PostgreSQL (a pool given here is the caller's and is not closed).
+ * - `databaseUrl`: PostgreSQL, through a pool of its own (ended by close()).
  * - otherwise PGlite, in `dataDir` (durable) or, without one, in memory (lost at exit: tests, demos).
  */
 export function openDirectoryDb(options: {
   logger: Logger;
-  pool?: pg.Pool;
   databaseUrl?: string;
   dataDir?: string;
   /** More PGlite options (e.g. `loadDataDir`: seed a new folder from an initdb tarball). */
@@ -259,7 +258,7 @@ export function openDirectoryDb(options: {
   const schemas = options.schemas ?? [DIRECTORY_SCHEMA];
   const { logger } = options;
   const started = performance.now();
-  const postgres = options.pool !== undefined || options.databaseUrl !== undefined;
+  const postgres = options.databaseUrl !== undefined;
   let openedIn: number | undefined;
   let adapter: Db | undefined;
   let state: ReturnType<OpenedDirectoryDb["status"]> = { state: "opening" };
@@ -272,9 +271,6 @@ export function openDirectoryDb(options: {
 
   /** The adapter is made once (one pool, one PGlite); only a failed PGlite start makes it again. */
   async function connect(): Promise<Db> {
-    if (options.pool) {
-      return createPostgresDb(options.pool);
-    }
     if (options.databaseUrl !== undefined) {
       const pool = new pg.Pool({
         connectionString: options.databaseUrl,
