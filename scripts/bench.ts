@@ -29,13 +29,19 @@ import { startIssuer, startRedis, type Issuer, type RedisProcess } from "./bench
 import { runThroughput } from "./bench/throughput.js";
 
 if (build) {
-  log("compiling src/ and bench/ into dist/ (tsc -p bench/tsconfig.json)");
-  const tsc = spawnSync(
-    process.execPath,
-    [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", join(ROOT, "bench/tsconfig.json")],
-    { stdio: "inherit" },
+  // The compiled gateway imports the emulator package by name, i.e. its own dist/ (which a fresh
+  // clone does not have), so the emulator is built first, as `npm run build` does.
+  log(
+    "compiling the emulator package, then src/ and bench/ into dist/ (tsc -p bench/tsconfig.json)",
   );
-  if (tsc.status !== 0) {
+  const tsc = (project: string) =>
+    spawnSync(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", project], {
+      stdio: "inherit",
+    }).status;
+  if (
+    tsc(join(ROOT, "packages/emulator/tsconfig.json")) !== 0 ||
+    tsc(join(ROOT, "bench/tsconfig.json")) !== 0
+  ) {
     process.exit(1);
   }
 }
