@@ -27,6 +27,15 @@ COPY packages/emulator/package.json ./packages/emulator/
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/packages/emulator/dist ./packages/emulator/dist
+# The development explorer (src/server/explorer.ts) serves four files of graphiql, react and
+# react-dom, which are devDependencies: only those files and their package.json are carried over,
+# so `docker compose up` (NODE_ENV=development) has an explorer that works offline without
+# installing the packages and theirs (over 25 MB). Production serves no explorer.
+COPY --from=build /app/node_modules/react/package.json ./node_modules/react/
+COPY --from=build /app/node_modules/react/umd/react.production.min.js ./node_modules/react/umd/
+COPY --from=build /app/node_modules/react-dom/package.json ./node_modules/react-dom/
+COPY --from=build /app/node_modules/react-dom/umd/react-dom.production.min.js ./node_modules/react-dom/umd/
+COPY --from=build /app/node_modules/graphiql/package.json /app/node_modules/graphiql/graphiql.min.js /app/node_modules/graphiql/graphiql.min.css ./node_modules/graphiql/
 # The embedded identity directory's folder (DIRECTORY_DATA_DIR, without DATABASE_URL): the one
 # path in /app the unprivileged user may write. Mount a volume there to keep it across containers.
 RUN mkdir -p /app/.data/directory && chown -R node:node /app/.data

@@ -27,7 +27,7 @@ export const EXPLORER_ASSET_PREFIX = "/explorer/";
  * The installed files the page loads. GraphiQL 4's UMD bundle needs the globals React and ReactDOM;
  * the packages' `exports` maps hide these files, so they are found beside each package.json.
  */
-const PACKAGE_FILES = [
+export const EXPLORER_PACKAGE_FILES = [
   { name: "react.js", pkg: "react", file: "umd/react.production.min.js", type: JS },
   { name: "react-dom.js", pkg: "react-dom", file: "umd/react-dom.production.min.js", type: JS },
   { name: "graphiql.js", pkg: "graphiql", file: "graphiql.min.js", type: JS },
@@ -121,15 +121,16 @@ function asset(body: Buffer | string, contentType: string): ExplorerAsset {
 
 /**
  * Reads the explorer's files once, at start. graphiql, react and react-dom are devDependencies:
- * an install with --omit=dev has none of them, and a development start must still work (the pages
- * then say how to install them).
+ * an install with --omit=dev has none of them (the Dockerfile copies just these files into the
+ * image), and a development start must still work without them (the pages then say how to
+ * install them).
  */
 export function loadExplorerFiles(
   resolveDir: ResolvePackageDir = resolvePackageDir,
 ): ExplorerFiles {
   const assets = new Map<string, ExplorerAsset>();
   try {
-    for (const { name, pkg, file, type } of PACKAGE_FILES) {
+    for (const { name, pkg, file, type } of EXPLORER_PACKAGE_FILES) {
       assets.set(name, asset(readFileSync(join(resolveDir(pkg), file)), type));
     }
   } catch (error) {
