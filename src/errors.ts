@@ -2,7 +2,7 @@
  * The gateway's one error model. Every expected failure, from any layer (input rules, rights,
  * limits, the cache, ACS, caller verification), is a `DomainError` of one `kind`, named in the
  * gateway's own terms. The GraphQL edge (graphql/errors.ts) turns a kind into an error code of the
- * API (README, "Errors") in exactly one table; nothing below the edge knows GraphQL. Anything that
+ * API (docs/errors.md) in exactly one table; nothing below the edge knows GraphQL. Anything that
  * is not a `DomainError` is a bug: logged once and masked as INTERNAL_SERVER_ERROR in production.
  *
  * `message` is always safe to show a client (it never quotes a token, key, credential or an

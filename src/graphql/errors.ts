@@ -3,7 +3,7 @@ import { GraphQLError, type GraphQLFormattedError } from "graphql";
 import { DomainError, type ErrorKind } from "../errors.js";
 
 /**
- * The error codes of the API (README, "Errors") that the gateway itself assigns. The client
+ * The error codes of the API (docs/errors.md) that the gateway itself assigns. The client
  * package publishes the same list (`GatewayAssignedErrorCode`); the gateway does not import it, so
  * that the image builds without the client's sources, and test/graphql/error-codes.test.ts fails
  * the type check when the two differ.

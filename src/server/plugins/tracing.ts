@@ -100,7 +100,7 @@ export function withOperationSpan<T>(
 
 /**
  * Names the active operation span once Apollo knows the operation (`mutation issueToken`) and
- * records the error codes a client sees (after formatError: README, "Errors"). Called from the
+ * records the error codes a client sees (after formatError: docs/errors.md). Called from the
  * request plugin's `willSendResponse`; does nothing when no span records (tracing off).
  */
 export function annotateOperationSpan(request: {
