@@ -11,8 +11,8 @@ import { createTestCa, startTestEmulator, type TestCa } from "../helpers/emulato
 import {
   appToken,
   claimsOf,
+  expectCredentialExchanges,
   forgeToken,
-  runEntraSuite,
   tlsRequest,
   userToken,
   type TlsResponse,
@@ -389,46 +389,7 @@ describe(
   () => {
     it("gets ACS tokens from both exchanges with UsernamePasswordCredential, and surfaces refusals", async () => {
       const before = { ...emulator.counters };
-      const sample = await userToken(emulator, ca.ca);
-      const now = Math.floor(Date.now() / 1000);
-      const authority = emulator.entraAuthority!;
-      const run = await runEntraSuite("exchange", ca.caFile, {
-        ACS_TEST_ENDPOINT: emulator.endpoint,
-        ENTRA_AUTHORITY_HOST: authority.authorityHost,
-        ENTRA_TENANT_ID: authority.tenantId,
-        ENTRA_CLIENT_ID: authority.clientId,
-        ENTRA_USERNAME: authority.username,
-        ENTRA_PASSWORD: authority.password,
-        // Expired an hour ago, otherwise the test user's own.
-        REFUSED_ENTRA_TOKEN: forgeToken(
-          sample,
-          { ...claimsOf(sample), iat: now - 7200, nbf: now - 7200, exp: now - 3600 },
-          signingKeyPem,
-        ),
-      });
-      expect(run.stderr).toBe("");
-      expect(run.code).toBe(0);
-      expect(run.steps["user-token"].claims).toMatchObject({
-        aud: "https://communication.azure.com/clients",
-        scp: "VoIP",
-        oid: EMULATOR_USER_OBJECT_ID,
-      });
-      const entraId = `acs:${emulator.resourceId}_wf_${EMULATOR_TENANT_ID}_${EMULATOR_USER_OBJECT_ID}`;
-      expect(run.steps.entra.claims).toMatchObject({ skypeid: entraId, acsScope: "voip" });
-      expect(run.steps.entra.expiresOnTimestamp).toBe(run.steps.entra.claims.exp * 1000);
-      // No scopes: the SDK's default, https://communication.azure.com/clients/.default.
-      expect(run.steps["entra-default-scopes"].claims).toMatchObject({
-        skypeid: entraId,
-        acsScope: "voip,chat",
-      });
-      expect(run.steps["teams-extension"].claims).toMatchObject({
-        skypeid: `acs:${emulator.resourceId}_${EMULATOR_TENANT_ID}_${EMULATOR_USER_OBJECT_ID}`,
-        acsScope: "voip",
-      });
-      expect(run.steps["wrong-password"].message).toContain("AADSTS50126");
-      expect(run.steps["wrong-password"].message).toContain("invalid_grant");
-      expect(run.steps.refused.message).toContain("Status: 401");
-      expect(run.steps.refused.message).toContain("InvalidAccessToken");
+      await expectCredentialExchanges(emulator, ca, signingKeyPem);
       expect(emulator.counters.exchangeEntraAccessToken - before.exchangeEntraAccessToken).toBe(2);
       expect(
         emulator.counters.exchangeTeamsExtensionAccessToken -

@@ -1,18 +1,35 @@
 import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, lstatSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { generateKeyPairSync } from "node:crypto";
+import { existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { CommunicationIdentityClient } from "@azure/communication-identity";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  ANSWERED_API_VERSIONS,
+  EMULATOR_DEFAULT_RESOURCE_ID,
+  EMULATOR_USER_OBJECT_ID,
+  type EmulatorEntraAuthority,
+} from "@acs-identity-gateway/emulator";
 import { createTestCa, type TestCa } from "../helpers/emulator.js";
-import { packIntoApp, type PackedTarball } from "../helpers/processes.js";
+import { packIntoApp, postGraphQL, type PackedTarball } from "../helpers/processes.js";
 import { introspect } from "../helpers/introspect.js";
+import { startSourceGateway } from "../helpers/source-gateway.js";
 import { compileScript } from "../helpers/scripts.js";
+import {
+  expectCredentialExchanges,
+  PRINTED_ENTRA_LINES,
+  runEntraSuite,
+  tlsRequest,
+  type TlsResponse,
+} from "./entra-helpers.js";
 import { jsSdkSuiteEnv } from "./js-sdk-suite-env.js";
+import { unsignedJwt } from "./jwt.js";
 import { surfaceProbes } from "./loose-probes.js";
-import { rawRequest, type RawRequest } from "./signing.js";
+import { rawRequest, signedHeaders, type RawRequest } from "./signing.js";
+import { assertErrorShape, assertMatchesSpec } from "./spec.js";
 
 /**
  * `acs-identity-emulator` as a user gets it: `npm pack -w @acs-identity-gateway/emulator` (its
@@ -171,12 +188,14 @@ describe("the packed emulator, installed into an app outside the repository", ()
     expect(lstatSync(installed).isSymbolicLink()).toBe(false);
     const manifest = JSON.parse(readFileSync(join(installed, "package.json"), "utf8"));
     expect(Object.keys(manifest.dependencies ?? {}).sort()).toEqual(["jose", "pino", "zod"]);
+    // Scoped packages are published restricted unless they say otherwise.
+    expect(manifest.publishConfig).toEqual({ access: "public" });
     console.log(
       `emulator tarball: ${packed.files.length} files, ${packed.size} bytes packed, ${packed.unpackedSize} unpacked; dependencies ${JSON.stringify(manifest.dependencies)}`,
     );
   });
 
-  it("--help lists every flag with its variable, and exits 0", async () => {
+  it("--help lists every flag with its variable, names the --entra lines in their printed order, and exits 0", async () => {
     const help = command(["--help"]);
     expect(await help.exited).toBe(0);
     const { stdout } = help.output();
@@ -185,6 +204,10 @@ describe("the packed emulator, installed into an app outside the repository", ()
       // `  --flag [VALUE]  VARIABLE[=value]  help`, one line each.
       expect(stdout, flag).toMatch(new RegExp(`^  ${flag}(?: \\S+)? +${variable}\\b`, "m"));
     }
+    // It names the lines --entra adds in the order the command prints them.
+    const at = PRINTED_ENTRA_LINES.map((name) => stdout.indexOf(`${name}=`));
+    expect(at.every((index) => index >= 0)).toBe(true);
+    expect([...at].sort((a, b) => a - b)).toEqual(at);
   });
 
   it("lists every bad flag and value on stderr, prints nothing on stdout, and exits 1", async () => {
@@ -262,7 +285,7 @@ describe("the packed emulator, installed into an app outside the repository", ()
         "--entra",
       ]);
       expect(tls.endpoint).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/$/);
-      // The connection string line first, then the managed-identity lines (printed in one write).
+      // The connection string line first, then the Entra ID lines (printed in one write).
       await tls.lines(3);
       const printed = tls.output().stdout.split("\n");
       expect(printed[0]).toMatch(/^COMMUNICATION_SERVICES_CONNECTION_STRING=/);
@@ -332,6 +355,268 @@ describe("the packed emulator, installed into an app outside the repository", ()
         await stop(tls);
       }
     });
+
+    describe(
+      "--cert/--key --entra, one command, used with the settings it printed",
+      { timeout: 120_000 },
+      () => {
+        const ACS = "https://communication.azure.com";
+        /** The first preview's own API: no token on create, issued through `/token`. */
+        const LEGACY = "2020-07-20-preview2";
+        /**
+         * The command's token signing key, given as a file: its authority's secrets derive from
+         * it, and the test re-signs an expired token of its test user with it.
+         */
+        const signingKeyPem = generateKeyPairSync("rsa", { modulusLength: 2048 })
+          .privateKey.export({ type: "pkcs8", format: "pem" })
+          .toString();
+        let dir: string;
+        let cmd: Awaited<ReturnType<typeof emulator>>;
+        /** The printed lines, `NAME=value`, in order. */
+        let printed: [name: string, value: string][];
+        let value: (name: string) => string;
+        let call: (req: RawRequest) => Promise<TlsResponse>;
+
+        beforeAll(async () => {
+          dir = mkdtempSync(join(tmpdir(), "acs-emulator-cli-entra-"));
+          const keyFile = join(dir, "signing.key");
+          writeFileSync(keyFile, signingKeyPem, { mode: 0o600 });
+          cmd = await emulator(
+            ["--port", "0", "--cert", ca.certFile, "--key", ca.keyFile, "--entra"],
+            { ACS_EMULATOR_SIGNING_KEY_FILE: keyFile, ACS_EMULATOR_LOG_LEVEL: "warn" },
+          );
+          printed = (await cmd.lines(9)).map((line) => {
+            const at = line.indexOf("=");
+            return [line.slice(0, at), line.slice(at + 1)];
+          });
+          const values = new Map(printed);
+          value = (name) => values.get(name) ?? "";
+          // A signed ACS call over TLS (HMAC, as the SDK signs), trusting only the test CA.
+          call = (req) =>
+            tlsRequest(new URL(req.path, cmd.endpoint), ca.ca, {
+              method: req.method,
+              headers: signedHeaders(cmd.endpoint, cmd.accessKey, req),
+              ...(req.body === undefined ? {} : { body: String(req.body) }),
+            });
+        });
+
+        afterAll(async () => {
+          if (cmd) {
+            await stop(cmd);
+          }
+          if (dir) {
+            rmSync(dir, { recursive: true, force: true });
+          }
+        });
+
+        /** The printed AZURE_* lines, as a developer exports them. */
+        const azureSettings = () =>
+          Object.fromEntries(printed.filter(([name]) => name.startsWith("AZURE_")));
+
+        /** The emulator's own view of a token (`POST /emulator/introspect`). */
+        const introspected = async (token: string) => {
+          const res = await call({
+            method: "POST",
+            path: "/emulator/introspect",
+            body: JSON.stringify({ token }),
+          });
+          expect(res.status, res.text).toBe(200);
+          return res.json as { active: boolean; claims?: Record<string, unknown> };
+        };
+
+        it("prints the connection string, the application's AZURE_* lines, IDENTITY_*, then the test user's", () => {
+          expect(printed.map(([name]) => name)).toEqual([
+            "COMMUNICATION_SERVICES_CONNECTION_STRING",
+            ...PRINTED_ENTRA_LINES,
+          ]);
+          expect(value("AZURE_AUTHORITY_HOST")).toBe(new URL(cmd.endpoint).origin);
+          // Nothing after them.
+          expect(cmd.output().stdout.trim().split("\n")).toHaveLength(9);
+        });
+
+        it("answers every api-version it names in /emulator/health: a created identity with a token, and an issued token", async () => {
+          const health = await tlsRequest(new URL("emulator/health", cmd.endpoint), ca.ca);
+          expect(health.status, health.text).toBe(200);
+          const versions = health.json.apiVersions as string[];
+          // The packed build answers what the sources do.
+          expect([...versions].sort()).toEqual([...ANSWERED_API_VERSIONS].sort());
+          const issuedTokens: { version: string; id: string; token: string; scope: string }[] = [];
+          for (const version of versions) {
+            const v = `api-version=${version}`;
+            const identityPath = (id: string, suffix: string) =>
+              `/identities/${encodeURIComponent(id)}${suffix}?${v}`;
+            if (version === LEGACY) {
+              // Its create has no token (the spec's CommunicationIdentity, 200), and refuses one.
+              const refused = await call({
+                method: "POST",
+                path: `/identities?${v}`,
+                body: JSON.stringify({ createTokenWithScopes: ["chat"] }),
+              });
+              expect(refused.status, `${version}: ${refused.text}`).toBe(400);
+              const created = await call({ method: "POST", path: `/identities?${v}` });
+              expect(created.status, `${version}: ${created.text}`).toBe(200);
+              assertMatchesSpec("CommunicationIdentity", created.json, version);
+              const id = created.json.id as string;
+              const issued = await call({
+                method: "POST",
+                path: identityPath(id, "/token"),
+                body: JSON.stringify({ scopes: ["voip"] }),
+              });
+              expect(issued.status, `${version}: ${issued.text}`).toBe(200);
+              assertMatchesSpec("CommunicationIdentityToken", issued.json, version);
+              issuedTokens.push({ version, id, token: issued.json.token, scope: "voip" });
+              continue;
+            }
+            const created = await call({
+              method: "POST",
+              path: `/identities?${v}`,
+              body: JSON.stringify({ createTokenWithScopes: ["chat"] }),
+            });
+            expect(created.status, `${version}: ${created.text}`).toBe(201);
+            assertMatchesSpec("CommunicationIdentityAccessTokenResult", created.json, version);
+            const id = created.json.identity.id as string;
+            expect(created.json.accessToken?.token, version).toEqual(expect.any(String));
+            issuedTokens.push({
+              version,
+              id,
+              token: created.json.accessToken.token,
+              scope: "chat",
+            });
+            const issued = await call({
+              method: "POST",
+              path: identityPath(id, "/:issueAccessToken"),
+              body: JSON.stringify({ scopes: ["voip"] }),
+            });
+            expect(issued.status, `${version}: ${issued.text}`).toBe(200);
+            assertMatchesSpec("CommunicationIdentityAccessToken", issued.json, version);
+            issuedTokens.push({ version, id, token: issued.json.token, scope: "voip" });
+          }
+          // Each token is a live one of the command's, for its identity and scope.
+          for (const { version, id, token, scope } of issuedTokens) {
+            expect(id, version).toMatch(new RegExp(`^8:acs:${EMULATOR_DEFAULT_RESOURCE_ID}_`));
+            expect(await introspected(token), version).toMatchObject({
+              active: true,
+              claims: { skypeid: id.slice(2), acsScope: scope },
+            });
+          }
+        });
+
+        it("ClientSecretCredential with the printed tenant, client, secret and authority host drives the identity client; a wrong secret is invalid_client", async () => {
+          const run = await runEntraSuite("client-secret", ca.caFile, {
+            ACS_TEST_ENDPOINT: cmd.endpoint,
+            ENTRA_AUTHORITY_HOST: value("AZURE_AUTHORITY_HOST"),
+            ENTRA_TENANT_ID: value("AZURE_TENANT_ID"),
+            ENTRA_CLIENT_ID: value("AZURE_CLIENT_ID"),
+            ENTRA_CLIENT_SECRET: value("AZURE_CLIENT_SECRET"),
+          });
+          expect(run.stderr).toBe("");
+          expect(run.code).toBe(0);
+          expect(run.steps.token.claims).toMatchObject({
+            aud: ACS,
+            tid: value("AZURE_TENANT_ID"),
+            azp: value("AZURE_CLIENT_ID"),
+            idtyp: "app",
+          });
+          expect(run.steps.identity.id).toMatch(/^8:acs:[0-9a-f-]{36}_[0-9a-f-]{36}$/);
+          expect(run.steps.identity.issuedScope).toBe("chat");
+          expect(run.steps["wrong-secret"].message).toContain("AADSTS7000215");
+          expect(run.steps["wrong-secret"].message).toContain("invalid_client");
+          // The calls reached this command: it lists the identity the suite created and deleted.
+          const listed = await call({ method: "GET", path: "/emulator/identities?top=1000" });
+          expect(listed.status, listed.text).toBe(200);
+          expect(listed.json.value).toContainEqual(
+            expect.objectContaining({ id: run.steps.identity.id, deleted: true }),
+          );
+        });
+
+        it("AzureCommunicationTokenCredential with Entra options gets ACS tokens from /access/entra and /access/teamsExtension", async () => {
+          const authority: EmulatorEntraAuthority = {
+            authorityHost: value("AZURE_AUTHORITY_HOST"),
+            tenantId: value("AZURE_TENANT_ID"),
+            clientId: value("AZURE_CLIENT_ID"),
+            clientSecret: value("AZURE_CLIENT_SECRET"),
+            username: value("AZURE_USERNAME"),
+            password: value("AZURE_PASSWORD"),
+            userObjectId: EMULATOR_USER_OBJECT_ID,
+            settings: azureSettings(),
+          };
+          await expectCredentialExchanges(
+            {
+              endpoint: cmd.endpoint,
+              resourceId: EMULATOR_DEFAULT_RESOURCE_ID,
+              entraAuthority: authority,
+            },
+            ca,
+            signingKeyPem,
+          );
+        });
+
+        it("the gateway, started with ACS_ENDPOINT and the printed AZURE_* settings, creates users and issues tokens", async () => {
+          const gateway = await startSourceGateway({
+            ACS_ENDPOINT: cmd.endpoint,
+            // No connection string, no IDENTITY_*: the client secret is its only way in.
+            ...azureSettings(),
+            NODE_EXTRA_CA_CERTS: ca.caFile,
+          });
+          try {
+            const created = await postGraphQL(gateway.url, "mutation { createUser { id } }");
+            expect(created.errors).toBeUndefined();
+            const id = created.data.createUser.id as string;
+            const issued = await postGraphQL(
+              gateway.url,
+              "mutation ($u: ID) { issueToken(userId: $u, scopes: [VOIP]) { token } }",
+              { u: id },
+            );
+            expect(issued.errors).toBeUndefined();
+            const token = issued.data.issueToken.token as string;
+            // The command minted it, for the user the gateway created there.
+            expect(await introspected(token)).toMatchObject({
+              active: true,
+              claims: { skypeid: id.slice(2), acsScope: "voip" },
+            });
+            expect(gateway.output()).not.toContain(value("AZURE_CLIENT_SECRET"));
+          } finally {
+            await gateway.stop();
+          }
+        });
+
+        it("checks a Teams exchange's token before its ids: an invalid token with an empty userId is 401", async () => {
+          const appId = "2f6a5b5e-1c55-4d8f-9f0d-3a3b6c9a7e11";
+          const userId = "9c7d3f1a-7b6e-4f0b-8e2a-5d4c3b2a1f00";
+          const teamsClaims = (exp: number) => ({
+            aud: "https://graph.microsoft.com",
+            tid: "0d3b1c2a-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+            appid: appId,
+            oid: userId,
+            exp,
+          });
+          const now = Math.floor(Date.now() / 1000);
+          const exchange = (body: Record<string, string>) =>
+            call({
+              method: "POST",
+              path: `/teamsUser/:exchangeAccessToken?${API}`,
+              body: JSON.stringify(body),
+            });
+          for (const token of ["", "abc", unsignedJwt(teamsClaims(now - 1))]) {
+            const res = await exchange({ token, appId, userId: "" });
+            expect(res.status, `${token}: ${res.text}`).toBe(401);
+            assertErrorShape(res.json);
+            expect(res.json.error).toEqual({
+              code: "InvalidAccessToken",
+              message: "Provided access token is not valid.",
+            });
+          }
+          // A token that passes, with the same empty userId: only now is the userId the problem.
+          const missing = await exchange({
+            token: unsignedJwt(teamsClaims(now + 3600)),
+            appId,
+            userId: "",
+          });
+          expect(missing.status, missing.text).toBe(400);
+          expect(missing.json.error).toMatchObject({ code: "ValidationError", target: "UserId" });
+        });
+      },
+    );
   });
 
   it("--loose answers an unknown api-version with the newest surface; without it, UnsupportedApiVersion", async () => {

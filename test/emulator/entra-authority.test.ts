@@ -19,6 +19,7 @@ import {
   appToken,
   authorityToken,
   claimsOf,
+  PRINTED_ENTRA_LINES,
   forgeToken,
   runEntraSuite,
   tlsRequest,
@@ -515,14 +516,7 @@ describe("the command's lines (ACS_EMULATOR_ENTRA=on with TLS)", { timeout: 120_
         printed = parse(await first.lines);
         expect(printed.map(([name]) => name)).toEqual([
           "COMMUNICATION_SERVICES_CONNECTION_STRING",
-          "AZURE_TENANT_ID",
-          "AZURE_CLIENT_ID",
-          "AZURE_CLIENT_SECRET",
-          "AZURE_AUTHORITY_HOST",
-          "IDENTITY_ENDPOINT",
-          "IDENTITY_HEADER",
-          "AZURE_USERNAME",
-          "AZURE_PASSWORD",
+          ...PRINTED_ENTRA_LINES,
         ]);
         const values = Object.fromEntries(printed);
         const endpoint = /endpoint=([^;]+)/.exec(

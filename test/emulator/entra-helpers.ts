@@ -2,15 +2,33 @@ import { execFile } from "node:child_process";
 import { sign } from "node:crypto";
 import { request } from "node:https";
 import { fileURLToPath } from "node:url";
-import type { Emulator } from "@acs-identity-gateway/emulator";
+import { expect } from "vitest";
+import {
+  EMULATOR_TENANT_ID,
+  EMULATOR_USER_OBJECT_ID,
+  type Emulator,
+} from "@acs-identity-gateway/emulator";
 import { compileScript } from "../helpers/scripts.js";
 
 /**
- * Helpers of the Entra ID tests (entra-authority, access-exchange): raw requests to an emulator
- * listening with TLS, trusting the test CA for that request only; tokens from the emulator's
- * authority; forged variants of them; and the SDK suite run in a child process (the SDKs trust a
- * CA only through NODE_EXTRA_CA_CERTS, read at process start).
+ * Helpers of the Entra ID tests (entra-authority, access-exchange, command): raw requests to an
+ * emulator listening with TLS, trusting the test CA for that request only; tokens from the
+ * emulator's authority; forged variants of them; and the SDK suite run in a child process (the SDKs
+ * trust a CA only through NODE_EXTRA_CA_CERTS, read at process start). An emulator here is one in
+ * process or the installed command, described by what it printed (only its authority is needed).
  */
+/** The lines `--entra` adds after the connection string line, as printed (with TLS). */
+export const PRINTED_ENTRA_LINES = [
+  "AZURE_TENANT_ID",
+  "AZURE_CLIENT_ID",
+  "AZURE_CLIENT_SECRET",
+  "AZURE_AUTHORITY_HOST",
+  "IDENTITY_ENDPOINT",
+  "IDENTITY_HEADER",
+  "AZURE_USERNAME",
+  "AZURE_PASSWORD",
+];
+
 export interface TlsResponse {
   status: number;
   headers: Record<string, string | string[] | undefined>;
@@ -76,7 +94,7 @@ export function forgeToken(
 
 /** Asks the emulator's authority for a token (`grant`'s form fields), trusting `ca`. */
 export function authorityToken(
-  emulator: Emulator,
+  emulator: Pick<Emulator, "entraAuthority">,
   ca: string,
   form: Record<string, string>,
 ): Promise<TlsResponse> {
@@ -90,7 +108,7 @@ export function authorityToken(
 
 /** An access token of the test application (client credentials) for `scope`. */
 export async function appToken(
-  emulator: Emulator,
+  emulator: Pick<Emulator, "entraAuthority">,
   ca: string,
   scope = "https://communication.azure.com/.default",
 ): Promise<string> {
@@ -107,7 +125,7 @@ export async function appToken(
 
 /** An access token of the test user (password grant) for `scope`, with its whole answer. */
 export async function userToken(
-  emulator: Emulator,
+  emulator: Pick<Emulator, "entraAuthority">,
   ca: string,
   scope = "https://communication.azure.com/clients/VoIP",
 ): Promise<string> {
@@ -158,4 +176,58 @@ export async function runEntraSuite(
       },
     );
   });
+}
+
+/**
+ * The real AzureCommunicationTokenCredential with Entra options (entra-sdk-suite.ts, `exchange`
+ * mode) against `emulator` (Entra on, with TLS): UsernamePasswordCredential's token for the test
+ * user exchanged at `/access/entra` (with and without scopes) and `/access/teamsExtension`, a wrong
+ * password refused, and an expired token of the test user's (re-signed with `signingKeyPem`, the
+ * emulator's signing key) surfacing the exchange's 401.
+ */
+export async function expectCredentialExchanges(
+  emulator: Pick<Emulator, "endpoint" | "resourceId" | "entraAuthority">,
+  ca: { ca: string; caFile: string },
+  signingKeyPem: string,
+): Promise<void> {
+  const sample = await userToken(emulator, ca.ca);
+  const now = Math.floor(Date.now() / 1000);
+  const authority = emulator.entraAuthority!;
+  const run = await runEntraSuite("exchange", ca.caFile, {
+    ACS_TEST_ENDPOINT: emulator.endpoint,
+    ENTRA_AUTHORITY_HOST: authority.authorityHost,
+    ENTRA_TENANT_ID: authority.tenantId,
+    ENTRA_CLIENT_ID: authority.clientId,
+    ENTRA_USERNAME: authority.username,
+    ENTRA_PASSWORD: authority.password,
+    // Expired an hour ago, otherwise the test user's own.
+    REFUSED_ENTRA_TOKEN: forgeToken(
+      sample,
+      { ...claimsOf(sample), iat: now - 7200, nbf: now - 7200, exp: now - 3600 },
+      signingKeyPem,
+    ),
+  });
+  expect(run.stderr).toBe("");
+  expect(run.code).toBe(0);
+  expect(run.steps["user-token"].claims).toMatchObject({
+    aud: "https://communication.azure.com/clients",
+    scp: "VoIP",
+    oid: EMULATOR_USER_OBJECT_ID,
+  });
+  const entraId = `acs:${emulator.resourceId}_wf_${EMULATOR_TENANT_ID}_${EMULATOR_USER_OBJECT_ID}`;
+  expect(run.steps.entra.claims).toMatchObject({ skypeid: entraId, acsScope: "voip" });
+  expect(run.steps.entra.expiresOnTimestamp).toBe(run.steps.entra.claims.exp * 1000);
+  // No scopes: the SDK's default, https://communication.azure.com/clients/.default.
+  expect(run.steps["entra-default-scopes"].claims).toMatchObject({
+    skypeid: entraId,
+    acsScope: "voip,chat",
+  });
+  expect(run.steps["teams-extension"].claims).toMatchObject({
+    skypeid: `acs:${emulator.resourceId}_${EMULATOR_TENANT_ID}_${EMULATOR_USER_OBJECT_ID}`,
+    acsScope: "voip",
+  });
+  expect(run.steps["wrong-password"].message).toContain("AADSTS50126");
+  expect(run.steps["wrong-password"].message).toContain("invalid_grant");
+  expect(run.steps.refused.message).toContain("Status: 401");
+  expect(run.steps.refused.message).toContain("InvalidAccessToken");
 }

@@ -1,11 +1,8 @@
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Emulator, RespondInfo } from "@acs-identity-gateway/emulator";
 import { entraCredentialOptions } from "../../src/identity/entra-credential.js";
-import { directoryDataDir } from "../helpers/directory-folder.js";
 import { createTestCa, startTestEmulator, type TestCa } from "../helpers/emulator.js";
-import { freePort } from "../helpers/ports.js";
-import { spawnGateway, type GatewayProcess } from "../helpers/processes.js";
+import { startSourceGateway } from "../helpers/source-gateway.js";
 
 /**
  * The gateway itself (`node --import tsx src/main.ts`, a real process) authenticating to the
@@ -15,7 +12,6 @@ import { spawnGateway, type GatewayProcess } from "../helpers/processes.js";
  * DefaultAzureCredential's EnvironmentCredential (a client secret) must do it, which works only
  * because the gateway turns instance discovery off for an authority host outside Microsoft's.
  */
-const root = fileURLToPath(new URL("../..", import.meta.url));
 let ca: TestCa;
 let emulator: Emulator;
 const seen: { operation: string; info: RespondInfo }[] = [];
@@ -60,24 +56,13 @@ describe("entraCredentialOptions", () => {
 
 describe("the gateway with the emulator's AZURE_* settings", { timeout: 120_000 }, () => {
   it("gets its ACS token from the emulator's authority and issues tokens with it", async () => {
-    const port = await freePort();
-    let gateway: GatewayProcess | undefined;
     seen.length = 0;
-    // Not the repository's .data/directory, which other test processes may open too; createUser
-    // reaches the directory, and a folder of its own opens faster than `memory`.
-    const directory = await directoryDataDir();
+    const gateway = await startSourceGateway({
+      ACS_ENDPOINT: emulator.endpoint,
+      ...emulator.entraAuthority!.settings,
+      NODE_EXTRA_CA_CERTS: ca.caFile,
+    });
     try {
-      gateway = await spawnGateway(process.execPath, ["--import", "tsx", "src/main.ts"], {
-        cwd: root,
-        env: {
-          HOST: "127.0.0.1",
-          PORT: String(port),
-          DIRECTORY_DATA_DIR: directory.dir,
-          ACS_ENDPOINT: emulator.endpoint,
-          ...emulator.entraAuthority!.settings,
-          NODE_EXTRA_CA_CERTS: ca.caFile,
-        },
-      });
       const created = await gql(gateway.url, "mutation { createUser { id } }");
       expect(created.errors).toBeUndefined();
       const issued = await gql(
@@ -93,11 +78,7 @@ describe("the gateway with the emulator's AZURE_* settings", { timeout: 120_000 
       expect(new Set(seen.map((s) => s.info.auth))).toEqual(new Set(["bearer"]));
       expect(gateway.output()).not.toContain(emulator.entraAuthority!.clientSecret);
     } finally {
-      if (gateway) {
-        gateway.child.kill("SIGTERM");
-        await gateway.exited;
-      }
-      directory.remove();
+      await gateway.stop();
     }
   });
 });

@@ -1,8 +1,9 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import { createTestCa, startTestEmulator, type TestCa } from "../helpers/emulator.js";
 import { freePort } from "../helpers/ports.js";
+import { startSourceGateway } from "../helpers/source-gateway.js";
 
 /**
  * The gateway authenticating to ACS with Entra ID (ACS_ENDPOINT, no access key), as a real process:
@@ -29,55 +30,6 @@ afterAll(async () => {
   ca?.remove();
 });
 
-interface Gateway {
-  url: string;
-  child: ChildProcess;
-  output: () => string;
-}
-
-/** `node --import tsx src/main.ts` with only the given settings; resolves once it listens. */
-async function startGatewayProcess(env: Record<string, string>): Promise<Gateway> {
-  const port = await freePort();
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
-    env: {
-      PATH: process.env.PATH ?? "",
-      HOST: "127.0.0.1",
-      PORT: String(port),
-      // Not the repository's .data/directory, which other test processes may open too.
-      DIRECTORY_DATA_DIR: "memory",
-      ...env,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  child.stdout!.on("data", (chunk) => (output += chunk));
-  child.stderr!.on("data", (chunk) => (output += chunk));
-  await new Promise<void>((resolve, reject) => {
-    const onData = () => output.includes("ready at") && done(resolve);
-    const onExit = (code: number | null) =>
-      done(() => reject(new Error(`the gateway exited (${code}): ${output}`)));
-    const done = (then: () => void) => {
-      child.stdout!.off("data", onData);
-      child.off("exit", onExit);
-      then();
-    };
-    child.stdout!.on("data", onData);
-    child.on("exit", onExit);
-  });
-  return { url: `http://127.0.0.1:${port}/graphql`, child, output: () => output };
-}
-
-function stop(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null) {
-      resolve();
-      return;
-    }
-    child.once("exit", () => resolve());
-    child.kill("SIGTERM");
-  });
-}
-
 async function gql(url: string, query: string, variables: Record<string, unknown> = {}) {
   const response = await fetch(url, {
     method: "POST",
@@ -91,7 +43,7 @@ describe("Entra ID to ACS", () => {
   it("runs every mutation against ACS with a managed identity's bearer token over HTTPS", async () => {
     expect(emulator.endpoint).toMatch(/^https:/);
     const before = { ...emulator.counters };
-    const gateway = await startGatewayProcess({
+    const gateway = await startSourceGateway({
       ACS_ENDPOINT: emulator.endpoint,
       IDENTITY_ENDPOINT: emulator.managedIdentity!.endpoint,
       IDENTITY_HEADER: emulator.managedIdentity!.header,
@@ -132,7 +84,7 @@ describe("Entra ID to ACS", () => {
       expect(emulator.counters.deleteIdentity - before.deleteIdentity).toBe(1);
       expect(gateway.output()).not.toContain(emulator.managedIdentity!.header);
     } finally {
-      await stop(gateway.child);
+      await gateway.stop();
     }
   });
 
