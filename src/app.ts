@@ -150,7 +150,12 @@ export async function createApp(config: Readonly<Config>, deps: AppDeps = {}): P
       directory: directoryRecords,
       customId: config.directory.customId,
       audit: createAuditLog({ logger, counter: metrics.auditEvents }),
-      provisioning: { afterStep: exitAfterStep(config.testExitAfterStep) },
+      provisioning: {
+        // A reservation's lease is the request timeout: a creator that died blocks its caller no
+        // longer than one request may take (a live one renews it, provisioning.ts).
+        leaseMs: config.http.requestTimeoutMs,
+        afterStep: exitAfterStep(config.testExitAfterStep),
+      },
     });
     resources.provisioner = provisioner;
     // Identities a crash left recorded but unconfirmed: confirmed once the database is open, in the

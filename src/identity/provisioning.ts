@@ -9,9 +9,13 @@ import type { UserMappingStore } from "./user-mapping-store.js";
  * reserve (store), create (ACS), record (store), confirm (store). See user-mapping-store.ts for
  * what each step writes. Every state this can be left in, and how it is left:
  *
- * - reserved (no identity yet): the creator's lease runs for `leaseMs`, which bounds the ACS
- *   create call (sent once, never retried), so it outlives a dead creator by less than one
- *   request. A live creator whose call failed releases it, and while the store is down keeps
+ * - reserved (no identity yet): the creator's lease runs for `leaseMs`, the gateway's request
+ *   timeout (HTTP_REQUEST_TIMEOUT_MS), so it outlives a dead creator by at most that. A live
+ *   creator renews it while its ACS create call is in flight (when half of it is left), so however
+ *   slow that call, no other request takes its reservation over while it can still record; if a
+ *   renewal cannot reach the store and the lease runs out all the same, the record (which only
+ *   lands on our own reservation) tells, and the identity is deleted: a record never overwrites a
+ *   take-over. A live creator whose call failed releases it, and while the store is down keeps
  *   trying in the background until the lease ends (after that the next call takes it over
  *   anyway), so once the store is back the caller is not kept waiting. One background release per
  *   caller, whatever the number of failed calls: a newer failed call's reservation joins it.
@@ -31,8 +35,9 @@ import type { UserMappingStore } from "./user-mapping-store.js";
  *   the process stops first (`close`), or the clean-up gives up, the id is logged at error as
  *   possibly orphaned; if it dies, the warn line has it, and the identity is either recorded
  *   (pending, found again) or to be deleted by that id.
- * - A crash after the reservation and before the record: the reservation's lease runs out and the
- *   next call takes it over. If the crash fell inside the ACS create call after ACS had created
+ * - A crash after the reservation and before the record: the reservation's lease runs out (at
+ *   most `leaseMs` after the crash: no renewal follows it) and the next call takes it over. If
+ *   the crash fell inside the ACS create call after ACS had created
  *   the identity, that identity cannot be found again: API 2023-10-01 has neither a list call nor
  *   an idempotent create (the preview's `customId` would close this window). That window is one
  *   HTTP round trip; nothing else in the flow leaves an unrecorded identity.
@@ -68,9 +73,10 @@ export type ProvisioningStep = "reserved" | "recorded";
 export interface ProvisionerOptions {
   store: UserMappingStore;
   /**
-   * The store the background clean-ups (releases, settles) use: the same data, without the
-   * caller-facing wrapper that logs each failure and turns it into an API error, since a clean-up
-   * waiting for the store logs once when it starts waiting and once when it ends. @default store
+   * The store the background clean-ups (releases, settles) and lease renewals use: the same data,
+   * without the caller-facing wrapper that logs each failure and turns it into an API error, since
+   * a clean-up waiting for the store logs once when it starts waiting and once when it ends (and a
+   * renewal that fails is tried again at the next half lease). @default store
    */
   cleanupStore?: UserMappingStore;
   /**
@@ -81,11 +87,11 @@ export interface ProvisionerOptions {
   logger: Logger;
   now?: () => number;
   /**
-   * How long a reservation without an identity belongs to its creator (ms): longer than the
-   * slowest ACS create call (the identity provider's 10 s timeout; a create is sent once), so a
-   * live creator is never overtaken, and short enough that a dead one blocks its caller for less
-   * than a request's time.
-   * @default 15000
+   * How long a reservation without an identity belongs to its creator (ms) after it was made or
+   * last renewed: a dead creator blocks its caller for at most this long. A live one renews it
+   * while its ACS create call is in flight, so it is never overtaken however long that call takes.
+   * The gateway passes its request timeout (HTTP_REQUEST_TIMEOUT_MS, app.ts).
+   * @default 10000 (HTTP_REQUEST_TIMEOUT_MS's default)
    */
   leaseMs?: number;
   /** How long a call waits for another call creating the same caller's identity (ms). @default 10000 */
@@ -170,7 +176,7 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
   const { store, identity, logger } = options;
   const cleanupStore = options.cleanupStore ?? store;
   const now = options.now ?? Date.now;
-  const leaseMs = options.leaseMs ?? 15_000;
+  const leaseMs = options.leaseMs ?? 10_000;
   const maxWaitMs = options.maxWaitMs ?? 10_000;
   const sleep = options.sleep ?? defaultSleep;
   const afterStep = options.afterStep ?? (() => {});
@@ -393,19 +399,82 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
     return outcome;
   }
 
+  /**
+   * Keeps our reservation's lease running while the ACS create call is in flight: each time half
+   * of it is left, the reservation is made again under our id, which only moves the lease on
+   * while the reservation is still ours and holds no identity. So a live creator is never taken
+   * over, and a dead one's lease ends at most `leaseMs` after its last renewal. A renewal the store
+   * refuses is tried again at the next half; one that finds the reservation no longer ours stops
+   * (the record then tells, and never lands on another call's reservation). `end` stops renewing
+   * and waits for a renewal in flight, so none lands after the record or release that follows;
+   * it resolves with the latest the lease may run to (a failed renewal may have been written).
+   */
+  function holdLease(
+    subjectKey: string,
+    reservationId: string,
+    leaseUntil: number,
+  ): { end(): Promise<number> } {
+    let until = leaseUntil;
+    let ended = false;
+    let timer: NodeJS.Timeout | undefined;
+    let renewing: Promise<void> | undefined;
+    const schedule = () => {
+      const delay = Math.max(0, Math.min(leaseMs / 2, until - now() - leaseMs / 2));
+      timer = setTimeout(() => {
+        timer = undefined;
+        renewing = renew();
+      }, delay);
+      timer.unref();
+    };
+    async function renew(): Promise<void> {
+      const at = now();
+      until = Math.max(until, at + leaseMs);
+      try {
+        const held = await cleanupStore.reserve(subjectKey, reservationId, at + leaseMs, at);
+        if (held.kind !== "reserved") {
+          return; // no longer ours to keep
+        }
+      } catch (error) {
+        logger.debug(
+          { err: errorText(error) },
+          "could not renew an identity reservation's lease; trying again",
+        );
+      }
+      if (!ended && !closed) {
+        schedule();
+      }
+    }
+    schedule();
+    return {
+      async end() {
+        ended = true;
+        clearTimeout(timer);
+        await renewing;
+        return until;
+      },
+    };
+  }
+
   async function createFor(
     subjectKey: string,
     reservationId: string,
     leaseUntil: number,
     createUser: () => Promise<string>,
   ): Promise<string | undefined> {
-    let userId: string;
-    try {
-      userId = await createUser();
-    } catch (error) {
-      await release(subjectKey, reservationId, leaseUntil);
-      throw error;
+    const lease = holdLease(subjectKey, reservationId, leaseUntil);
+    // Through a promise: a createUser that throws at once still ends the lease below.
+    const created = await Promise.resolve()
+      .then(createUser)
+      .then(
+        (userId) => ({ userId }),
+        (error: unknown) => ({ error }),
+      );
+    const heldUntil = await lease.end();
+    if ("error" in created) {
+      await release(subjectKey, reservationId, heldUntil);
+      throw created.error;
     }
+    const { userId } = created;
     let recorded: boolean;
     try {
       recorded = await store.record(subjectKey, reservationId, userId);
@@ -417,7 +486,8 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
       throw error;
     }
     if (!recorded) {
-      // Our lease ran out during the ACS call and another call took the reservation over.
+      // Our lease ran out during the ACS call (its renewals could not reach the store) and another
+      // call took the reservation over: the record did not touch that call's reservation.
       await compensate(userId, "reservation taken over");
       return undefined;
     }

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import type { App } from "../../src/app.js";
+import { createLogger } from "../../src/logger.js";
 import { hashTag } from "../../src/redis/keys.js";
 import { startTestEmulator } from "../helpers/emulator.js";
 import {
@@ -16,6 +17,32 @@ import {
 import { startRedisCluster, type RedisClusterProcess } from "../helpers/redis-cluster.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
 import { eventually } from "./upstream.js";
+
+/** Users created on `app` until two live on the same primary (one third of users per primary). */
+async function twoUsersOnOnePrimary(
+  app: App,
+  cluster: RedisClusterProcess,
+): Promise<{
+  revoked: string;
+  deleted: string;
+  primary: RedisProcess;
+  replica: RedisProcess;
+}> {
+  const first = (await ok<{ createUser: { id: string } }>(app, CREATE)).createUser.id;
+  const owners = await cluster.ownersOf(`probe${hashTag(first)}`);
+  for (let i = 0; i < 50; i++) {
+    const other = (await ok<{ createUser: { id: string } }>(app, CREATE)).createUser.id;
+    if ((await cluster.ownersOf(`probe${hashTag(other)}`)).primary === owners.primary) {
+      return {
+        revoked: first,
+        deleted: other,
+        primary: owners.primary,
+        replica: owners.replicas[0]!,
+      };
+    }
+  }
+  throw new Error("no second user on the first user's primary");
+}
 
 /**
  * A confirmed revoke or delete survives a Redis Cluster failover to a replica that missed it
@@ -55,31 +82,8 @@ describe("Redis Cluster failover to a replica that missed a revoke", () => {
   const issue = async (app: App, userId: string) =>
     run<{ issueToken: { token: string } }>(app, ISSUE, { userId, scopes: ["VOIP"] });
 
-  /** Users until two live on the same primary (one third of users per primary). */
-  async function twoUsersOnOnePrimary(): Promise<{
-    revoked: string;
-    deleted: string;
-    primary: RedisProcess;
-    replica: RedisProcess;
-  }> {
-    const first = (await ok<{ createUser: { id: string } }>(a, CREATE)).createUser.id;
-    const owners = await cluster.ownersOf(`probe${hashTag(first)}`);
-    for (let i = 0; i < 50; i++) {
-      const other = (await ok<{ createUser: { id: string } }>(a, CREATE)).createUser.id;
-      if ((await cluster.ownersOf(`probe${hashTag(other)}`)).primary === owners.primary) {
-        return {
-          revoked: first,
-          deleted: other,
-          primary: owners.primary,
-          replica: owners.replicas[0]!,
-        };
-      }
-    }
-    throw new Error("no second user on the first user's primary");
-  }
-
   it("serves neither the pre-revoke token nor the deleted identity's token afterwards, on either instance", async () => {
-    const { revoked, deleted, primary, replica } = await twoUsersOnOnePrimary();
+    const { revoked, deleted, primary, replica } = await twoUsersOnOnePrimary(a, cluster);
     const staleRevoked = (
       await ok<{ issueToken: { token: string } }>(a, ISSUE, {
         userId: revoked,
@@ -138,6 +142,138 @@ describe("Redis Cluster failover to a replica that missed a revoke", () => {
       }
     }
     expect(served).toBeGreaterThan(0);
+  }, 120_000);
+});
+
+/**
+ * The fence alone (`onTopologyChange`, src/redis/client.ts, wired in src/cache/outage-guard.ts).
+ * In the case above the revoking instance's journal replays its unconfirmed revoke and delete into
+ * the promoted replica, which would hide a missing fence. Here that instance is stopped before the
+ * failover, so nothing replays them: the replica that takes over still holds the entries cached
+ * before them, under the epochs from before. The other instance had those tokens cached, and its
+ * Cluster client as a whole never closes (ioredis emits no `close` for one node): only the lost
+ * node connection tells it that the data under it may be older than what it saw. Without the
+ * fence it serves both tokens again from the promoted replica.
+ */
+describe("Redis Cluster failover after the revoking instance stopped: the other instance's fence", () => {
+  let emulator: Emulator;
+  let cluster: RedisClusterProcess;
+  let a: App;
+  let b: App;
+  /** The other instance's log lines at warn and above (pino JSON). */
+  const lines: { level: number; msg: string; why?: string }[] = [];
+
+  beforeAll(async () => {
+    [emulator, cluster] = await Promise.all([
+      startTestEmulator(),
+      // As above: the test, not the cluster's failure detection, decides when the replica takes over.
+      startRedisCluster(3, { replicas: 1, nodeTimeoutMs: 60_000 }),
+    ]);
+    const env = {
+      COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
+      REDIS_CLUSTER_NODES: cluster.hosts.map((h) => `${h.host}:${h.port}`).join(","),
+    };
+    a = await startGateway(env);
+    b = await startGateway(env, {
+      logger: createLogger(
+        { level: "warn" },
+        { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) },
+      ),
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await Promise.all([a?.close(), b?.close()]);
+    await cluster?.stop();
+    await emulator?.close();
+  });
+
+  /** How far a node's replication stream got: a primary's written offset, a replica's applied one. */
+  const offset = async (node: RedisProcess, field: "master_repl_offset" | "slave_repl_offset") =>
+    Number(new RegExp(`${field}:(\\d+)`).exec(await node.client().info("replication"))?.[1] ?? -1);
+
+  /** The cache entries (not epochs, tombstones or locks) a node holds for `userId`. */
+  const entriesOn = (node: RedisProcess, userId: string) =>
+    node.client().keys(`*${hashTag(userId)}:t:*`);
+
+  it("the instance that had the tokens cached serves neither once the replica that missed the revoke and the delete takes over, and says so at warn", async () => {
+    const { revoked, deleted, primary, replica } = await twoUsersOnOnePrimary(a, cluster);
+    const cached = async (app: App, userId: string) =>
+      (await ok<{ issueToken: { token: string } }>(app, ISSUE, { userId, scopes: ["VOIP"] }))
+        .issueToken.token;
+    const staleRevoked = await cached(a, revoked);
+    const staleDeleted = await cached(a, deleted);
+    // The other instance has them from the cache too.
+    expect(await cached(b, revoked)).toBe(staleRevoked);
+    expect(await cached(b, deleted)).toBe(staleDeleted);
+    // The replica has everything written so far: the entries are what it will serve from.
+    const written = await offset(primary, "master_repl_offset");
+    await expect
+      .poll(() => offset(replica, "slave_repl_offset"), { timeout: 30_000 })
+      .toBeGreaterThanOrEqual(written);
+
+    // The replication link breaks; the revoke and the delete land on the primary alone.
+    await replica.pause();
+    await primary.client().client("KILL", "TYPE", "replica");
+    const revoke = await run(a, REVOKE, { userId: revoked });
+    expect(revoke.errors?.[0]?.extensions?.code).toBe("REVOCATION_UNCONFIRMED");
+    const del = await run(a, DELETE, { userId: deleted });
+    expect(del.errors?.[0]?.extensions?.code).toBe("REVOCATION_UNCONFIRMED");
+    expect(await entriesOn(primary, revoked)).toEqual([]);
+
+    // The revoking instance stops: its journal of both goes with it, nothing will replay them.
+    await a.close();
+    expect(lines.filter((line) => line.msg.includes("Redis Cluster changed"))).toEqual([]);
+
+    // The primary dies; the replica, which never saw the revoke nor the delete, takes over.
+    await primary.kill();
+    await replica.resume();
+    await replica.client().cluster("FAILOVER", "TAKEOVER");
+    await expect
+      .poll(async () => (await replica.client().call("ROLE")) as string[], { timeout: 30_000 })
+      .toContain("master");
+    // What the failover lost: the entries from before the revoke and the delete are back.
+    expect(await entriesOn(replica, revoked)).toHaveLength(1);
+    expect(await entriesOn(replica, deleted)).toHaveLength(1);
+
+    // The other instance, many times: a fresh token or NOT_FOUND, never what was cached before.
+    let served = 0;
+    for (let round = 0; round < 20; round++) {
+      const afterRevoke = await run<{ issueToken: { token: string } }>(b, ISSUE, {
+        userId: revoked,
+        scopes: ["VOIP"],
+      });
+      if (afterRevoke.data?.issueToken) {
+        expect(afterRevoke.data.issueToken.token).not.toBe(staleRevoked);
+        served++;
+      } else {
+        // The cluster may still be settling: an unavailable cache is not a stale token.
+        expect(afterRevoke.errors?.[0]?.extensions?.code).not.toBe("INTERNAL_SERVER_ERROR");
+      }
+      const afterDelete = await run<{ issueToken: { token: string } }>(b, ISSUE, {
+        userId: deleted,
+        scopes: ["VOIP"],
+      });
+      expect(afterDelete.data?.issueToken?.token).not.toBe(staleDeleted);
+      expect(afterDelete.errors?.[0]?.extensions?.code).toBe("NOT_FOUND");
+    }
+    expect(served).toBeGreaterThan(0);
+
+    // The fence said so at warn, first naming the node connection it lost. A line is written
+    // each time the fence is set: the slot map naming the new primary sets it again if this
+    // instance had already caught up (read the Redis time) after the lost connection, so one
+    // failover writes one or two lines, and nothing else does.
+    const fenced = lines.filter((line) => line.msg.includes("Redis Cluster changed"));
+    expect(fenced[0]).toEqual({
+      level: 40,
+      time: expect.any(String),
+      component: "cache",
+      msg: "token cache: the Redis Cluster changed under this instance; tokens cached before now are not served from here",
+      why: `lost the connection to 127.0.0.1:${primary.port}`,
+    });
+    expect(fenced.slice(1).map((line) => line.why)).toEqual(
+      fenced.length > 1 ? ["the cluster's slot map names other primaries"] : [],
+    );
   }, 120_000);
 });
 

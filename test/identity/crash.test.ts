@@ -4,8 +4,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
 import { ANONYMOUS_ADMIN } from "../../src/auth/caller.js";
 import type { Emulator } from "@acs-identity-gateway/emulator";
+import pg from "pg";
+import { mappingResourceOf } from "../../src/app/mapping-store.js";
+import { createPostgresDb } from "../../src/directory/index.js";
+import { createProvisioner } from "../../src/identity/provisioning.js";
+import { createSqlUserMappingStore } from "../../src/identity/sql-user-mapping-store.js";
+import { createLogger } from "../../src/logger.js";
 import { startTestEmulator } from "../helpers/emulator.js";
-import { ok, startGateway } from "../helpers/gateway.js";
+import { identityProviderFor, ok, startGateway } from "../helpers/gateway.js";
 import { startPostgres, type PostgresServer } from "../helpers/postgres.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
 import { directoryDataDir } from "../helpers/directory-folder.js";
@@ -143,22 +149,68 @@ describe.each([
 });
 
 describe("a crash after the reservation, before ACS was called", () => {
-  it("creates nothing at ACS", async () => {
-    const env = { DATABASE_URL: await postgres.newDatabase() };
+  it("creates nothing at ACS, and blocks the caller for the request timeout (the lease), no longer", async () => {
+    // A request timeout no other setting has: the lease the dead process wrote must be this one.
+    const env = { DATABASE_URL: await postgres.newDatabase(), HTTP_REQUEST_TIMEOUT_MS: "7300" };
+    const requestTimeoutMs = 7300;
     const createdBefore = created.length;
+    const sent = Date.now();
     expect(
       await crashGatewayDuringIssueMyToken({ ...env, ACSGW_TEST_EXIT_AFTER_STEP: "reserved" }),
     ).toBe(86);
+    const died = Date.now();
     expect(created.length - createdBefore).toBe(0);
-    // The restarted gateway sees a reservation whose lease is still running (its owner might be
-    // alive): the caller is told to try again instead of getting an identity twice. Lease
-    // take-over after expiry is covered on a fake clock in provisioning.test.ts.
-    const restarted = await startGateway({
-      COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
-      ...env,
-    });
-    apps.push(restarted);
-    expect(await restarted.ownership.userIdOf(ANONYMOUS_ADMIN.key)).toBeUndefined();
-    expect(created.length - createdBefore).toBe(0);
+
+    // The reservation the dead process left: its lease ends one request timeout after it was
+    // made, which was after the request was sent and before the process exited. (Both bounds
+    // follow from the order of events, whatever the machine's speed.)
+    const pool = new pg.Pool({ connectionString: env.DATABASE_URL, max: 2 });
+    pool.on("error", () => {});
+    try {
+      const { rows } = await pool.query<{ lease_until: string }>(
+        `SELECT lease_until FROM acsgw_identity_mapping
+          WHERE resource = $1 AND subject_key = $2 AND state = 'reserved'`,
+        [mappingResourceOf(emulator.endpoint), ANONYMOUS_ADMIN.key],
+      );
+      expect(rows).toHaveLength(1);
+      const leaseUntil = Number(rows[0]!.lease_until);
+      expect(leaseUntil).toBeGreaterThanOrEqual(sent + requestTimeoutMs);
+      expect(leaseUntil).toBeLessThanOrEqual(died + requestTimeoutMs);
+
+      // The restarted gateway sees a reservation whose lease is still running (its owner might be
+      // alive): the caller is told to try again instead of getting an identity twice.
+      const restarted = await startGateway({
+        COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
+        ...env,
+      });
+      apps.push(restarted);
+      expect(await restarted.ownership.userIdOf(ANONYMOUS_ADMIN.key)).toBeUndefined();
+      expect(created.length - createdBefore).toBe(0);
+
+      // The caller's next call, on a clock the test holds (set to the moment the process was
+      // seen dead): it waits for the lease and takes the reservation over the moment it ends, so
+      // the time it was blocked is measured exactly, and is at most the request timeout.
+      const db = createPostgresDb(pool);
+      const clock = { now: died };
+      const next = createProvisioner({
+        store: createSqlUserMappingStore({ db, resource: mappingResourceOf(emulator.endpoint) }),
+        identity: identityProviderFor(emulator),
+        logger: createLogger({ level: "silent" }),
+        now: () => clock.now,
+        leaseMs: requestTimeoutMs,
+        sleep: async (ms) => {
+          clock.now += ms;
+        },
+      });
+      const userId = await next.identityOf(ANONYMOUS_ADMIN.key);
+      next.close();
+      expect(clock.now).toBe(leaseUntil);
+      expect(clock.now - died).toBeLessThanOrEqual(requestTimeoutMs);
+      expect(created.length - createdBefore).toBe(1);
+      expect(created.at(-1)).toBe(userId);
+      expect(await restarted.ownership.userIdOf(ANONYMOUS_ADMIN.key)).toBe(userId);
+    } finally {
+      await pool.end();
+    }
   }, 60_000);
 });
