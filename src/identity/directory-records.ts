@@ -8,6 +8,7 @@ import {
   type DirectoryIdentity,
   type IdentityOrigin,
 } from "../directory/index.js";
+import { createBackgroundRetries } from "../background-retries.js";
 import { DomainError, invalidInput, notFound } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Actor } from "../tokens/upstream-budget.js";
@@ -129,31 +130,6 @@ export function createDirectoryRecords(deps: {
     labelNames: ["operation"] as const,
     registers: deps.registry ? [deps.registry] : [],
   });
-  const inFlight = new Set<Promise<unknown>>();
-  /** Writes waiting to retry, and the timers of their pauses (`stop()` ends them). */
-  let retrying = 0;
-  let stopped = false;
-  const pauses = new Set<() => void>();
-  /** Resolves true after `ms`, or false at once when stopped. */
-  const pause = (ms: number) =>
-    new Promise<boolean>((resolve) => {
-      if (stopped) {
-        resolve(false);
-        return;
-      }
-      const wake = () => {
-        clearTimeout(timer);
-        pauses.delete(wake);
-        resolve(false);
-      };
-      const timer = setTimeout(() => {
-        pauses.delete(wake);
-        resolve(true);
-      }, ms);
-      timer.unref();
-      pauses.add(wake);
-    });
-
   function failed(operation: string, userId: string, error: unknown): void {
     failures.inc({ operation });
     logger.error(
@@ -162,61 +138,38 @@ export function createDirectoryRecords(deps: {
     );
   }
 
+  /** Writes waiting to retry: a database paused or restarting for a few minutes loses no event. */
+  const retries = createBackgroundRetries({
+    delaysMs: RETRY_DELAYS_MS,
+    forMs: RETRY_FOR_MS,
+    max: RETRYING_MAX,
+  });
+
   /**
    * A write the caller does not wait for. A failure is retried (RETRY_DELAYS_MS, for up to
-   * RETRY_FOR_MS): a database paused or restarting for a few minutes loses no event. The returned
-   * promise settles with the FIRST attempt (a caller that must see the write awaits that, never
-   * the retries); `settled()` waits for the retries too. Given up (time, RETRYING_MAX writes
-   * already waiting, or `stop()`), it is logged at error with the user id and counted.
+   * RETRY_FOR_MS). The returned promise settles with the FIRST attempt (a caller that must see the
+   * write awaits that, never the retries); `settled()` waits for the retries too. Given up (time,
+   * RETRYING_MAX writes already waiting, or `stop()`), it is logged at error with the user id and
+   * counted.
    */
-  function background(
+  async function background(
     operation: string,
     userId: string,
     write: () => Promise<unknown>,
   ): Promise<void> {
-    const started = performance.now();
-    let firstDone!: () => void;
-    const first = new Promise<void>((resolve) => (firstDone = resolve));
-    let waiting = false;
-    /** Pauses before the next attempt: counted while waiting, and said once. */
-    const pauseFor = (delay: number) => {
-      if (!waiting) {
-        waiting = true;
-        retrying++;
+    await retries.run({
+      attempt: write,
+      waiting: () =>
         logger.warn(
           { operation, userId },
           "the identity directory could not record a change ACS made yet; retrying in the background",
-        );
-      }
-      return pause(delay);
-    };
-    const running: Promise<void> = (async () => {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await write();
-          return;
-        } catch (error) {
-          firstDone();
-          const delay = RETRY_DELAYS_MS[Math.min(attempt, RETRY_DELAYS_MS.length - 1)]!;
-          const giveUp =
-            stopped ||
-            performance.now() - started + delay > RETRY_FOR_MS ||
-            (!waiting && retrying >= RETRYING_MAX);
-          if (giveUp || !(await pauseFor(delay))) {
-            failed(operation, userId, error);
-            return;
-          }
+        ),
+      end(how, error) {
+        if (how !== "at-once" && how !== "done") {
+          failed(operation, userId, error);
         }
-      }
-    })().finally(() => {
-      firstDone();
-      inFlight.delete(running);
-      if (waiting) {
-        retrying--;
-      }
+      },
     });
-    inFlight.add(running);
-    return first;
   }
 
   /** What the caller gets when the write failed: the facts the gateway knows. */
@@ -326,18 +279,8 @@ export function createDirectoryRecords(deps: {
       return identity !== undefined && identity.deletedAt === null && identity.externalId !== null;
     },
 
-    async settled() {
-      while (inFlight.size > 0) {
-        await Promise.allSettled([...inFlight]);
-      }
-    },
-
-    stop() {
-      stopped = true;
-      for (const wake of [...pauses]) {
-        wake();
-      }
-    },
+    settled: () => retries.settled(),
+    stop: () => retries.stop(),
   };
 }
 

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { createBackgroundRetries, type RetriedWork } from "../background-retries.js";
 import { DomainError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { IdentityProvider } from "./identity-provider.js";
@@ -145,30 +146,11 @@ export function nothingWritten(error: unknown): boolean {
 }
 
 /** How a clean-up ended. */
-type Ending =
-  /** Its first try did it: nothing waited. */
-  | "at-once"
-  /** Its work is done, after waiting for the store. */
-  | "done"
-  /** `cleanupForMs` passed with the store still down. */
-  | "gave-up"
-  /** The provisioner was closed first. */
-  | "stopped"
-  /** Not started: `maxCleanups` were already waiting. */
-  | "over-cap";
-
 /** One clean-up that may have to wait for the store: a caller's releases, or one settle. */
-interface Cleanup {
-  /** One try at what is left; true when nothing is. Throws (or false) while the store is down. */
-  attempt(): Promise<boolean>;
-  /** The first try failed: logged once, as the clean-up starts waiting for the store. */
-  waiting(): void;
-  /** Logs how it ended (once), and forgets it (the table that de-duplicates it). */
-  end(how: Ending): void;
-}
+type Cleanup = RetriedWork;
 
 /** A caller's reservations to release: id -> its lease's end (epoch ms, `now`'s clock). */
-interface Releases extends Cleanup {
+interface Releases extends RetriedWork {
   ids: Map<string, number>;
 }
 
@@ -187,81 +169,22 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
 
   /** Releases per subject key: one clean-up per caller, however many of its calls failed. */
   const releases = new Map<string, Releases>();
-  /** The clean-ups waiting for the store, with their timers. */
-  const background = new Map<Cleanup, { timer: NodeJS.Timeout | undefined }>();
-  let overCapLogged = false;
-  let closed = false;
-
-  const tryOnce = (cleanup: Cleanup): Promise<boolean> => cleanup.attempt().catch(() => false);
-
-  function finish(cleanup: Cleanup, how: Ending): void {
-    const entry = background.get(cleanup);
-    if (entry?.timer) {
-      clearTimeout(entry.timer);
-    }
-    background.delete(cleanup);
-    if (background.size === 0) {
-      overCapLogged = false;
-    }
-    cleanup.end(how);
-  }
-
   /**
-   * Tries `cleanup` now and, while that fails (the store is down), again in the background with a
-   * growing pause, for `cleanupForMs`. Resolves after the first try, true when that did it: the
-   * caller's request does not wait for the store.
+   * The clean-ups that wait for the store: tried at once; while the store is down, again in the
+   * background with a growing pause, for `cleanupForMs`. The caller's request waits for the first
+   * try only.
    */
-  async function untilDone(cleanup: Cleanup): Promise<boolean> {
-    if (await tryOnce(cleanup)) {
-      cleanup.end("at-once");
-      return true;
-    }
-    if (closed) {
-      cleanup.end("stopped");
-      return false;
-    }
-    if (background.size >= maxCleanups) {
-      if (!overCapLogged) {
-        overCapLogged = true;
-        logger.warn(
-          { maxCleanups },
-          "too many clean-ups waiting for the identity mapping store: reservations are left to their leases, and identities whose record failed are logged as possibly orphaned",
-        );
-      }
-      cleanup.end("over-cap");
-      return false;
-    }
-    cleanup.waiting();
-    const entry: { timer: NodeJS.Timeout | undefined } = { timer: undefined };
-    background.set(cleanup, entry);
-    const started = performance.now();
-    let tries = 0;
-    const later = () => {
-      if (!background.has(cleanup)) {
-        return; // closed meanwhile
-      }
-      if (performance.now() - started >= cleanupForMs) {
-        finish(cleanup, "gave-up");
-        return;
-      }
-      entry.timer = setTimeout(
-        () => {
-          entry.timer = undefined;
-          void tryOnce(cleanup).then((done) => {
-            if (done && background.has(cleanup)) {
-              finish(cleanup, "done");
-            } else if (!done) {
-              later();
-            }
-          });
-        },
-        backoff[Math.min(tries++, backoff.length - 1)],
-      );
-      entry.timer.unref();
-    };
-    later();
-    return false;
-  }
+  const cleanups = createBackgroundRetries({
+    delaysMs: backoff,
+    forMs: cleanupForMs,
+    max: maxCleanups,
+    overCap: () =>
+      logger.warn(
+        { maxCleanups },
+        "too many clean-ups waiting for the identity mapping store: reservations are left to their leases, and identities whose record failed are logged as possibly orphaned",
+      ),
+  });
+  let closed = false;
 
   /**
    * Releases our reservation, now or (it may have been written after all) once the store is back,
@@ -319,7 +242,7 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
       },
     };
     releases.set(subjectKey, cleanup);
-    return untilDone(cleanup).then(() => undefined);
+    return cleanups.run(cleanup).then(() => undefined);
   }
 
   /** Deletes an identity the store did not take; logs loudly when even that fails. */
@@ -395,7 +318,7 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
         }
       },
     };
-    await untilDone(cleanup);
+    await cleanups.run(cleanup);
     return outcome;
   }
 
@@ -579,7 +502,7 @@ export function createProvisioner(options: ProvisionerOptions): Provisioner {
     close() {
       closed = true;
       // A settle still waiting logs its identity as possibly orphaned (its `end`).
-      [...background.keys()].forEach((cleanup) => finish(cleanup, "stopped"));
+      cleanups.stop();
     },
 
     async recover(limit = 1000) {
