@@ -1,6 +1,5 @@
 import { fileURLToPath } from "node:url";
 import { directoryDataDir } from "./directory-folder.js";
-import { freePort } from "./ports.js";
 import { spawnGateway, type GatewayProcess } from "./processes.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -12,9 +11,10 @@ export interface SourceGateway extends GatewayProcess {
 
 /**
  * The gateway from its sources as a real process (`node --import tsx src/main.ts`, as `npm start`
- * runs it) on a free loopback port, with a directory folder of its own (never the repository's
- * `.data/directory`, which other test processes may open too) and, besides, exactly `env`: what a
- * test of the gateway's settings (ACS_ENDPOINT with an Entra credential, say) needs.
+ * runs it) on a loopback port of the system's choosing, with a directory folder of its own (never
+ * the repository's `.data/directory`, which other test processes may open too) and, besides,
+ * exactly `env`: what a test of the gateway's settings (ACS_ENDPOINT with an Entra credential,
+ * say) needs.
  */
 export async function startSourceGateway(env: Record<string, string>): Promise<SourceGateway> {
   const directory = await directoryDataDir();
@@ -23,7 +23,10 @@ export async function startSourceGateway(env: Record<string, string>): Promise<S
       cwd: ROOT,
       env: {
         HOST: "127.0.0.1",
-        PORT: String(await freePort()),
+        // Port 0: the system picks a free one as the gateway binds, and its ready line gives the
+        // URL. A port picked beforehand can be taken by another process during the start-up's
+        // seconds (it was, once, on a busy machine: EADDRINUSE).
+        PORT: "0",
         DIRECTORY_DATA_DIR: directory.dir,
         ...env,
       },

@@ -2,7 +2,6 @@ import { spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import { createTestCa, startTestEmulator, type TestCa } from "../helpers/emulator.js";
-import { freePort } from "../helpers/ports.js";
 import { startSourceGateway } from "../helpers/source-gateway.js";
 
 /**
@@ -91,12 +90,11 @@ describe("Entra ID to ACS", () => {
   it("refuses to start when no credential can get a token, saying what to configure", async () => {
     // A managed-identity endpoint that refuses this header: the credential gets no token (and,
     // told where its endpoint is, never probes anything off this machine).
-    const port = await freePort();
     const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
       env: {
         PATH: process.env.PATH ?? "",
         HOST: "127.0.0.1",
-        PORT: String(port),
+        PORT: "0",
         DIRECTORY_DATA_DIR: "memory",
         ACS_ENDPOINT: emulator.endpoint,
         IDENTITY_ENDPOINT: emulator.managedIdentity!.endpoint,
