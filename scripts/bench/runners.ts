@@ -182,6 +182,8 @@ export async function startGateway(
   connectionString: string,
   nodeArgs: string[] = [],
   watch?: RegExp,
+  /** Its embedded directory's folder; by default a new one of its own. */
+  directoryDataDir = mkdtempSync(join(tmpdir(), "acsgw-bench-directory-")),
 ): Promise<Gateway> {
   const port = await freePort();
   const child = await startChild(
@@ -199,7 +201,7 @@ export async function startGateway(
       COMMUNICATION_SERVICES_CONNECTION_STRING: connectionString,
       // Its own embedded directory folder: several gateways run at once, from one working
       // directory, and must not open one PGlite folder together.
-      DIRECTORY_DATA_DIR: mkdtempSync(join(tmpdir(), "acsgw-bench-directory-")),
+      DIRECTORY_DATA_DIR: directoryDataDir,
       // The per-caller mint budget still runs (its Redis round trip is part of the cost); the
       // benchmark's single admin must not exhaust it.
       RATE_LIMIT_ACS_CALLS_PER_MINUTE: "1000000",
