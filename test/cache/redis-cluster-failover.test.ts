@@ -44,6 +44,91 @@ async function twoUsersOnOnePrimary(
   throw new Error("no second user on the first user's primary");
 }
 
+/** An emulator, a 3-primary/3-replica Cluster and two gateways on it; `bOptions` for the second. */
+async function clusterWithTwoGateways(
+  bOptions?: Parameters<typeof startGateway>[1],
+): Promise<{ emulator: Emulator; cluster: RedisClusterProcess; a: App; b: App }> {
+  const [emulator, cluster] = await Promise.all([
+    startTestEmulator(),
+    // A long node timeout: the test, not the cluster's own failure detection, decides when the
+    // replica takes over (CLUSTER FAILOVER TAKEOVER), however slow the machine is.
+    startRedisCluster(3, { replicas: 1, nodeTimeoutMs: 60_000 }),
+  ]);
+  const env = {
+    COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
+    REDIS_CLUSTER_NODES: cluster.hosts.map((h) => `${h.host}:${h.port}`).join(","),
+  };
+  const a = await startGateway(env);
+  const b = await startGateway(env, bOptions);
+  return { emulator, cluster, a, b };
+}
+
+/** The token `app` answers for `userId` (VOIP): from the cache once one is there. */
+const cachedToken = async (app: App, userId: string) =>
+  (await ok<{ issueToken: { token: string } }>(app, ISSUE, { userId, scopes: ["VOIP"] })).issueToken
+    .token;
+
+/**
+ * The replication link breaks (the replica frozen, the primary dropping its connection), then
+ * `app` revokes one user and deletes the other: the cache's writes land on the primary alone, no
+ * replica acknowledged them, so neither may be answered as confirmed.
+ */
+async function revokeAndDeleteOnPrimaryAlone(
+  app: App,
+  { revoked, deleted, primary, replica }: Awaited<ReturnType<typeof twoUsersOnOnePrimary>>,
+): Promise<void> {
+  await replica.pause();
+  await primary.client().client("KILL", "TYPE", "replica");
+  const revoke = await run(app, REVOKE, { userId: revoked });
+  expect(revoke.errors?.[0]?.extensions?.code).toBe("REVOCATION_UNCONFIRMED");
+  const del = await run(app, DELETE, { userId: deleted });
+  expect(del.errors?.[0]?.extensions?.code).toBe("REVOCATION_UNCONFIRMED");
+}
+
+/** The primary dies; its replica, which never saw what was written since the link broke, takes over. */
+async function failOver(primary: RedisProcess, replica: RedisProcess): Promise<void> {
+  await primary.kill();
+  await replica.resume();
+  await replica.client().cluster("FAILOVER", "TAKEOVER");
+  await expect
+    .poll(async () => (await replica.client().call("ROLE")) as string[], { timeout: 30_000 })
+    .toContain("master");
+}
+
+/**
+ * Each of `apps`, 20 rounds: the revoked user gets a fresh token (or, while the cluster settles, an
+ * error that is not a stale token), the deleted one NOT_FOUND; never what was cached before.
+ */
+async function expectNeverStale(
+  apps: App[],
+  users: { revoked: string; deleted: string },
+  stale: { revoked: string; deleted: string },
+): Promise<void> {
+  let served = 0;
+  for (let round = 0; round < 20; round++) {
+    for (const app of apps) {
+      const afterRevoke = await run<{ issueToken: { token: string } }>(app, ISSUE, {
+        userId: users.revoked,
+        scopes: ["VOIP"],
+      });
+      if (afterRevoke.data?.issueToken) {
+        expect(afterRevoke.data.issueToken.token).not.toBe(stale.revoked);
+        served++;
+      } else {
+        // The cluster may still be settling: an unavailable cache is not a stale token.
+        expect(afterRevoke.errors?.[0]?.extensions?.code).not.toBe("INTERNAL_SERVER_ERROR");
+      }
+      const afterDelete = await run<{ issueToken: { token: string } }>(app, ISSUE, {
+        userId: users.deleted,
+        scopes: ["VOIP"],
+      });
+      expect(afterDelete.data?.issueToken?.token).not.toBe(stale.deleted);
+      expect(afterDelete.errors?.[0]?.extensions?.code).toBe("NOT_FOUND");
+    }
+  }
+  expect(served).toBeGreaterThan(0);
+}
+
 /**
  * A confirmed revoke or delete survives a Redis Cluster failover to a replica that missed it
  * (docs/caching.md, "Redis topologies and failures"). Two gateways on three primaries with one
@@ -60,17 +145,7 @@ describe("Redis Cluster failover to a replica that missed a revoke", () => {
   let b: App;
 
   beforeAll(async () => {
-    [emulator, cluster] = await Promise.all([
-      startTestEmulator(),
-      // A long node timeout: the test, not the cluster's own failure detection, decides when the
-      // replica takes over (CLUSTER FAILOVER TAKEOVER), however slow the machine is.
-      startRedisCluster(3, { replicas: 1, nodeTimeoutMs: 60_000 }),
-    ]);
-    const env = {
-      COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
-      REDIS_CLUSTER_NODES: cluster.hosts.map((h) => `${h.host}:${h.port}`).join(","),
-    };
-    [a, b] = [await startGateway(env), await startGateway(env)];
+    ({ emulator, cluster, a, b } = await clusterWithTwoGateways());
   }, 120_000);
 
   afterAll(async () => {
@@ -79,69 +154,20 @@ describe("Redis Cluster failover to a replica that missed a revoke", () => {
     await emulator?.close();
   });
 
-  const issue = async (app: App, userId: string) =>
-    run<{ issueToken: { token: string } }>(app, ISSUE, { userId, scopes: ["VOIP"] });
-
   it("serves neither the pre-revoke token nor the deleted identity's token afterwards, on either instance", async () => {
-    const { revoked, deleted, primary, replica } = await twoUsersOnOnePrimary(a, cluster);
-    const staleRevoked = (
-      await ok<{ issueToken: { token: string } }>(a, ISSUE, {
-        userId: revoked,
-        scopes: ["VOIP"],
-      })
-    ).issueToken.token;
-    const staleDeleted = (
-      await ok<{ issueToken: { token: string } }>(a, ISSUE, {
-        userId: deleted,
-        scopes: ["VOIP"],
-      })
-    ).issueToken.token;
+    const users = await twoUsersOnOnePrimary(a, cluster);
+    const stale = {
+      revoked: await cachedToken(a, users.revoked),
+      deleted: await cachedToken(a, users.deleted),
+    };
     // Both cached, and seen by the other instance too.
-    expect((await ok(b, ISSUE, { userId: revoked, scopes: ["VOIP"] })).issueToken.token).toBe(
-      staleRevoked,
-    );
-    expect((await ok(b, ISSUE, { userId: deleted, scopes: ["VOIP"] })).issueToken.token).toBe(
-      staleDeleted,
-    );
+    expect(await cachedToken(b, users.revoked)).toBe(stale.revoked);
+    expect(await cachedToken(b, users.deleted)).toBe(stale.deleted);
 
-    // The replication link breaks: the replica is frozen and the primary drops its connection,
-    // so the writes that follow reach the primary only.
-    await replica.pause();
-    await primary.client().client("KILL", "TYPE", "replica");
-
-    // ACS revokes and deletes; the cache's writes land on the primary alone. No replica
-    // acknowledged them, so neither may be answered as confirmed.
-    const revoke = await run(a, REVOKE, { userId: revoked });
-    expect(revoke.errors?.[0]?.extensions?.code).toBe("REVOCATION_UNCONFIRMED");
-    const del = await run(a, DELETE, { userId: deleted });
-    expect(del.errors?.[0]?.extensions?.code).toBe("REVOCATION_UNCONFIRMED");
-
-    // The primary dies; the replica, which never saw those writes, takes over.
-    await primary.kill();
-    await replica.resume();
-    await replica.client().cluster("FAILOVER", "TAKEOVER");
-    await expect
-      .poll(async () => (await replica.client().call("ROLE")) as string[], { timeout: 30_000 })
-      .toContain("master");
-
-    // Both instances, many times: a fresh token or NOT_FOUND, never what was cached before.
-    let served = 0;
-    for (let round = 0; round < 20; round++) {
-      for (const app of [a, b]) {
-        const afterRevoke = await issue(app, revoked);
-        if (afterRevoke.data?.issueToken) {
-          expect(afterRevoke.data.issueToken.token).not.toBe(staleRevoked);
-          served++;
-        } else {
-          // The cluster may still be settling: an unavailable cache is not a stale token.
-          expect(afterRevoke.errors?.[0]?.extensions?.code).not.toBe("INTERNAL_SERVER_ERROR");
-        }
-        const afterDelete = await issue(app, deleted);
-        expect(afterDelete.data?.issueToken?.token).not.toBe(staleDeleted);
-        expect(afterDelete.errors?.[0]?.extensions?.code).toBe("NOT_FOUND");
-      }
-    }
-    expect(served).toBeGreaterThan(0);
+    await revokeAndDeleteOnPrimaryAlone(a, users);
+    await failOver(users.primary, users.replica);
+    // Both instances, many times.
+    await expectNeverStale([a, b], users, stale);
   }, 120_000);
 });
 
@@ -164,22 +190,12 @@ describe("Redis Cluster failover after the revoking instance stopped: the other 
   const lines: { level: number; msg: string; why?: string }[] = [];
 
   beforeAll(async () => {
-    [emulator, cluster] = await Promise.all([
-      startTestEmulator(),
-      // As above: the test, not the cluster's failure detection, decides when the replica takes over.
-      startRedisCluster(3, { replicas: 1, nodeTimeoutMs: 60_000 }),
-    ]);
-    const env = {
-      COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
-      REDIS_CLUSTER_NODES: cluster.hosts.map((h) => `${h.host}:${h.port}`).join(","),
-    };
-    a = await startGateway(env);
-    b = await startGateway(env, {
+    ({ emulator, cluster, a, b } = await clusterWithTwoGateways({
       logger: createLogger(
         { level: "warn" },
         { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) },
       ),
-    });
+    }));
   }, 120_000);
 
   afterAll(async () => {
@@ -197,67 +213,35 @@ describe("Redis Cluster failover after the revoking instance stopped: the other 
     node.client().keys(`*${hashTag(userId)}:t:*`);
 
   it("the instance that had the tokens cached serves neither once the replica that missed the revoke and the delete takes over, and says so at warn", async () => {
-    const { revoked, deleted, primary, replica } = await twoUsersOnOnePrimary(a, cluster);
-    const cached = async (app: App, userId: string) =>
-      (await ok<{ issueToken: { token: string } }>(app, ISSUE, { userId, scopes: ["VOIP"] }))
-        .issueToken.token;
-    const staleRevoked = await cached(a, revoked);
-    const staleDeleted = await cached(a, deleted);
+    const users = await twoUsersOnOnePrimary(a, cluster);
+    const { revoked, deleted, primary, replica } = users;
+    const stale = {
+      revoked: await cachedToken(a, revoked),
+      deleted: await cachedToken(a, deleted),
+    };
     // The other instance has them from the cache too.
-    expect(await cached(b, revoked)).toBe(staleRevoked);
-    expect(await cached(b, deleted)).toBe(staleDeleted);
+    expect(await cachedToken(b, revoked)).toBe(stale.revoked);
+    expect(await cachedToken(b, deleted)).toBe(stale.deleted);
     // The replica has everything written so far: the entries are what it will serve from.
     const written = await offset(primary, "master_repl_offset");
     await expect
       .poll(() => offset(replica, "slave_repl_offset"), { timeout: 30_000 })
       .toBeGreaterThanOrEqual(written);
 
-    // The replication link breaks; the revoke and the delete land on the primary alone.
-    await replica.pause();
-    await primary.client().client("KILL", "TYPE", "replica");
-    const revoke = await run(a, REVOKE, { userId: revoked });
-    expect(revoke.errors?.[0]?.extensions?.code).toBe("REVOCATION_UNCONFIRMED");
-    const del = await run(a, DELETE, { userId: deleted });
-    expect(del.errors?.[0]?.extensions?.code).toBe("REVOCATION_UNCONFIRMED");
+    await revokeAndDeleteOnPrimaryAlone(a, users);
     expect(await entriesOn(primary, revoked)).toEqual([]);
 
     // The revoking instance stops: its journal of both goes with it, nothing will replay them.
     await a.close();
     expect(lines.filter((line) => line.msg.includes("Redis Cluster changed"))).toEqual([]);
 
-    // The primary dies; the replica, which never saw the revoke nor the delete, takes over.
-    await primary.kill();
-    await replica.resume();
-    await replica.client().cluster("FAILOVER", "TAKEOVER");
-    await expect
-      .poll(async () => (await replica.client().call("ROLE")) as string[], { timeout: 30_000 })
-      .toContain("master");
+    await failOver(primary, replica);
     // What the failover lost: the entries from before the revoke and the delete are back.
     expect(await entriesOn(replica, revoked)).toHaveLength(1);
     expect(await entriesOn(replica, deleted)).toHaveLength(1);
 
-    // The other instance, many times: a fresh token or NOT_FOUND, never what was cached before.
-    let served = 0;
-    for (let round = 0; round < 20; round++) {
-      const afterRevoke = await run<{ issueToken: { token: string } }>(b, ISSUE, {
-        userId: revoked,
-        scopes: ["VOIP"],
-      });
-      if (afterRevoke.data?.issueToken) {
-        expect(afterRevoke.data.issueToken.token).not.toBe(staleRevoked);
-        served++;
-      } else {
-        // The cluster may still be settling: an unavailable cache is not a stale token.
-        expect(afterRevoke.errors?.[0]?.extensions?.code).not.toBe("INTERNAL_SERVER_ERROR");
-      }
-      const afterDelete = await run<{ issueToken: { token: string } }>(b, ISSUE, {
-        userId: deleted,
-        scopes: ["VOIP"],
-      });
-      expect(afterDelete.data?.issueToken?.token).not.toBe(staleDeleted);
-      expect(afterDelete.errors?.[0]?.extensions?.code).toBe("NOT_FOUND");
-    }
-    expect(served).toBeGreaterThan(0);
+    // The other instance, many times.
+    await expectNeverStale([b], users, stale);
 
     // The fence said so at warn, first naming the node connection it lost. A line is written
     // each time the fence is set: the slot map naming the new primary sets it again if this
