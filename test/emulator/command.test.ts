@@ -14,7 +14,7 @@ import {
   type EmulatorEntraAuthority,
 } from "@acs-identity-gateway/emulator";
 import { createTestCa, type TestCa } from "../helpers/emulator.js";
-import { packIntoApp, postGraphQL, type PackedTarball } from "../helpers/processes.js";
+import { createUserWithToken, packIntoApp, type PackedTarball } from "../helpers/processes.js";
 import { introspect } from "../helpers/introspect.js";
 import { startSourceGateway } from "../helpers/source-gateway.js";
 import { compileScript } from "../helpers/scripts.js";
@@ -559,16 +559,7 @@ describe("the packed emulator, installed into an app outside the repository", ()
             NODE_EXTRA_CA_CERTS: ca.caFile,
           });
           try {
-            const created = await postGraphQL(gateway.url, "mutation { createUser { id } }");
-            expect(created.errors).toBeUndefined();
-            const id = created.data.createUser.id as string;
-            const issued = await postGraphQL(
-              gateway.url,
-              "mutation ($u: ID) { issueToken(userId: $u, scopes: [VOIP]) { token } }",
-              { u: id },
-            );
-            expect(issued.errors).toBeUndefined();
-            const token = issued.data.issueToken.token as string;
+            const { id, token } = await createUserWithToken(gateway.url);
             // The command minted it, for the user the gateway created there.
             expect(await introspected(token)).toMatchObject({
               active: true,

@@ -3,6 +3,7 @@ import type { Emulator, RespondInfo } from "@acs-identity-gateway/emulator";
 import { entraCredentialOptions } from "../../src/identity/entra-credential.js";
 import { createTestCa, startTestEmulator, type TestCa } from "../helpers/emulator.js";
 import { startSourceGateway } from "../helpers/source-gateway.js";
+import { createUserWithToken } from "../helpers/processes.js";
 
 /**
  * The gateway itself (`node --import tsx src/main.ts`, a real process) authenticating to the
@@ -29,15 +30,6 @@ afterAll(async () => {
   ca?.remove();
 });
 
-async function gql(url: string, query: string, variables: Record<string, unknown> = {}) {
-  const response = await fetch(url, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ query, variables }),
-  });
-  return (await response.json()) as { data?: any; errors?: unknown[] };
-}
-
 describe("entraCredentialOptions", () => {
   it("turns instance discovery off for an authority host outside Microsoft's clouds only", () => {
     expect(entraCredentialOptions(undefined)).toEqual({});
@@ -63,15 +55,8 @@ describe("the gateway with the emulator's AZURE_* settings", { timeout: 120_000 
       NODE_EXTRA_CA_CERTS: ca.caFile,
     });
     try {
-      const created = await gql(gateway.url, "mutation { createUser { id } }");
-      expect(created.errors).toBeUndefined();
-      const issued = await gql(
-        gateway.url,
-        "mutation ($u: ID) { issueToken(userId: $u, scopes: [VOIP]) { token } }",
-        { u: created.data.createUser.id },
-      );
-      expect(issued.errors).toBeUndefined();
-      expect(issued.data.issueToken.token.split(".")).toHaveLength(3);
+      const { token } = await createUserWithToken(gateway.url);
+      expect(token.split(".")).toHaveLength(3);
       expect(seen.map((s) => `${s.operation} ${s.info.auth}`)).toEqual(
         expect.arrayContaining(["createIdentity bearer", "issueAccessToken bearer"]),
       );

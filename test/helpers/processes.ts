@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { createInterface } from "node:readline";
+import { expect } from "vitest";
 
 /** A gateway started as a user starts it: a command in a child process, found by its ready line. */
 export interface GatewayProcess {
@@ -90,6 +91,23 @@ export async function postGraphQL(
     body: JSON.stringify({ query, variables }),
   });
   return response.json();
+}
+
+/**
+ * `createUser`, then a VOIP `issueToken` for that user, each answered without errors: the two
+ * calls that show a gateway reaches ACS with whatever credential it was given.
+ */
+export async function createUserWithToken(url: string): Promise<{ id: string; token: string }> {
+  const created = await postGraphQL(url, "mutation { createUser { id } }");
+  expect(created.errors).toBeUndefined();
+  const id = created.data.createUser.id as string;
+  const issued = await postGraphQL(
+    url,
+    "mutation ($u: ID) { issueToken(userId: $u, scopes: [VOIP]) { token } }",
+    { u: id },
+  );
+  expect(issued.errors).toBeUndefined();
+  return { id, token: issued.data.issueToken.token as string };
 }
 
 /** What `npm pack --json` reports of one tarball. */

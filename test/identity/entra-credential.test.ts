@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import { createTestCa, startTestEmulator, type TestCa } from "../helpers/emulator.js";
 import { startSourceGateway } from "../helpers/source-gateway.js";
+import { createUserWithToken, postGraphQL } from "../helpers/processes.js";
 
 /**
  * The gateway authenticating to ACS with Entra ID (ACS_ENDPOINT, no access key), as a real process:
@@ -29,15 +30,6 @@ afterAll(async () => {
   ca?.remove();
 });
 
-async function gql(url: string, query: string, variables: Record<string, unknown> = {}) {
-  const response = await fetch(url, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ query, variables }),
-  });
-  return (await response.json()) as { data?: any; errors?: { extensions?: any }[] };
-}
-
 describe("Entra ID to ACS", () => {
   it("runs every mutation against ACS with a managed identity's bearer token over HTTPS", async () => {
     expect(emulator.endpoint).toMatch(/^https:/);
@@ -49,35 +41,32 @@ describe("Entra ID to ACS", () => {
       NODE_EXTRA_CA_CERTS: ca.caFile,
     });
     try {
-      const created = await gql(gateway.url, "mutation { createUser { id } }");
-      expect(created.errors).toBeUndefined();
-      const userId = created.data.createUser.id as string;
-      const issued = await gql(
-        gateway.url,
-        "mutation ($u: ID) { issueToken(userId: $u, scopes: [VOIP]) { token } }",
-        { u: userId },
-      );
-      expect(issued.errors).toBeUndefined();
-      const fresh = await gql(
+      const { id: userId } = await createUserWithToken(gateway.url);
+      const fresh = await postGraphQL(
         gateway.url,
         "mutation { issueToken(scopes: [CHAT]) { user { id } } }",
       );
       expect(fresh.errors).toBeUndefined();
-      const mine = await gql(gateway.url, "mutation { issueMyToken(scopes: [CHAT]) { token } }");
+      const mine = await postGraphQL(
+        gateway.url,
+        "mutation { issueMyToken(scopes: [CHAT]) { token } }",
+      );
       expect(mine.errors).toBeUndefined();
-      const revoked = await gql(
+      const revoked = await postGraphQL(
         gateway.url,
         "mutation ($u: ID!) { revokeTokens(userId: $u) { revokedAt } }",
         { u: userId },
       );
       expect(revoked.errors).toBeUndefined();
-      const deleted = await gql(
+      const deleted = await postGraphQL(
         gateway.url,
         "mutation ($u: ID!) { deleteUser(userId: $u) { deletedAt } }",
         { u: userId },
       );
       expect(deleted.errors).toBeUndefined();
-      expect((await gql(gateway.url, "{ acsEndpoint }")).data.acsEndpoint).toBe(emulator.endpoint);
+      expect((await postGraphQL(gateway.url, "{ acsEndpoint }")).data.acsEndpoint).toBe(
+        emulator.endpoint,
+      );
       // Every call reached the emulator (nothing was answered by a cache or refused).
       expect(emulator.counters.createIdentity - before.createIdentity).toBeGreaterThanOrEqual(3);
       expect(emulator.counters.deleteIdentity - before.deleteIdentity).toBe(1);
