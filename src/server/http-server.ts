@@ -15,7 +15,7 @@ import type { GatewayContext } from "../graphql/context.js";
 import { createFormatError, isUnexpected } from "../graphql/errors.js";
 import { MAX_DOCUMENT_TOKENS } from "../graphql/document-bounds.js";
 import { createQueryLimitRules } from "../graphql/query-limits.js";
-import { quieter, unredactedChild, type Logger } from "../logger.js";
+import { createLineWriter, quieter, type Logger } from "../logger.js";
 import { registerCors } from "./cors.js";
 import { createExplorer } from "./explorer.js";
 import { isBrowserPageRequest, PRODUCTION_GET_MESSAGE } from "./landing-page.js";
@@ -106,7 +106,7 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
   const validationRules = [documentBoundsRule, ...createQueryLimitRules(config.limits)];
   const logErrors = createErrorLogger(logger, (error) => isUnexpected(error.toJSON(), error));
   const accessLog = createAccessLog({
-    logger: unredactedChild(logger, { component: "access" }),
+    lines: createLineWriter(logger, { component: "access" }),
     metrics: deps.metrics,
   });
   const apollo = new ApolloServer<GatewayContext>({

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { Kind, type OperationDefinitionNode } from "graphql";
 import type { GatewayContext } from "../../graphql/context.js";
-import type { Logger } from "../../logger.js";
+import type { LineWriter } from "../../logger.js";
 import type { Metrics } from "../metrics.js";
 
 /** At most this many root fields are named in a line (an operation may have a few). */
@@ -51,11 +51,11 @@ export interface AccessLog {
 }
 
 export function createAccessLog(deps: {
-  /** Without redaction (`unredactedChild`): the line holds only the fields built below. */
-  logger: Logger;
+  /** The access line's writer (`createLineWriter`): the line holds only the fields built below. */
+  lines: LineWriter;
   metrics: Metrics;
 }): AccessLog {
-  const { logger, metrics } = deps;
+  const { lines, metrics } = deps;
   return {
     record({ contextValue, operation, operationName, errorCode, seconds }) {
       const type = operation?.operation ?? "unknown";
@@ -66,28 +66,25 @@ export function createAccessLog(deps: {
       const field = fields[0] ?? "none";
       metrics.graphqlRequests.inc({ field, type, outcome });
       metrics.graphqlDuration.observe({ field, type }, seconds);
-      if (!logger.isLevelEnabled("info")) {
+      if (!lines.enabled) {
         return;
       }
-      // No context: the request was refused before it had one (a bad credential).
+      // No context: the request was refused before it had one (a bad credential); the line then
+      // has no request id, cache or upstream counts, as pino leaves out undefined fields.
       const usage = contextValue?.usage;
       const caller = contextValue?.caller;
-      logger.info(
-        {
-          reqId: contextValue?.requestId,
-          operation: (operationName ?? "anonymous").slice(0, 64),
-          type,
-          fields,
-          outcome,
-          ms: Math.round(seconds * 10_000) / 10,
-          cache: usage ? { hits: usage.cacheHits, misses: usage.cacheMisses } : undefined,
-          upstreamCalls: usage?.upstreamCalls,
-          caller: caller
-            ? { iss: caller.issuer ?? "none", sub: subjectHash(caller) }
-            : { router: true },
-        },
-        "graphql request",
-      );
+      // Serialised here rather than by pino (logger.ts, createLineWriter): the client's operation
+      // name and the issuer go through JSON.stringify; the rest are names, codes and numbers.
+      let line =
+        contextValue === undefined ? "" : `"reqId":${JSON.stringify(contextValue.requestId)},`;
+      line += `"operation":${JSON.stringify((operationName ?? "anonymous").slice(0, 64))},"type":"${type}","fields":${JSON.stringify(fields)},"outcome":${JSON.stringify(outcome)},"ms":${Math.round(seconds * 10_000) / 10}`;
+      if (usage !== undefined) {
+        line += `,"cache":{"hits":${usage.cacheHits},"misses":${usage.cacheMisses}},"upstreamCalls":${usage.upstreamCalls}`;
+      }
+      line += caller
+        ? `,"caller":{"iss":${JSON.stringify(caller.issuer ?? "none")},"sub":"${subjectHash(caller)}"}`
+        : `,"caller":{"router":true}`;
+      lines.info(line, "graphql request");
     },
   };
 }
