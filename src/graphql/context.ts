@@ -42,6 +42,8 @@ export interface GatewayContext extends GatewayServices {
   actor: Actor | undefined;
   /** The request id (from `x-request-id` or made), echoed in the response and in log lines. */
   requestId: string;
+  /** `performance.now()` when the context was made: the access line's duration starts here. */
+  startedAt: number;
   /** What this request cost (cache hits and misses, ACS calls), for its access log line. */
   usage: Usage;
   /** May this request read the subgraph schema (`_service`) without being an admin? */

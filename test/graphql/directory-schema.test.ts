@@ -92,6 +92,7 @@ function contextFor(who: Caller, own?: string): GatewayContext {
     caller: who,
     actor,
     requestId: randomUUID(),
+    startedAt: performance.now(),
     schemaReadable: false,
     acsEndpoint: "https://example.communication.azure.com/",
     ownUserId: async () => own,

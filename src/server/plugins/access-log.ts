@@ -8,28 +8,62 @@ import type { Metrics } from "../metrics.js";
 const MAX_FIELDS_LOGGED = 8;
 
 /**
- * A caller's subject, hashed: lines can be correlated per user without holding personal data.
- * Remembered per caller object: the JWT verifier hands the same frozen caller to every request of
- * a cached token, so a busy client costs one hash, not one per request.
+ * The caller's members of a line: the issuer, and the subject hashed, so lines can be correlated
+ * per user without holding personal data. Remembered per caller object: the JWT verifier hands
+ * the same frozen caller to every request of a cached token, so a busy client costs one hash and
+ * one serialisation, not one per request.
  */
-const subjectHashes = new WeakMap<object, string>();
-function subjectHash(caller: { subject: string }): string {
-  let hash = subjectHashes.get(caller);
-  if (hash === undefined) {
-    hash = createHash("sha256").update(caller.subject).digest("base64url").slice(0, 16);
-    subjectHashes.set(caller, hash);
+const callerMembers = new WeakMap<object, string>();
+function callerMember(caller: { issuer?: string | undefined; subject: string }): string {
+  let member = callerMembers.get(caller);
+  if (member === undefined) {
+    const sub = createHash("sha256").update(caller.subject).digest("base64url").slice(0, 16);
+    member = `,"caller":{"iss":${JSON.stringify(caller.issuer ?? "none")},"sub":"${sub}"}`;
+    callerMembers.set(caller, member);
   }
-  return hash;
+  return member;
 }
 
-function rootFields(operation: OperationDefinitionNode | undefined): string[] {
+/** What a line and the metrics say of an operation: the same for every request of a document. */
+interface OperationFacts {
+  type: string;
+  /** The first root field: the metrics' label. */
+  field: string;
+  /** `"type":...,"fields":[...]`, serialised. */
+  members: string;
+}
+
+function describeOperation(operation: OperationDefinitionNode | undefined): OperationFacts {
   const names: string[] = [];
   for (const selection of operation?.selectionSet.selections ?? []) {
     if (selection.kind === Kind.FIELD && names.length < MAX_FIELDS_LOGGED) {
       names.push(selection.name.value);
     }
   }
-  return names;
+  const type = operation?.operation ?? "unknown";
+  return {
+    type,
+    field: names[0] ?? "none",
+    members: `"type":"${type}","fields":${JSON.stringify(names)}`,
+  };
+}
+
+/**
+ * Remembered per operation node: Apollo's document store hands every request of a stored document
+ * the same parsed AST, so a repeated operation is described once.
+ */
+const operationFacts = new WeakMap<OperationDefinitionNode, OperationFacts>();
+const NO_OPERATION = describeOperation(undefined);
+function factsOf(operation: OperationDefinitionNode | null | undefined): OperationFacts {
+  if (!operation) {
+    return NO_OPERATION;
+  }
+  let facts = operationFacts.get(operation);
+  if (facts === undefined) {
+    facts = describeOperation(operation);
+    operationFacts.set(operation, facts);
+  }
+  return facts;
 }
 
 /**
@@ -58,12 +92,10 @@ export function createAccessLog(deps: {
   const { lines, metrics } = deps;
   return {
     record({ contextValue, operation, operationName, errorCode, seconds }) {
-      const type = operation?.operation ?? "unknown";
+      const { type, field, members } = factsOf(operation);
       const outcome = errorCode ?? "ok";
-      const fields = rootFields(operation ?? undefined);
       // Metric labels come from the schema (the first root field), never from the client's
       // operation name, so a client cannot grow the number of series.
-      const field = fields[0] ?? "none";
       metrics.graphqlRequests.inc({ field, type, outcome });
       metrics.graphqlDuration.observe({ field, type }, seconds);
       if (!lines.enabled) {
@@ -74,16 +106,15 @@ export function createAccessLog(deps: {
       const usage = contextValue?.usage;
       const caller = contextValue?.caller;
       // Serialised here rather than by pino (logger.ts, createLineWriter): the client's operation
-      // name and the issuer go through JSON.stringify; the rest are names, codes and numbers.
+      // name and the outcome go through JSON.stringify; the rest are the parts remembered above,
+      // and numbers.
       let line =
         contextValue === undefined ? "" : `"reqId":${JSON.stringify(contextValue.requestId)},`;
-      line += `"operation":${JSON.stringify((operationName ?? "anonymous").slice(0, 64))},"type":"${type}","fields":${JSON.stringify(fields)},"outcome":${JSON.stringify(outcome)},"ms":${Math.round(seconds * 10_000) / 10}`;
+      line += `"operation":${JSON.stringify((operationName ?? "anonymous").slice(0, 64))},${members},"outcome":${JSON.stringify(outcome)},"ms":${Math.round(seconds * 10_000) / 10}`;
       if (usage !== undefined) {
         line += `,"cache":{"hits":${usage.cacheHits},"misses":${usage.cacheMisses}},"upstreamCalls":${usage.upstreamCalls}`;
       }
-      line += caller
-        ? `,"caller":{"iss":${JSON.stringify(caller.issuer ?? "none")},"sub":"${subjectHash(caller)}"}`
-        : `,"caller":{"router":true}`;
+      line += caller ? callerMember(caller) : `,"caller":{"router":true}`;
       lines.info(line, "graphql request");
     },
   };

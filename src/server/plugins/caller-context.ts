@@ -18,7 +18,16 @@ export function createCallerContext(deps: {
   metrics: Metrics;
 }): (request: RequestHeaders, requestId: string) => Promise<GatewayContext> {
   const { services, acsEndpoint, logger } = deps;
+  // What every request's context shares, as its prototype: a context then holds only this
+  // request's own members, and Apollo's per-operation copy of it (`cloneObject`, which keeps the
+  // prototype) copies those alone. Resolvers read `context.tokens` as before.
+  const shared: Pick<GatewayContext, keyof GatewayServices | "acsEndpoint" | "logger"> = {
+    ...services,
+    acsEndpoint,
+    logger,
+  };
   return async (request, requestId) => {
+    const startedAt = performance.now();
     let principal;
     try {
       principal = await deps.authenticate(request);
@@ -31,8 +40,8 @@ export function createCallerContext(deps: {
     }
     const { caller } = principal;
     const usage = { cacheHits: 0, cacheMisses: 0, upstreamCalls: 0 };
-    let own: Promise<string | undefined> | undefined;
-    return {
+    let ownUserId: Promise<string | undefined> | undefined;
+    const own: Omit<GatewayContext, keyof typeof shared> = {
       caller,
       // A fresh object per request: the caller itself is shared by every request of a token.
       actor: caller && {
@@ -44,13 +53,15 @@ export function createCallerContext(deps: {
         usage,
       },
       requestId,
+      startedAt,
       usage,
       schemaReadable: principal.schemaReadable,
-      ...services,
-      acsEndpoint,
-      logger,
       ownUserId: () =>
-        (own ??= caller ? services.ownership.userIdOf(caller.key) : Promise.resolve(undefined)),
+        (ownUserId ??= caller
+          ? services.ownership.userIdOf(caller.key)
+          : Promise.resolve(undefined)),
     };
+    // Object.create rather than setPrototypeOf afterwards: V8 keeps one shape for every context.
+    return Object.assign(Object.create(shared) as typeof shared, own);
   };
 }
