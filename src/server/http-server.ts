@@ -16,7 +16,7 @@ import { createFormatError, isUnexpected } from "../graphql/errors.js";
 import { MAX_DOCUMENT_TOKENS } from "../graphql/document-bounds.js";
 import { createQueryLimitRules } from "../graphql/query-limits.js";
 import { createLineWriter, quieter, type Logger } from "../logger.js";
-import { registerCors } from "./cors.js";
+import { createCors, registerPreflightRoute } from "./cors.js";
 import { createExplorer } from "./explorer.js";
 import { isBrowserPageRequest, PRODUCTION_GET_MESSAGE } from "./landing-page.js";
 import { createDocumentStore } from "./document-store.js";
@@ -176,12 +176,18 @@ export async function createHttpServer(deps: HttpServerDeps): Promise<HttpServer
   const trusted = config.persistedDocumentsOnly
     ? createTrustedDocumentsHandler(deps.trustedDocuments ?? loadTrustedDocuments())
     : undefined;
-  // CORS lives in its own encapsulated context, so its hooks touch /graphql only (not /metrics).
+  // CORS lives in its own encapsulated context, so its hook touches /graphql only (not /metrics).
+  const applyCors = createCors(config.cors);
   await fastify.register(async (graphql) => {
-    await registerCors(graphql, config.cors);
-    // A browser opening /graphql: the explorer in development; in production, one sentence on
-    // what the endpoint is instead of Apollo's raw CSRF error.
+    registerPreflightRoute(graphql);
+    // One hook for both, as each hook costs every request a step of Fastify's hook runner: CORS
+    // (a preflight is answered here), then a browser opening /graphql: the explorer in
+    // development; in production, one sentence on what the endpoint is instead of Apollo's raw
+    // CSRF error.
     graphql.addHook("onRequest", (request, reply, done) => {
+      if (applyCors(request, reply)) {
+        return;
+      }
       if (!isBrowserPageRequest(request)) {
         done();
         return;
