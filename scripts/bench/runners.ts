@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { LoadJob, LoadResult } from "../../bench/load.js";
 import type { RefreshJob, RefreshResult } from "../../bench/refresh.js";
-import { DIST, ROOT } from "./params.js";
+import { DIST, log, ROOT } from "./params.js";
 import { freePort, type Issuer } from "./services.js";
 
 export interface Child {
@@ -54,8 +54,13 @@ export function startChild(
       child.kill("SIGKILL");
       reject(new Error(`${file} did not start in 60 s: ${stderr}`));
     }, 60_000);
-    child.once("exit", (code) => {
+    let stopping = false;
+    child.once("exit", (code, signal) => {
       clearTimeout(timer);
+      if (resolved && !stopping) {
+        // A measured server that dies mid-run would otherwise show only as a missing /proc file.
+        log(`${file} exited (${code ?? signal}) while it was measured: ${stderr}`);
+      }
       reject(new Error(`${file} exited (${code}) before it was ready: ${stderr}`));
     });
     child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
@@ -92,6 +97,7 @@ export function startChild(
           ready: first!,
           lines,
           async stop() {
+            stopping = true;
             if (child.exitCode === null && child.signalCode === null) {
               child.kill("SIGTERM");
             }
