@@ -5,7 +5,7 @@ import { isOriginAllowed, type CorsPolicy } from "./cors-policy.js";
  * Request headers a browser may send: the caller's bearer token, JSON bodies, Apollo's CSRF
  * escape hatch for GET and multipart, and the request id the gateway echoes in its logs.
  */
-export const CORS_ALLOWED_HEADERS = [
+const CORS_ALLOWED_HEADERS = [
   "authorization",
   "content-type",
   "apollo-require-preflight",
