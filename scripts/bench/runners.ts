@@ -8,6 +8,7 @@ import { fork, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { StringDecoder } from "node:string_decoder";
 import type { LoadJob, LoadResult } from "../../bench/load.js";
 import type { RefreshJob, RefreshResult } from "../../bench/refresh.js";
 import { DIST, log, ROOT } from "./params.js";
@@ -63,8 +64,14 @@ export function startChild(
       }
       reject(new Error(`${file} exited (${code}) before it was ready: ${stderr}`));
     });
-    child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
-      buffer += chunk;
+    const decoder = new StringDecoder("utf8");
+    // Bytes, decoded only while a line is still looked for: after start-up a gateway writes an
+    // access line per request, and this process shares the machine's cores with it.
+    child.stdout!.on("data", (bytes: Buffer) => {
+      if (resolved && watch === undefined) {
+        return;
+      }
+      buffer += decoder.write(bytes);
       const end = buffer.lastIndexOf("\n");
       if (end < 0) {
         return;
