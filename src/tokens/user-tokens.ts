@@ -104,9 +104,14 @@ export function createUserTokens(deps: {
         true,
       );
       audit({ event: "identity.deleted", userId, actor, via });
-      void directory.deleted(userId, actor);
+      // Waited for before answering (its first attempt; retries go on in the background): the
+      // caller's next issueMyToken provisions through the directory, whose live record, not yet
+      // marked deleted, would hand back this gone identity (createOnce by external id). It never
+      // rejects, and runs beside the mapping's removal, so a stalled database costs one wait.
+      const recorded = directory.deleted(userId, actor);
       // The identity is gone at ACS whatever the cache could record: its mapping goes too.
       await mappings.forgetDeleted(userId);
+      await recorded;
       return confirmedAt(confirmed, at);
     },
   };
