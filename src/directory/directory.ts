@@ -105,8 +105,12 @@ export interface Directory {
   ): Promise<DirectoryIdentity | undefined>;
   /** Marks it deleted (event once); the identity as stored, undefined if unknown. */
   markDeleted(id: string, actor?: string | null): Promise<DirectoryIdentity | undefined>;
-  /** One indexed UPDATE, no event; only moves forward. Call it when a token was minted at ACS. */
-  touchLastTokenIssuedAt(id: string, at?: Date | number): Promise<boolean>;
+  /**
+   * Sets each identity's last-token time, in one statement (500 at most per call), no event; a
+   * time only moves forward. Call it when tokens were minted at ACS. Resolves with the ids the
+   * directory does not hold (the caller may `import` them).
+   */
+  touchLastTokenIssuedAt(touches: readonly { id: string; at: Date | number }[]): Promise<string[]>;
   /** Identities created before the directory existed: no events; rows already present are kept. */
   import(records: readonly ImportRecord[]): Promise<{ inserted: number; skipped: number }>;
   /** Writes a tokens.revoked event (the directory row itself does not change). */
@@ -176,6 +180,8 @@ function toIdentity(row: IdentityRow): DirectoryIdentity {
 const MAX_PAGE = 100;
 const DEFAULT_PAGE = 20;
 const MAX_TEXT = 256;
+/** Identities per touchLastTokenIssuedAt statement (as many as an `import` batch). */
+export const MAX_TOUCHES = 500;
 const ORIGINS: readonly IdentityOrigin[] = ["admin", "self-service"];
 
 function text(name: string, value: unknown, optional: boolean): void {
@@ -545,15 +551,36 @@ export function createDirectory(options: DirectoryOptions): Directory {
       });
     },
 
-    async touchLastTokenIssuedAt(id, at = clock.now()) {
-      const when = iso(at instanceof Date ? at.getTime() : at);
-      const { rowCount } = await db.query(
-        `UPDATE acsgw_directory_identity SET last_token_issued_at = $2::timestamptz
-          WHERE id = $1
-            AND (last_token_issued_at IS NULL OR last_token_issued_at < $2::timestamptz)`,
-        [id, when],
+    async touchLastTokenIssuedAt(touches) {
+      if (touches.length > MAX_TOUCHES) {
+        throw new DirectoryInputError("BAD_INPUT", `at most ${MAX_TOUCHES} touches per call`);
+      }
+      // One row per id, its latest time: UPDATE ... FROM would pick any one of duplicate rows.
+      const latest = new Map<string, number>();
+      for (const { id, at } of touches) {
+        text("id", id, false);
+        const ms = at instanceof Date ? at.getTime() : at;
+        latest.set(id, Math.max(ms, latest.get(id) ?? ms));
+      }
+      if (latest.size === 0) {
+        return [];
+      }
+      // The UPDATE in a WITH runs to completion though nothing reads it; the SELECT sees the rows
+      // as they were before it, which is all it needs: whether each id is held at all.
+      const { rows } = await db.query<{ id: string }>(
+        `WITH touch AS (
+           SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS touch(id, at)
+         ), moved AS (
+           UPDATE acsgw_directory_identity AS identity SET last_token_issued_at = touch.at
+             FROM touch
+            WHERE identity.id = touch.id
+              AND (identity.last_token_issued_at IS NULL OR identity.last_token_issued_at < touch.at)
+         )
+         SELECT touch.id FROM touch
+          WHERE NOT EXISTS (SELECT 1 FROM acsgw_directory_identity AS held WHERE held.id = touch.id)`,
+        [[...latest.keys()], [...latest.values()].map(iso)],
       );
-      return rowCount === 1;
+      return rows.map((row) => row.id);
     },
 
     async import(records) {

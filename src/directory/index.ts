@@ -19,6 +19,7 @@ export {
 export {
   createDirectory,
   likePrefix,
+  MAX_TOUCHES,
   type CreateDetails,
   type Directory,
   type DirectoryIdentity,

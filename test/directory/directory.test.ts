@@ -6,6 +6,7 @@ import {
   DirectoryInputError,
   createDirectory,
   likePrefix,
+  MAX_TOUCHES,
   type Db,
   type DirectoryIdentity,
   type LifecycleEventBody,
@@ -290,9 +291,23 @@ describe.each(backends())("directory on $name", (backend) => {
     }); // unchanged: no second event
     await directory.recordRevocation(id, "self");
     await directory.recordRevocation("8:acs:unknown", null);
-    expect(await directory.touchLastTokenIssuedAt(id, clock.now())).toBe(true);
-    expect(await directory.touchLastTokenIssuedAt(id, clock.now() - 5000)).toBe(false);
+    // Many identities in one call; the ids it does not hold come back (the caller imports them).
+    expect(
+      await directory.touchLastTokenIssuedAt([
+        { id, at: clock.now() - 1000 },
+        { id: "8:acs:unknown", at: clock.now() },
+        { id, at: clock.now() }, // the same id twice: the later time wins
+      ]),
+    ).toEqual(["8:acs:unknown"]);
+    // A time only moves forward.
+    expect(await directory.touchLastTokenIssuedAt([{ id, at: clock.now() - 5000 }])).toEqual([]);
     expect((await directory.get(id))?.lastTokenIssuedAt).toEqual(new Date(clock.now()));
+    expect(await directory.get("8:acs:unknown")).toBeUndefined();
+    await expect(
+      directory.touchLastTokenIssuedAt(
+        Array.from({ length: MAX_TOUCHES + 1 }, (_, i) => ({ id: `8:acs:t_${i}`, at: 0 })),
+      ),
+    ).rejects.toThrow(/at most 500/);
     await directory.markDeleted(id, "admin:ops");
     expect(await directory.markDeleted(id, "admin:ops")).toMatchObject({ id }); // once
     expect(await directory.updateDisplayName(id, "Gone")).toBeUndefined();

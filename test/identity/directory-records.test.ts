@@ -1,7 +1,7 @@
 import { Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { createDirectory, type Db } from "../../src/directory/index.js";
-import { createDirectoryRecords } from "../../src/identity/directory-records.js";
+import { createDirectoryRecords, TOUCH_BATCH_MS } from "../../src/identity/directory-records.js";
 import { createLogger } from "../../src/logger.js";
 import { pgliteBackend, waitFor } from "../directory/support.js";
 
@@ -99,9 +99,14 @@ describe("a background write while the database is away", () => {
   });
 
   it("is given up at shutdown (stop), logged and counted, without waiting for its pause", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
     const state = { down: true };
     const { writes, lines, failures } = await records(state);
-    await writes.tokenMinted("8:acs:r_3", "admin");
+    // A mint's write waits for its batch's second (below), then fails and waits to retry.
+    const minted = writes.tokenMinted("8:acs:r_3", "admin");
+    await vi.advanceTimersByTimeAsync(TOUCH_BATCH_MS);
+    await minted;
+    expect(await failures()).toBe(0);
     writes.stop();
     await writes.settled();
     expect(await failures()).toBe(1);
@@ -112,26 +117,35 @@ describe("a background write while the database is away", () => {
   });
 });
 
+/** Records on a fresh directory whose statements (a transaction as its BEGIN) are listed. */
+async function watched() {
+  const { a } = await backend.fresh();
+  const statements: string[] = [];
+  const db: Db = {
+    ...a,
+    query: (sql, params) => {
+      statements.push(sql);
+      return a.query(sql, params);
+    },
+    transaction: (fn) => {
+      statements.push("BEGIN");
+      return a.transaction(fn);
+    },
+  };
+  const logger = createLogger({ level: "silent" });
+  const directory = createDirectory({ db, logger });
+  const writes = createDirectoryRecords({ directory, logger });
+  const touches = () => statements.filter((sql) => sql.includes("last_token_issued_at =")).length;
+  return { writes, directory, statements, touches };
+}
+
 describe("a background write and the answer it follows", () => {
   it("runs its statement after the caller's own work of that turn, not in between", async () => {
-    const { a } = await backend.fresh();
-    const statements: string[] = [];
-    const watched: Db = {
-      ...a,
-      query: (sql, params) => {
-        statements.push(sql);
-        return a.query(sql, params);
-      },
-    };
-    const logger = createLogger({ level: "silent" });
-    const writes = createDirectoryRecords({
-      directory: createDirectory({ db: watched, logger }),
-      logger,
-    });
-    // A resolver goes on after asking for the write (the answer is built and sent in the
-    // microtasks that follow). The embedded database runs a statement on this thread, so one
-    // begun at once would delay that answer by the statement's time.
-    void writes.tokenMinted("8:acs:r_0", "admin");
+    const { writes, statements } = await watched();
+    // A resolver goes on after asking for the write (`issueToken` without a user answers the new
+    // identity's token in the microtasks that follow). The embedded database runs a statement on
+    // this thread, so one begun at once would delay that answer by the statement's time.
+    void writes.createdInBackground({ id: "8:acs:r_0", origin: "admin", actor: ADMIN });
     for (let turn = 0; turn < 100; turn++) {
       await Promise.resolve();
     }
@@ -141,12 +155,57 @@ describe("a background write and the answer it follows", () => {
   });
 });
 
+describe("the last-token times of many mints", () => {
+  it("are written together, one statement, once their second is up", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const { writes, directory, touches } = await watched();
+    for (const id of ["8:acs:m_1", "8:acs:m_2", "8:acs:m_3"]) {
+      await directory.recordCreated({ id, origin: "admin", actor: null });
+    }
+    const written = Promise.all([
+      writes.tokenMinted("8:acs:m_1", "admin"),
+      writes.tokenMinted("8:acs:m_2", "admin"),
+      writes.tokenMinted("8:acs:m_1", "admin"),
+      writes.tokenMinted("8:acs:m_3", "self-service"),
+    ]);
+    await vi.advanceTimersByTimeAsync(TOUCH_BATCH_MS - 1);
+    expect(touches()).toBe(0);
+    await vi.advanceTimersByTimeAsync(1);
+    await written;
+    expect(touches()).toBe(1);
+    for (const id of ["8:acs:m_1", "8:acs:m_2", "8:acs:m_3"]) {
+      expect((await directory.get(id))?.lastTokenIssuedAt).toBeInstanceOf(Date);
+    }
+    // The next mint starts a new batch.
+    void writes.tokenMinted("8:acs:m_2", "admin");
+    await writes.settled();
+    expect(touches()).toBe(2);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("are written at once when 500 wait, and each unknown identity is recorded", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const { writes, directory, touches } = await watched();
+    const ids = Array.from({ length: 501 }, (_, i) => `8:acs:n_${i}`);
+    const written = ids.map((id) => writes.tokenMinted(id, "admin"));
+    // The first 500 went without waiting for the timer; the 501st waits for its second.
+    await Promise.all(written.slice(0, 500));
+    expect(touches()).toBe(1);
+    expect(await directory.get("8:acs:n_499")).toMatchObject({ origin: "admin", deletedAt: null });
+    expect(await directory.get("8:acs:n_500")).toBeUndefined();
+    await vi.advanceTimersByTimeAsync(TOUCH_BATCH_MS);
+    await written[500];
+    expect(touches()).toBe(2);
+    expect((await directory.get("8:acs:n_500"))?.lastTokenIssuedAt).toBeInstanceOf(Date);
+  });
+});
+
 describe("an identity the directory first sees when a token is minted for it", () => {
   it("is recorded without an event; its creation, recorded later or again, writes identity.created once", async () => {
     const state = { down: false };
     const { writes, events } = await records(state);
     // Made before the directory existed (or its record has not landed yet): ACS just minted.
-    await writes.tokenMinted("8:acs:r_old", "admin");
+    void writes.tokenMinted("8:acs:r_old", "admin");
     await writes.settled();
     const seen = await writes.get("8:acs:r_old");
     expect(seen).toMatchObject({ id: "8:acs:r_old", origin: "admin", deletedAt: null });
@@ -154,7 +213,7 @@ describe("an identity the directory first sees when a token is minted for it", (
     expect(await events("8:acs:r_old")).toEqual([]);
 
     // A create whose record lands after the mint's: the event is still written, once.
-    await writes.tokenMinted("8:acs:r_new", "self-service");
+    void writes.tokenMinted("8:acs:r_new", "self-service");
     await writes.settled();
     await writes.created({ id: "8:acs:r_new", origin: "self-service", actor: ADMIN });
     await writes.created({ id: "8:acs:r_new", origin: "self-service", actor: ADMIN });

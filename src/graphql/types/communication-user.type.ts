@@ -36,7 +36,7 @@ export class CommunicationUser {
   @Field(() => DateTimeScalar, {
     nullable: true,
     description:
-      "When the gateway last minted a token for it at ACS (tokens served from the cache do not count).",
+      "When the gateway last minted a token for it at ACS (tokens served from the cache do not count), recorded up to a second after the mint.",
   })
   lastTokenIssuedAt?: Date | null;
 
