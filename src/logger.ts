@@ -34,8 +34,19 @@ export function createLogger(
     base: undefined,
     timestamp: isoTime,
   };
-  return destination ? pino(opts, destination) : pino(opts);
+  return pino(opts, destination ?? pino.destination({ dest: 1, sync: false, maxWrite: MAX_WRITE }));
 }
+
+/**
+ * The most bytes the default destination (stdout, asynchronous as pino's own default) hands to one
+ * `write(2)`: a few access lines. While a write is in flight, sonic-boom appends the next lines to
+ * its last pending string and measures that string's UTF-8 length on every append, which copies
+ * the string whole. With its default of 16 KiB, that copying was 7 KB of garbage per
+ * `{ __typename }` request under load (V8's allocation sampler: 49 KB allocated per request, 43 KB
+ * with 2 KiB, against the bare Apollo + Fastify ceiling's 37 KB), and sonic-boom's share of the
+ * request's CPU profile fell from 6.6% to 3.5%. The extra, smaller writes run on libuv's threads.
+ */
+const MAX_WRITE = 2048;
 
 let stampedMs = Number.NaN;
 let stamp = "";
