@@ -3,6 +3,7 @@ import { Webhook } from "standardwebhooks";
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import type { App } from "../../src/app.js";
 import { DomainError } from "../../src/errors.js";
+import { createLogger } from "../../src/logger.js";
 import { startTestEmulator } from "../helpers/emulator.js";
 import { databaseOpen, identityProviderFor, startGateway } from "../helpers/gateway.js";
 import { freePort } from "../helpers/ports.js";
@@ -39,13 +40,22 @@ afterAll(async () => {
   await Promise.all([emulator.close(), postgres.stop(), receiver.close()]);
 });
 
-async function gateway(databaseUrl: string): Promise<App> {
-  const app = await startGateway({
-    COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
-    DATABASE_URL: databaseUrl,
-    WEBHOOK_URLS: receiver.url(),
-    WEBHOOK_SECRET: SECRET,
-  });
+/** Its warnings and errors are kept in `lines` when given. */
+async function gateway(databaseUrl: string, lines?: Record<string, unknown>[]): Promise<App> {
+  const app = await startGateway(
+    {
+      COMMUNICATION_SERVICES_CONNECTION_STRING: emulator.connectionString,
+      DATABASE_URL: databaseUrl,
+      WEBHOOK_URLS: receiver.url(),
+      WEBHOOK_SECRET: SECRET,
+    },
+    lines && {
+      logger: createLogger(
+        { level: "warn" },
+        { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) },
+      ),
+    },
+  );
   apps.push(app);
   await databaseOpen(app);
   return app;
@@ -126,13 +136,21 @@ describe("the gateway's PostgreSQL crashed, then restarted", () => {
     if (!postgres.crash) {
       context.skip("an external DATABASE_URL cannot be crashed by the test");
     }
-    const app = await gateway(await postgres.newDatabase());
+    const lines: Record<string, unknown>[] = [];
+    const app = await gateway(await postgres.newDatabase(), lines);
     const kept = await app.tokens.createUser(ADMIN, { externalId: "crashed-1" });
     const gone = await app.tokens.createUser(ADMIN, { externalId: "crashed-2" });
     await app.directoryRecords.settled();
 
     await postgres.crash!();
+    let minted: { expiresOn: number } | undefined;
     try {
+      // A cache miss is answered; the directory's record of the mint (written with the other
+      // mints of its second) fails and waits for the database.
+      minted = await app.tokens.issueToken(ADMIN, { userId: kept.id, scopes: ["voip"] });
+      await waitFor(() =>
+        lines.some((line) => line.operation === "touch" && line.userId === kept.id),
+      );
       // ACS takes the changes; their records wait for the database.
       await app.tokens.revokeTokens(ADMIN, kept.id);
       // Deleted at ACS; the answer says the mapping store could not drop a self-service mapping
@@ -151,6 +169,8 @@ describe("the gateway's PostgreSQL crashed, then restarted", () => {
     const ids = receiver.requests.map((r) => r.headers["webhook-id"]);
     expect(new Set(ids).size).toBe(ids.length);
     expect((await app.directory.get(gone.id))?.deletedAt).not.toBeNull();
+    expect(minted?.expiresOn).toBeGreaterThan(Date.now());
+    expect((await app.directory.get(kept.id))?.lastTokenIssuedAt).toBeInstanceOf(Date);
     // The same external id after the restart: the same identity, no second ACS create.
     const createdBefore = emulator.counters.createIdentity;
     expect((await app.tokens.createUser(ADMIN, { externalId: "crashed-1" })).id).toBe(kept.id);
