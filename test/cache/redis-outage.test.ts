@@ -205,6 +205,14 @@ describe("the Redis token cache when Redis fails", () => {
         async () => (await a.isReady()) && (await b.isReady()),
         "both instances to reconnect",
       );
+      // b replays its journaled revoke once reconnected: a fresh epoch for the user. Redis lost
+      // every key, and nothing else touches this user, so its epoch key appears only then. A token
+      // minted before the replay would rightly be dropped by it (b would then miss, not hit).
+      const epochKey = lost.keys!(upstream).epoch(user);
+      await until(
+        async () => (await volatile.client().exists(epochKey)) === 1,
+        "b's journaled revoke to be recorded",
+      );
       const served = await a.getOrMint(key, upstream.mint(key));
       expect(served.token.token).not.toBe(old.token.token);
       expect(await upstream.isActive(served.token.token)).toBe(true);
