@@ -94,7 +94,15 @@ export const embeddedEmulator = (d: Decisions) =>
         .transform((env, ctx): Pick<Config, "embeddedEmulator"> => {
           let options: EmulatorOptions;
           try {
-            options = emulatorOptionsFromEnv(env);
+            // TLS and Entra ID are the standalone emulator's modes: not read here at all, so a
+            // compose file that hands both services the same variables (a certificate path that
+            // exists only in the emulator's container) cannot stop the gateway.
+            options = emulatorOptionsFromEnv({
+              ...env,
+              ACS_EMULATOR_TLS_CERT: undefined,
+              ACS_EMULATOR_TLS_KEY: undefined,
+              ACS_EMULATOR_ENTRA: undefined,
+            });
           } catch (error) {
             // The package lists every problem, each naming its variable: one line each here too.
             const problems = (error as { problems?: unknown }).problems;
@@ -106,8 +114,7 @@ export const embeddedEmulator = (d: Decisions) =>
             }
             return z.NEVER;
           }
-          const { tls: _tls, entra: _entra, ...embedded } = options;
-          return { embeddedEmulator: { ...embedded, port: embedded.port ?? 0 } };
+          return { embeddedEmulator: { ...options, port: options.port ?? 0 } };
         });
 
 /**

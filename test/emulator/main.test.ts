@@ -318,6 +318,9 @@ describe("emulatorOptionsFromEnv", () => {
       }),
     ).toEqual({ loose: true, revocationDelaySeconds: 900 });
     expect(emulatorOptionsFromEnv({ ACS_EMULATOR_LOOSE: "false" })).toEqual({ loose: false });
+    // Switches as the gateway's: 1 or 0 too.
+    expect(emulatorOptionsFromEnv({ ACS_EMULATOR_LOOSE: "1" })).toEqual({ loose: true });
+    expect(emulatorOptionsFromEnv({ ACS_EMULATOR_LOOSE: "0" })).toEqual({ loose: false });
     expect(() =>
       emulatorOptionsFromEnv({
         ACS_EMULATOR_LOOSE: "yes",

@@ -266,9 +266,10 @@ const envSchema = z.object({
   signingKeyFile: z.string().optional(),
   tlsCert: z.string().optional(),
   tlsKey: z.string().optional(),
+  // As the gateway's switches (docs/configuration.md): true or false, or 1 or 0.
   loose: z
-    .enum(["true", "false"], { message: 'must be "true" or "false"' })
-    .transform((v) => v === "true")
+    .enum(["true", "false", "1", "0"], { message: "must be true or false (or 1 or 0)" })
+    .transform((v) => v === "true" || v === "1")
     .optional(),
   revocationDelaySeconds: wholeNumber(MAX_REVOCATION_DELAY_SECONDS).optional(),
 });
