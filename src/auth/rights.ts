@@ -32,6 +32,8 @@ export type Rule =
       formerOwnerToo?: boolean;
       /** The refusal of a non-admin when the target is absent. */
       absent?: string;
+      /** The refusal of a non-admin when the target is not theirs. */
+      foreign?: string;
     }
   | { kind: "teamsSelf"; target: (args: Args) => unknown };
 
@@ -44,11 +46,13 @@ const owner = (
   target: (args: Args) => unknown,
   formerOwnerToo = false,
   absent = "Only an admin may create users; use issueMyToken for your own token.",
+  foreign = "You may act only on your own communication user.",
 ): Rule => ({
   kind: "owner",
   target,
   formerOwnerToo,
   absent,
+  foreign,
 });
 const teamsSelf = (target: (args: Args) => unknown): Rule => ({ kind: "teamsSelf", target });
 
@@ -81,9 +85,12 @@ export const RIGHTS: Readonly<Record<string, Readonly<Record<string, Rule>>>> = 
    * foreign one is, so that the answer does not tell which external ids exist.
    */
   Entity: {
+    // One sentence for an unknown external id (no target) and another's identity: the message
+    // must not tell them apart either.
     CommunicationUser: owner(
       (representation) => representation.id,
       false,
+      "You may resolve only your own communication user.",
       "You may resolve only your own communication user.",
     ),
   },
@@ -157,7 +164,7 @@ export async function enforce(
         );
       }
       if (!caller.isAdmin && !(await owns(caller, target, rule.formerOwnerToo === true))) {
-        throw forbidden("You may act only on your own communication user.");
+        throw forbidden(rule.foreign ?? "You may act only on your own communication user.");
       }
       return;
     }

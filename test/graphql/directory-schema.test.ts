@@ -382,6 +382,8 @@ describe("rights", () => {
       [1, "forbidden"],
       [2, "forbidden"],
     ]);
+    // Not the message either: it would tell which external ids exist.
+    expect(entities.errors?.[0]?.message).toBe(entities.errors?.[1]?.message);
     // An admin resolves any, and null for an unknown external id.
     const admin = await data(ENTITIES, {
       r: [
