@@ -288,6 +288,27 @@ describe("configuration", () => {
     ]);
   });
 
+  it("refuses a user name or password in a URL the gateway fetches, without echoing it", () => {
+    const secret = "whsec_" + Buffer.alloc(32, 1).toString("base64");
+    const found = problems({
+      WEBHOOK_URLS: "https://hooks.example/ok, https://ops:s3cret@hooks.example/events",
+      WEBHOOK_SECRET: secret,
+      AUTH_MODE: "jwt",
+      AUTH_ISSUER: "https://issuer.example/",
+      AUTH_AUDIENCE: "api://gateway",
+      AUTH_JWKS_URL: "https://reader:s3cret@issuer.example/keys",
+    });
+    expect(found).toEqual([
+      expect.stringMatching(/^AUTH_JWKS_URL: must not carry a user name or password/),
+      expect.stringMatching(/^WEBHOOK_URLS: URL 2: must not carry a user name or password/),
+    ]);
+    expect(found.join("\n")).not.toContain("s3cret");
+    expect(
+      loadConfig({ WEBHOOK_URLS: "https://hooks.example/events?key=abc", WEBHOOK_SECRET: secret })
+        .directory.webhooks?.urls,
+    ).toEqual(["https://hooks.example/events?key=abc"]);
+  });
+
   it("reads CORS_ORIGINS as bare origins through the one URL parser, https:// only off loopback in production", () => {
     expect(loadConfig({ CORS_ORIGINS: "https://a.example, http://localhost:5173" }).cors).toEqual({
       mode: "list",

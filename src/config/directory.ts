@@ -21,10 +21,10 @@ const webhookSecret = z.string().refine((value) => {
 
 /**
  * Each receiver: TLS, or plain HTTP to loopback only (the events name users, and the signature
- * protects integrity, not confidentiality). The one URL parser, so no problem echoes a URL (a path
+ * protects integrity, not confidentiality), and no `user:password@` (fetch refuses it). The one URL parser, so no problem echoes a URL (a path
  * or query may carry a credential).
  */
-const receiver = url({ protocols: ["https"], allowLoopbackHttp: true });
+const receiver = url({ protocols: ["https"], allowLoopbackHttp: true, noCredentials: true });
 const webhookUrls = z.string().transform((value, ctx) => {
   const urls: string[] = [];
   for (const [index, item] of value

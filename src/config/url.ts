@@ -32,6 +32,12 @@ export interface UrlOptions {
    * sends it in `Origin` and as CORS compares it.
    */
   origin?: boolean;
+  /**
+   * Refuse a user name or password in the URL (`https://user:pass@host`): for URLs the gateway
+   * fetches, whose fetch refuses such a URL at every call, and would put the password in the
+   * error it logs.
+   */
+  noCredentials?: boolean;
   /** Other wording, for a URL that is part of a larger setting (the connection string's). */
   problems?: { notAUrl?: string; protocol?: string; notAnOrigin?: string };
 }
@@ -57,6 +63,10 @@ export function url(options: UrlOptions) {
       ctx.addIssue(protocolProblem);
       return z.NEVER;
     }
+    if (options.noCredentials && (parsed.username !== "" || parsed.password !== "")) {
+      ctx.addIssue("must not carry a user name or password (user:password@)");
+      return z.NEVER;
+    }
     if (options.origin && parsed.origin !== value) {
       ctx.addIssue(
         options.problems?.notAnOrigin ??
@@ -69,4 +79,8 @@ export function url(options: UrlOptions) {
 }
 
 /** TLS, or plain HTTP that never leaves the machine: the bar for anything carrying credentials. */
-export const tlsOrLoopback = url({ protocols: ["https"], allowLoopbackHttp: true });
+export const tlsOrLoopback = url({
+  protocols: ["https"],
+  allowLoopbackHttp: true,
+  noCredentials: true,
+});
