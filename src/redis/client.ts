@@ -19,12 +19,19 @@ const MAX_RECONNECT_DELAY_MS = 1000;
 /** Shown in logs and as the Redis CLIENT name. */
 const CONNECTION_NAME = "acsgw";
 
-/** `redis://user:secret@host:6379/0` -> `redis://user:***@host:6379/0`: never log a password. */
+/**
+ * `redis://user:secret@host:6379/0` -> `redis://user:***@host:6379/0`: never log a password.
+ * ioredis also takes any option from the query (`?password=`, `?sentinelPassword=`), so every
+ * query value is masked too; the names stay, to tell which options were given.
+ */
 export function redactRedisUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) {
       parsed.password = "***";
+    }
+    for (const name of new Set(parsed.searchParams.keys())) {
+      parsed.searchParams.set(name, "***");
     }
     return parsed.toString();
   } catch {

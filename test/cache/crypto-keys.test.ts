@@ -117,6 +117,10 @@ describe("cache helpers", () => {
   it("never shows a Redis password in a logged URL", () => {
     expect(redactRedisUrl("redis://user:s3cret@host:6380/1")).toBe("redis://user:***@host:6380/1");
     expect(redactRedisUrl("redis://host:6380")).toBe("redis://host:6380");
+    // ioredis takes options from the query too, a password among them.
+    expect(redactRedisUrl("redis://host:6380/0?password=s3cret&family=6")).toBe(
+      "redis://host:6380/0?password=***&family=***",
+    );
   });
 
   it("opens the breaker after the threshold, lets a probe through after the pause, and closes on success", () => {
