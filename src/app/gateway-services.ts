@@ -43,6 +43,36 @@ export interface GatewayServicesDeps {
 }
 
 /**
+ * The provisioner's delete of an identity its mapping store could not take. One the directory
+ * holds under an external id is never an orphan (the next createOnce finds it, and it may be an
+ * admin's, with its chats), so it is kept; so is one the directory cannot answer for right now:
+ * an identity kept in doubt is logged with its id, one deleted in doubt is lost for good.
+ */
+export function compensatingDelete(
+  directory: Pick<DirectoryRecords, "holdsByExternalId">,
+  deleteUser: (userId: string) => Promise<void>,
+  logger: Logger,
+): (userId: string) => Promise<void> {
+  return async (userId) => {
+    let held: boolean;
+    try {
+      held = await directory.holdsByExternalId(userId);
+    } catch (error) {
+      logger.warn(
+        { userId, err: { message: (error as Error)?.message } },
+        "kept an identity the mapping store could not record: the directory could not say whether it holds it; delete it by its id if no one uses it",
+      );
+      return;
+    }
+    if (held) {
+      logger.info({ userId }, "kept an identity the directory holds by external id");
+      return;
+    }
+    await deleteUser(userId);
+  };
+}
+
+/**
  * The token path as createApp builds it: the services the GraphQL context carries, over one
  * metered upstream (so one caller's identical issues share a charge whichever service asks), and
  * the provisioner, which the caller recovers at start and closes at shutdown before the mapping
@@ -74,16 +104,11 @@ export function createGatewayServices(deps: GatewayServicesDeps): {
     // Background clean-ups log once when they start waiting for the store, not per retry.
     cleanupStore: deps.mappings,
     identity: {
-      // The provisioner deletes an identity its mapping store could not take. One the directory
-      // holds under an external id is never an orphan (the next createOnce finds it, and it may be
-      // an admin's), so it is kept; any other is deleted as before.
-      async deleteUser(userId) {
-        if (await directory.holdsByExternalId(userId).catch(() => false)) {
-          logger.info({ userId }, "kept an identity the directory holds by external id");
-          return;
-        }
-        await upstream.uncharged.deleteUser(userId);
-      },
+      deleteUser: compensatingDelete(
+        directory,
+        (userId) => upstream.uncharged.deleteUser(userId),
+        logger,
+      ),
     },
     logger,
   });
