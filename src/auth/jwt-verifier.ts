@@ -9,6 +9,7 @@ import {
 } from "jose";
 import { LRUCache } from "lru-cache";
 import { AuthError, callerKey, type Caller } from "./caller.js";
+import { isDirectoryText } from "../identity/external-id.js";
 
 export interface JwtVerifierOptions {
   jwksUrl: string;
@@ -258,13 +259,13 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
       // Entra ID's object id: what a Teams token exchange must match (the rights table's rule).
       const objectId =
         typeof payload.oid === "string" && payload.oid !== "" ? payload.oid : undefined;
-      // The directory's external id: a string claim of bounded length, or none (never a number or
-      // an object turned into text: two tokens must not name one person by accident).
+      // The directory's external id: a string claim the directory takes (1 to 256 printable
+      // characters), or none (never a number or an object turned into text: two tokens must not
+      // name one person by accident). A longer one is no external id rather than an input error
+      // on every self-service call: the caller's identity is then recorded without one.
       const claimed = payload[options.externalIdClaim ?? "sub"] as unknown;
       const externalId =
-        typeof claimed === "string" && claimed !== "" && claimed.length <= MAX_SUBJECT_LENGTH
-          ? claimed
-          : undefined;
+        typeof claimed === "string" && isDirectoryText(claimed) ? claimed : undefined;
       // Frozen: one remembered caller is handed to many requests.
       const caller: Caller = Object.freeze({
         subject,

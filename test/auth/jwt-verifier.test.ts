@@ -85,6 +85,17 @@ describe("a valid bearer token", () => {
     expect(admin.key).toMatch(/^[A-Za-z0-9_-]{32}$/);
   });
 
+  it("takes the external id claim only as the directory would take it (1 to 256 printable characters)", async () => {
+    const at256 = "a".repeat(256);
+    expect(
+      (await verifier.verify(bearer(await issuer.sign({}, { subject: at256 })))).externalId,
+    ).toBe(at256);
+    const longer = await verifier.verify(bearer(await issuer.sign({}, { subject: at256 + "b" })));
+    expect(longer).toMatchObject({ subject: at256 + "b", externalId: undefined });
+    const unprintable = await verifier.verify(bearer(await issuer.sign({}, { subject: "a\nb" })));
+    expect(unprintable).toMatchObject({ subject: "a\nb", externalId: undefined });
+  });
+
   it("verifies with an ES256 key from the same key set", async () => {
     const caller = await verifier.verify(
       bearer(await issuer.sign({ roles: ["reader"] }, { subject: "ec", alg: "ES256" })),

@@ -142,6 +142,20 @@ describe("a signed-in user's own identity", () => {
     expect(result.errors?.[0]?.extensions?.code).toBe("NOT_FOUND");
   });
 
+  it("serves a subject longer than an external id may be: the identity is recorded without one", async () => {
+    // Signing in takes a `sub` of up to 1024 characters; the directory's external ids are up to
+    // 256. Such a caller is no less a user: tokens, and `me` with its own identity.
+    const subject = "long-".repeat(60);
+    const long = await issuer.sign({}, { subject });
+    const minted = (await data(urlA, MY_TOKEN, long)).issueMyToken;
+    expect(minted.token).toEqual(expect.any(String));
+    const { me } = await data(urlA, "{ me { subject communicationUser { id externalId } } }", long);
+    expect(me).toEqual({
+      subject,
+      communicationUser: { id: minted.user.id, externalId: null },
+    });
+  });
+
   it("tells a client the ACS endpoint its ChatClient needs, and never the key", async () => {
     const dee = await issuer.sign({}, { subject: "dee" });
     const { acsEndpoint } = await data(urlA, "{ acsEndpoint }", dee);

@@ -1,21 +1,15 @@
 import { ArgsType, Field, ID, InputType, Int } from "type-graphql";
 import { invalidInput } from "../../errors.js";
 import type { CreateUserInput } from "../../identity/identity-directory.js";
+import { isDirectoryText, MAX_DIRECTORY_TEXT } from "../../identity/external-id.js";
 import { isAcsUserId } from "../../tokens/scopes.js";
 
-/** The longest external id, display name or prefix, in UTF-16 code units (the directory's limit). */
-export const MAX_DIRECTORY_TEXT = 256;
+export { MAX_DIRECTORY_TEXT };
 export const MAX_PAGE_SIZE = 100;
 export const DEFAULT_PAGE_SIZE = 20;
 
-/**
- * "Printable": no control characters (C0, DEL, C1), no line or paragraph separators, no lone
- * surrogates. Spaces and any other Unicode letter, digit, symbol or punctuation are fine.
- */
-const UNPRINTABLE = /[\p{Cc}\p{Zl}\p{Zp}\p{Cs}]/u;
-
 function printable(name: string, value: string, maxLength = MAX_DIRECTORY_TEXT): void {
-  if (value.length === 0 || value.length > maxLength || UNPRINTABLE.test(value)) {
+  if (!isDirectoryText(value, maxLength)) {
     throw invalidInput(
       `${name} must be 1 to ${maxLength} printable characters (no control characters or line breaks).`,
       name,
