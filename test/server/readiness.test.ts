@@ -1,6 +1,8 @@
 import { createServer, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { IdentityProvider } from "../../src/identity/identity-provider.js";
+import { RestError } from "@azure/core-rest-pipeline";
+import { toUpstreamError } from "../../src/identity/acs-identity-provider.js";
 import { UpstreamError } from "../../src/identity/upstream-error.js";
 import { checkAcsCredentials, createReadiness } from "../../src/server/readiness.js";
 
@@ -61,6 +63,30 @@ describe("readiness", () => {
     // Any other answer proves the credentials work again (a 404 is ACS talking to us).
     acs.answer(new UpstreamError("not_found", "ACS answered 404", { status: 404 }));
     await expect(tracked.revokeTokens("8:acs:x_y")).rejects.toBeInstanceOf(UpstreamError);
+    expect(await readiness.report()).toMatchObject({ ready: true, status: "ok" });
+  });
+
+  it("stays ready when ACS answers 401 for the caller's own input: a caller cannot take the instance out", async () => {
+    // What ACS answers (docs/acs-wire-facts.md): 401 InvalidAccessToken for a Teams token that is
+    // invalid or expired, 401 IdentityNotOwned for another resource's identity. Were they taken
+    // for refused credentials, any signed-in caller could make every instance unready.
+    const acs = scriptedAcs();
+    const readiness = createReadiness({ acsEndpoint: endpoint, cacheReady: async () => true });
+    const tracked = readiness.track(acs.identity);
+    const answered = (status: number, code: string) => {
+      const error = new RestError("ACS says no", { statusCode: status, code });
+      Object.assign(error, { response: { status, headers: { get: () => undefined } } });
+      return toUpstreamError(error);
+    };
+    acs.answer(answered(401, "InvalidAccessToken"));
+    await expect(
+      tracked.exchangeTeamsToken({ teamsToken: "expired", appId: "app", userObjectId: "user" }),
+    ).rejects.toBeInstanceOf(UpstreamError);
+    expect(await readiness.report()).toMatchObject({ ready: true, status: "ok" });
+    acs.answer(answered(401, "IdentityNotOwned"));
+    await expect(tracked.issueToken("8:acs:other_y", ["chat"])).rejects.toBeInstanceOf(
+      UpstreamError,
+    );
     expect(await readiness.report()).toMatchObject({ ready: true, status: "ok" });
   });
 
