@@ -151,10 +151,17 @@ describe("the packed client, installed into an app outside the repository", () =
    * Incremental: the second check finds the first's verdicts on the declaration files both read
    * (@types/node, the ACS SDK, the client) in the build info, and checks only what changed.
    */
-  async function typeCheck(file: string, source: string): Promise<string> {
+  async function typeCheck(
+    file: string,
+    source: string,
+    options: Record<string, unknown> = {},
+  ): Promise<string> {
     writeFileSync(join(app, file), source);
+    // The default options share one build info (see above); other options get their own.
+    const own = Object.keys(options).length > 0;
+    const config = own ? `tsconfig.${file}.json` : "tsconfig.json";
     writeFileSync(
-      join(app, "tsconfig.json"),
+      join(app, config),
       JSON.stringify({
         compilerOptions: {
           strict: true,
@@ -165,13 +172,14 @@ describe("the packed client, installed into an app outside the repository", () =
           noEmit: true,
           skipLibCheck: false,
           incremental: true,
-          tsBuildInfoFile: "typecheck.tsbuildinfo",
+          tsBuildInfoFile: own ? `${file}.tsbuildinfo` : "typecheck.tsbuildinfo",
+          ...options,
         },
         files: [file],
       }),
     );
     const tsc = join(root, "node_modules/typescript/bin/tsc");
-    return run(process.execPath, [tsc, "-p", "tsconfig.json"], { cwd: app }).then(
+    return run(process.execPath, [tsc, "-p", config], { cwd: app }).then(
       () => "",
       (error: { stdout: string }) => error.stdout,
     );
@@ -180,6 +188,25 @@ describe("the packed client, installed into an app outside the repository", () =
   it("type-checks in a strict nodenext app, and its types refuse a scope that does not exist", async () => {
     // No graphql in the app: the main entry must not need it.
     expect(await typeCheck("app.ts", TYPED_APP)).toBe("");
+  });
+
+  it("loads with require() from CommonJS, and type-checks under the older `node` resolution", async () => {
+    // Jest's default resolver, a CommonJS server and TypeScript's node10 resolution: they use the
+    // `default` condition and the top-level `main` and `types`, not `import`.
+    writeFileSync(
+      join(app, "app.cjs"),
+      `const { createTokenRefresher, isGatewayClientError } = require("@acs-identity-gateway/client");
+console.log(typeof createTokenRefresher, typeof isGatewayClientError);`,
+    );
+    const { stdout } = await run(process.execPath, ["--no-warnings", "app.cjs"], { cwd: app });
+    expect(stdout.trim()).toBe("function function");
+    const legacy = `import { createTokenRefresher, type TokenRefresher } from "@acs-identity-gateway/client";
+const refresher: TokenRefresher = createTokenRefresher({ url: "http://g/graphql", scopes: ["voip"] });
+console.log(refresher);
+`;
+    expect(
+      await typeCheck("legacy.ts", legacy, { module: "esnext", moduleResolution: "node" }),
+    ).toBe("");
   });
 
   it("gives GraphQL clients typed documents from /documents, with graphql as an optional peer", async () => {

@@ -287,15 +287,148 @@ describe("createTokenRefresher's rules", () => {
     await expect(refresher()).rejects.toMatchObject({ code: "TOKEN_EXPIRED" });
   });
 
-  it("maps a gateway that cannot be reached to NETWORK_ERROR", async () => {
+  it("maps a gateway that cannot be reached to NETWORK_ERROR once its retries are spent", async () => {
+    let calls = 0;
     const refresher = createTokenRefresher({
       url: "http://gateway.test/graphql",
       scopes: ["VOIP"],
+      maxRetries: 0,
       fetch: async () => {
+        calls++;
         throw new TypeError("fetch failed");
       },
     });
     await expect(refresher()).rejects.toMatchObject({ code: "NETWORK_ERROR" });
+    expect(calls).toBe(1);
+  });
+
+  it("tries again after a network failure, a proxy's 503 and UPSTREAM_UNAVAILABLE, after 1, 2 and 4 s", async () => {
+    // The SDK's proactive refresh does not reschedule itself after a failure: one blip must not
+    // leave the app on its old token until it expires.
+    vi.useFakeTimers({ now: Date.parse("2026-01-01T00:00:00Z") });
+    const answers: (() => Response)[] = [
+      () => {
+        throw new TypeError("fetch failed");
+      },
+      () => new Response("<html>Service Unavailable</html>", { status: 503 }),
+      () =>
+        graphqlAnswer({
+          errors: [{ message: "ACS is unavailable", extensions: { code: "UPSTREAM_UNAVAILABLE" } }],
+          data: null,
+        }),
+      () => tokenAnswer(Date.now() + 3600_000),
+    ];
+    const calls: number[] = [];
+    const refresher = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      fetch: async () => {
+        calls.push(Date.now());
+        return answers.shift()!();
+      },
+    });
+    const result = refresher();
+    await vi.advanceTimersByTimeAsync(6_999);
+    expect(calls).toHaveLength(3);
+    await vi.advanceTimersByTimeAsync(1);
+    await expect(result).resolves.toMatch(/\./);
+    expect(calls.map((t) => t - calls[0]!)).toEqual([0, 1_000, 3_000, 7_000]);
+  });
+
+  it("does not try again what another try would not change", async () => {
+    let calls = 0;
+    const refresher = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      fetch: async () => {
+        calls++;
+        return new Response("Bad Request", { status: 400 });
+      },
+    });
+    await expect(refresher()).rejects.toMatchObject({ code: "BAD_RESPONSE", status: 400 });
+    expect(calls).toBe(1);
+  });
+
+  it("answers BAD_RESPONSE, not a TypeError, for a result without a usable token", async () => {
+    for (const data of [{}, { issueMyToken: null }, { issueMyToken: { token: 5 } }]) {
+      const refresher = createTokenRefresher({
+        url: "http://gateway.test/graphql",
+        scopes: ["VOIP"],
+        fetch: async () => graphqlAnswer({ data }),
+      });
+      await expect(refresher()).rejects.toMatchObject({
+        name: "GatewayClientError",
+        code: "BAD_RESPONSE",
+      });
+    }
+  });
+
+  it("hands the app the gateway error's extensions (revokedAt, field, reason)", async () => {
+    const refresher = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      fetch: async () =>
+        graphqlAnswer({
+          errors: [
+            {
+              message: "expiresInMinutes must be a whole number from 60 to 1440.",
+              extensions: { code: "BAD_USER_INPUT", field: "expiresInMinutes" },
+            },
+          ],
+          data: null,
+        }),
+    });
+    const error = (await refresher().catch((e: unknown) => e)) as GatewayClientError;
+    expect(error.code).toBe("BAD_USER_INPUT");
+    expect(error.extensions).toEqual({ code: "BAD_USER_INPUT", field: "expiresInMinutes" });
+  });
+
+  it("rethrows the app's own getHeaders failure, and does not wait for a hung one after an abort", async () => {
+    const signInNeeded = new Error("interaction_required");
+    const failing = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      getHeaders: async () => {
+        throw signInNeeded;
+      },
+      fetch: async () => tokenAnswer(Date.now() + 3600_000),
+    });
+    await expect(failing()).rejects.toBe(signInNeeded);
+
+    let fetched = false;
+    const hung = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      getHeaders: () => new Promise<Record<string, string>>(() => {}),
+      fetch: async () => {
+        fetched = true;
+        return tokenAnswer(Date.now() + 3600_000);
+      },
+    });
+    const controller = new AbortController();
+    const outcome = hung(controller.signal).catch((e: unknown) => e);
+    controller.abort(new DOMException("call ended", "AbortError"));
+    expect(((await outcome) as Error).message).toBe("call ended");
+    expect(fetched).toBe(false);
+  });
+
+  it("takes its listener off the SDK's AbortSignalLike when a call is over", async () => {
+    const listeners = new Set<() => void>();
+    const like = {
+      aborted: false,
+      addEventListener: (_type: "abort", listener: () => void) => void listeners.add(listener),
+      removeEventListener: (_type: "abort", listener: () => void) =>
+        void listeners.delete(listener),
+    };
+    const refresher = createTokenRefresher({
+      url: "http://gateway.test/graphql",
+      scopes: ["VOIP"],
+      fetch: async () => tokenAnswer(Date.now() + 3600_000),
+    });
+    for (let i = 0; i < 3; i++) {
+      await refresher(like);
+    }
+    expect(listeners.size).toBe(0);
   });
 
   it("validates its options", () => {

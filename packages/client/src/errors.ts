@@ -37,6 +37,8 @@ export interface GatewayClientErrorDetails {
   status?: number;
   /** From `extensions.retryAfterSeconds` (`RATE_LIMITED`, `UPSTREAM_THROTTLED`). */
   retryAfterSeconds?: number;
+  /** The error's `extensions` as the gateway sent them (`revokedAt`, `field`, `reason`, ...). */
+  extensions?: Readonly<Record<string, unknown>>;
   cause?: unknown;
 }
 
@@ -46,12 +48,18 @@ export class GatewayClientError extends Error {
   readonly code: GatewayErrorCode;
   readonly status: number | undefined;
   readonly retryAfterSeconds: number | undefined;
+  /**
+   * The gateway error's `extensions` (docs/errors.md): `revokedAt` of `REVOCATION_UNCONFIRMED`,
+   * `field` and `reason` of `BAD_USER_INPUT`, ... Empty for the client's own codes.
+   */
+  readonly extensions: Readonly<Record<string, unknown>>;
 
   constructor(code: GatewayErrorCode, message: string, details: GatewayClientErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.code = code;
     this.status = details.status;
     this.retryAfterSeconds = details.retryAfterSeconds;
+    this.extensions = Object.freeze({ ...details.extensions });
   }
 }
 

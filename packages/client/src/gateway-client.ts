@@ -48,7 +48,7 @@ export interface GatewayClient {
 
 interface GraphQLResponse {
   data?: unknown;
-  errors?: { message?: unknown; extensions?: { code?: unknown; retryAfterSeconds?: unknown } }[];
+  errors?: { message?: unknown; extensions?: Record<string, unknown> }[];
 }
 
 /** The abort reason as thrown by fetch and the ACS SDKs (an `AbortError` when none was given). */
@@ -56,18 +56,41 @@ export function abortReason(signal: AbortSignalLike): unknown {
   return signal.reason ?? new DOMException("The operation was aborted.", "AbortError");
 }
 
-/** fetch takes only a real AbortSignal: bridge an AbortSignalLike to one. */
-function toAbortSignal(signal: AbortSignalLike | undefined): AbortSignal | undefined {
+/**
+ * fetch takes only a real AbortSignal: bridge an AbortSignalLike to one, with `release` to take
+ * the bridge's listener off the SDK's signal once the call is over (the SDK keeps one signal for
+ * many calls).
+ */
+function toAbortSignal(signal: AbortSignalLike | undefined): {
+  signal: AbortSignal | undefined;
+  release(): void;
+} {
   if (signal === undefined || signal instanceof AbortSignal) {
-    return signal;
+    return { signal, release: () => {} };
   }
   const controller = new AbortController();
   if (signal.aborted) {
     controller.abort(abortReason(signal));
-  } else {
-    signal.addEventListener("abort", () => controller.abort(abortReason(signal)), { once: true });
+    return { signal: controller.signal, release: () => {} };
   }
-  return controller.signal;
+  const onAbort = () => controller.abort(abortReason(signal));
+  signal.addEventListener("abort", onAbort, { once: true });
+  return { signal: controller.signal, release: () => signal.removeEventListener("abort", onAbort) };
+}
+
+/** `work`, or the abort reason as soon as `signal` aborts (for the app's own `getHeaders`). */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) {
+    return work;
+  }
+  if (signal.aborted) {
+    return Promise.reject(signal.reason as unknown);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as unknown);
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 /** A small fetch-only GraphQL client for the gateway's shipped operations. */
@@ -79,9 +102,24 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   const send = options.send ?? "text";
 
   async function post(body: unknown, given: AbortSignalLike | undefined): Promise<GraphQLResponse> {
-    const signal = toAbortSignal(given);
+    const bridge = toAbortSignal(given);
+    try {
+      return await exchange(body, bridge.signal);
+    } finally {
+      bridge.release();
+    }
+  }
+
+  async function exchange(
+    body: unknown,
+    signal: AbortSignal | undefined,
+  ): Promise<GraphQLResponse> {
     const doFetch = options.fetch ?? globalThis.fetch;
-    const extra = options.getHeaders ? await options.getHeaders() : undefined;
+    // The app's own code (an MSAL call, say): its failure is the app's, rethrown as it is, and an
+    // abort does not wait for it.
+    const extra = options.getHeaders
+      ? await untilAborted(Promise.resolve().then(options.getHeaders), signal)
+      : undefined;
     const headers = new Headers(extra);
     headers.set("content-type", "application/json");
     headers.set("accept", "application/graphql-response+json, application/json");
@@ -116,14 +154,19 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     }
     const first = Array.isArray(json?.errors) ? json.errors[0] : undefined;
     if (first) {
-      const code = typeof first.extensions?.code === "string" ? first.extensions.code : undefined;
-      const retry = first.extensions?.retryAfterSeconds;
+      const extensions =
+        typeof first.extensions === "object" && first.extensions !== null
+          ? first.extensions
+          : undefined;
+      const code = typeof extensions?.code === "string" ? extensions.code : undefined;
+      const retry = extensions?.retryAfterSeconds;
       throw new GatewayClientError(
         code ?? "INTERNAL_SERVER_ERROR",
         typeof first.message === "string" ? first.message : "The gateway answered an error.",
         {
           status: response.status,
           retryAfterSeconds: typeof retry === "number" && retry >= 0 ? retry : undefined,
+          extensions,
         },
       );
     }

@@ -21,8 +21,11 @@ export interface TokenRefresherOptions extends GatewayClientOptions {
    */
   userId?: string;
   /**
-   * How often a `RATE_LIMITED` / `UPSTREAM_THROTTLED` answer is retried after its
-   * `retryAfterSeconds`.
+   * How often a call is tried again: after a `RATE_LIMITED` / `UPSTREAM_THROTTLED` answer, once
+   * its `retryAfterSeconds` are up; after a transient failure (`NETWORK_ERROR`,
+   * `UPSTREAM_UNAVAILABLE`, or an HTTP 502, 503 or 504 from a proxy in front of the gateway),
+   * after 1, 2, 4, ... seconds. The SDK's proactive refresh runs once per window and does not
+   * reschedule after a failure, so one network blip must not end it.
    * @default 3
    */
   maxRetries?: number;
@@ -39,7 +42,29 @@ export interface TokenRefresherOptions extends GatewayClientOptions {
 /** What `AzureCommunicationTokenCredential`'s `tokenRefresher` option takes. */
 export type TokenRefresher = (abortSignal?: AbortSignalLike) => Promise<string>;
 
-const RETRIED = new Set(["RATE_LIMITED", "UPSTREAM_THROTTLED"]);
+const THROTTLED = new Set(["RATE_LIMITED", "UPSTREAM_THROTTLED"]);
+const TRANSIENT = new Set(["NETWORK_ERROR", "UPSTREAM_UNAVAILABLE"]);
+const TRANSIENT_STATUS = new Set([502, 503, 504]);
+
+/**
+ * Seconds to wait before trying `error`'s call again (`attempt` = tries so far minus one), or
+ * undefined when it is not worth another try.
+ */
+function retryDelaySeconds(error: unknown, attempt: number): number | undefined {
+  if (!(error instanceof GatewayClientError)) {
+    return undefined;
+  }
+  if (THROTTLED.has(error.code)) {
+    return error.retryAfterSeconds ?? 1;
+  }
+  if (
+    TRANSIENT.has(error.code) ||
+    (error.code === "BAD_RESPONSE" && TRANSIENT_STATUS.has(error.status ?? 0))
+  ) {
+    return 2 ** attempt;
+  }
+  return undefined;
+}
 
 /** Waits `ms`, or rejects with the abort reason as soon as `signal` aborts. */
 function delay(ms: number, signal: AbortSignalLike | undefined): Promise<void> {
@@ -81,8 +106,10 @@ function jwtExpiry(token: string): number | undefined {
  * The `tokenRefresher` for `new AzureCommunicationTokenCredential({ tokenRefresher,
  * refreshProactively: true })` (calling and chat SDKs): asks the gateway for a token, honours the
  * SDK's AbortSignal, waits out `RATE_LIMITED` / `UPSTREAM_THROTTLED` answers as the gateway says,
- * and never hands the SDK a token that is already expired (the SDK would throw, and a proactive
- * refresh loop would call again at once). Failures are GatewayClientErrors with the gateway's code.
+ * tries again after a transient failure, and never hands the SDK a token that is already expired
+ * (the SDK would throw, and a proactive refresh loop would call again at once). Failures are
+ * GatewayClientErrors with the gateway's code; a failure of the app's own `getHeaders` is
+ * rethrown as it is.
  */
 export function createTokenRefresher(options: TokenRefresherOptions): TokenRefresher {
   if (!Array.isArray(options.scopes) || options.scopes.length === 0) {
@@ -106,9 +133,7 @@ export function createTokenRefresher(options: TokenRefresherOptions): TokenRefre
   // (the gateway de-duplicates) and kept as given.
   const scopes = options.scopes.map(toTokenScope);
 
-  async function issue(
-    signal: AbortSignalLike | undefined,
-  ): Promise<{ token: string; expiresOn: string }> {
+  async function issue(signal: AbortSignalLike | undefined): Promise<unknown> {
     if (userId !== undefined) {
       const data = await client.request(
         "IssueToken",
@@ -127,8 +152,15 @@ export function createTokenRefresher(options: TokenRefresherOptions): TokenRefre
         throw abortReason(abortSignal);
       }
       try {
-        const { token, expiresOn } = await issue(abortSignal);
-        const expiry = jwtExpiry(token) ?? Date.parse(expiresOn);
+        // Read as unknown: whatever answered (a proxy, an older gateway) may not hold the shape.
+        const issued = (await issue(abortSignal)) as
+          { token?: unknown; expiresOn?: unknown } | null | undefined;
+        const token = issued?.token;
+        const expiry =
+          typeof token === "string"
+            ? (jwtExpiry(token) ??
+              (typeof issued?.expiresOn === "string" ? Date.parse(issued.expiresOn) : NaN))
+            : NaN;
         if (typeof token !== "string" || token.length === 0 || Number.isNaN(expiry)) {
           throw new GatewayClientError("BAD_RESPONSE", "The gateway answered without a token.");
         }
@@ -140,17 +172,11 @@ export function createTokenRefresher(options: TokenRefresherOptions): TokenRefre
         }
         return token;
       } catch (error) {
-        const retryAfter =
-          error instanceof GatewayClientError ? error.retryAfterSeconds : undefined;
-        const retriable =
-          error instanceof GatewayClientError &&
-          RETRIED.has(error.code) &&
-          attempt < maxRetries &&
-          (retryAfter ?? 1) <= maxRetryAfterSeconds;
-        if (!retriable) {
+        const wait = retryDelaySeconds(error, attempt);
+        if (wait === undefined || attempt >= maxRetries || wait > maxRetryAfterSeconds) {
           throw error;
         }
-        await delay((retryAfter ?? 1) * 1000, abortSignal);
+        await delay(wait * 1000, abortSignal);
       }
     }
   };
