@@ -14,6 +14,8 @@ export type RedisConnectionConfig = Exclude<Config["redis"], { mode: "memory" }>
  */
 export const COMMAND_TIMEOUT_MS = 250;
 const CONNECT_TIMEOUT_MS = 1000;
+/** A Redis Cluster's slot map is asked for again this often (see createRedisClient). */
+const SLOTS_REFRESH_MS = 2000;
 /** Longest pause between reconnection attempts. */
 const MAX_RECONNECT_DELAY_MS = 1000;
 /** Shown in logs and as the Redis CLIENT name. */
@@ -91,6 +93,11 @@ export function createRedisClient(
       retryDelayOnClusterDown: 50,
       retryDelayOnTryAgain: 50,
       slotsRefreshTimeout: 1000,
+      // Ask for the slot map every 2 s. ioredis otherwise asks only when a node says MOVED or
+      // closes its connection, and a primary that hangs (SIGSTOP, a frozen VM) does neither: after
+      // its replica took over, every command of its slots would time out against it until it came
+      // back. A CLUSTER SLOTS every 2 s per connection costs Redis next to nothing.
+      slotsRefreshInterval: SLOTS_REFRESH_MS,
       scaleReads: "master",
     };
     const cluster = new Cluster(config.nodes, clusterOptions);

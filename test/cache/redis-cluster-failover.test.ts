@@ -262,6 +262,68 @@ describe("Redis Cluster failover after the revoking instance stopped: the other 
 });
 
 /**
+ * A primary that stops answering without closing its connections (SIGSTOP, a frozen VM): no
+ * command to it fails fast and none is redirected (MOVED comes only from a node that answers), so
+ * only a slot map asked again of the others finds the replica that took over.
+ */
+describe("Redis Cluster failover away from a primary that hangs", () => {
+  let emulator: Emulator;
+  let cluster: RedisClusterProcess;
+  let a: App;
+  let b: App;
+
+  beforeAll(async () => {
+    ({ emulator, cluster, a, b } = await clusterWithTwoGateways());
+  }, 120_000);
+
+  afterAll(async () => {
+    await Promise.all([a?.close(), b?.close()]);
+    await cluster?.stop();
+    await emulator?.close();
+  });
+
+  it("serves from the replica that took over: hits resume and a revoke is confirmed", async () => {
+    const userId = (await ok<{ createUser: { id: string } }>(a, CREATE)).createUser.id;
+    const { primary, replicas } = await cluster.ownersOf(`probe${hashTag(userId)}`);
+    const replica = replicas[0]!;
+    const before = await cachedToken(a, userId);
+    expect(await cachedToken(b, userId)).toBe(before);
+
+    await primary.pause();
+    try {
+      await replica.client().cluster("FAILOVER", "TAKEOVER");
+      await expect
+        .poll(async () => (await replica.client().call("ROLE")) as string[], { timeout: 30_000 })
+        .toContain("master");
+      // Each instance finds the new primary: a revoke is recorded (confirmed), and the token
+      // minted after it is then served from the cache.
+      for (const app of [a, b]) {
+        await eventually(
+          async () => !(await run(app, REVOKE, { userId })).errors,
+          "a confirmed revoke",
+          30_000,
+        );
+        let fresh: string | undefined;
+        await eventually(
+          async () => {
+            fresh = await cachedToken(app, userId);
+            const calls = await upstreamAttempts(app);
+            return (
+              (await cachedToken(app, userId)) === fresh && (await upstreamAttempts(app)) === calls
+            );
+          },
+          "a token served from the cache again",
+          30_000,
+        );
+        expect(fresh).not.toBe(before);
+      }
+    } finally {
+      await primary.resume();
+    }
+  }, 120_000);
+});
+
+/**
  * Behind one endpoint (a primary with a replica, as Sentinel or a managed Redis runs it), a revoke
  * is confirmed only once the replica connected to the primary acknowledged it.
  */
