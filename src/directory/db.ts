@@ -53,6 +53,11 @@ function assertChannel(channel: string): void {
 }
 
 /** PostgreSQL through a `pg` pool. `ownsPool`: close() ends it (otherwise its owner does). */
+/** pg's client-side `query_timeout` fired: the server did not answer at all (not even an error). */
+function timedOut(error: unknown): boolean {
+  return error instanceof Error && error.message === "Query read timeout";
+}
+
 export function createPostgresDb(pool: pg.Pool, options: { ownsPool?: boolean } = {}): Db {
   const query = async <R>(
     runner: pg.Pool | pg.PoolClient,
@@ -81,10 +86,17 @@ export function createPostgresDb(pool: pg.Pool, options: { ownsPool?: boolean } 
         await client.query("COMMIT");
         return result;
       } catch (error) {
-        await client.query("ROLLBACK").catch((rollbackError: Error) => {
-          // A connection that cannot even roll back is destroyed rather than reused.
-          broken = rollbackError;
-        });
+        if (broken === undefined && !timedOut(error)) {
+          await client.query("ROLLBACK").catch((rollbackError: Error) => {
+            // A connection that cannot even roll back is destroyed rather than reused.
+            broken = rollbackError;
+          });
+        } else {
+          // A server that stopped answering (paused, a dead link) would keep the ROLLBACK waiting
+          // its own full timeout behind the statement that timed out, doubling the call's time.
+          // Destroying the connection ends the transaction on the server just as well.
+          broken ??= error as Error;
+        }
         throw error;
       } finally {
         client.off("error", noteBroken);

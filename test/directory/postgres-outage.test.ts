@@ -1,7 +1,9 @@
+import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Webhook } from "standardwebhooks";
 import type { Emulator } from "@acs-identity-gateway/emulator";
 import type { App } from "../../src/app.js";
+import { createPostgresDb } from "../../src/directory/index.js";
 import { DomainError } from "../../src/errors.js";
 import { createLogger } from "../../src/logger.js";
 import { startTestEmulator } from "../helpers/emulator.js";
@@ -129,6 +131,51 @@ describe("the gateway's PostgreSQL paused (SIGSTOP)", () => {
     expect(eventsOf(user.id).map((e) => e.type)).toEqual(["identity.created"]);
     expect(eventsOf(second.id).map((e) => e.type)).toEqual(["identity.created"]);
   }, 120_000);
+});
+
+describe("a transaction whose PostgreSQL stops answering", () => {
+  it("gives its connection up at the timeout, without a ROLLBACK waiting behind the hung statement", async () => {
+    // The gateway's pool has query_timeout 6 s; a short one here, the rule is the same.
+    const pool = new pg.Pool({
+      connectionString: await postgres.newDatabase(),
+      query_timeout: 500,
+    });
+    const sent: string[] = [];
+    const watched = new WeakSet<object>();
+    pool.on("acquire", (client) => {
+      if (watched.has(client)) {
+        return;
+      }
+      watched.add(client);
+      const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+      (client as { query: unknown }).query = (...args: unknown[]) => {
+        sent.push(String(args[0]));
+        return query(...args);
+      };
+    });
+    const db = createPostgresDb(pool, { ownsPool: true });
+    try {
+      await db.transaction((tx) => tx.query("SELECT 1"));
+      expect(sent).toEqual(["BEGIN", "SELECT 1", "COMMIT"]);
+      sent.length = 0;
+
+      await postgres.pause!();
+      try {
+        await expect(db.transaction((tx) => tx.query("SELECT 1"))).rejects.toThrow(
+          "Query read timeout",
+        );
+      } finally {
+        await postgres.resume!();
+      }
+      // Nothing more was asked of the hung connection, and the pool dropped it.
+      expect(sent).toEqual(["BEGIN"]);
+      expect(pool.totalCount).toBe(0);
+      // The next transaction gets a new connection and works.
+      await db.transaction((tx) => tx.query("SELECT 1"));
+    } finally {
+      await db.close?.();
+    }
+  }, 60_000);
 });
 
 describe("the gateway's PostgreSQL crashed, then restarted", () => {
