@@ -52,10 +52,13 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
   /** userId -> invalidation not yet recorded in Redis (insertion order = age). */
   const journal = new Map<string, { tombstone: boolean }>();
   let needsFence = false;
+  /** Counts the losses that asked for a fence: one during a fence's TIME call asks for another. */
+  let fenceRequests = 0;
   /** Entries begun before this Redis time (ms) are not served by this instance. */
   let fenceMs = 0;
   let wasReady = client.status === "ready";
-  let recovering: Promise<boolean> | undefined;
+  let fencing: Promise<boolean> | undefined;
+  let replaying: Promise<void> | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
   let closed = false;
 
@@ -69,7 +72,7 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
     if (wasReady) {
       // The connection we had is gone: whatever happened meanwhile (another instance's revoke
       // that could not be recorded) must not be papered over by entries from before.
-      needsFence = true;
+      askForFence();
       wasReady = false;
     }
   };
@@ -86,8 +89,13 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
         "token cache: the Redis Cluster changed under this instance; tokens cached before now are not served from here",
       );
     }
-    needsFence = true;
+    askForFence();
   });
+
+  function askForFence(): void {
+    needsFence = true;
+    fenceRequests++;
+  }
 
   function failure(error: unknown, what: string): void {
     logger.debug(
@@ -95,7 +103,7 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
       "token cache: redis call failed",
     );
     if (breaker.failure()) {
-      needsFence = true;
+      askForFence();
       options.onBreakerOpen?.();
       logger.warn(
         { openMs: BREAKER_OPEN_MS },
@@ -147,47 +155,74 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
   }
 
   /**
-   * Set the fence if one is due (only then may reads go through), then replay the journal. One at a
-   * time. Resolves whether the fence is in place: a journaled user whose invalidation still cannot
-   * be recorded (Redis refusing it, or no replica acknowledging it) stays journaled, and only that
-   * user's reads wait for it; the other users' are served.
+   * Set the fence if one is due (only then may reads go through), then replay the journal in the
+   * background. Resolves whether the fence is in place: a journaled user whose invalidation still
+   * cannot be recorded (Redis refusing it, or no replica acknowledging it) stays journaled, and
+   * only that user's reads wait for it; the other users' are served.
    */
-  function recover(): Promise<boolean> {
-    recovering ??= (async () => {
+  async function recover(): Promise<boolean> {
+    if (!(await fence())) {
+      return false;
+    }
+    void replay();
+    return true;
+  }
+
+  /**
+   * Sets the fence at Redis's time, one call at a time; a read waits for this alone (one round
+   * trip), never for a replay. A loss reported while TIME was in flight asks again: the fence must
+   * postdate every loss it answers for.
+   */
+  function fence(): Promise<boolean> {
+    fencing ??= (async () => {
       try {
-        if (needsFence) {
+        while (needsFence) {
+          const asked = fenceRequests;
           const [seconds, micros] = await client.time();
           fenceMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
-          needsFence = false;
+          if (fenceRequests === asked) {
+            needsFence = false;
+          }
         }
         breaker.success();
+        return true;
       } catch (error) {
         failure(error, "recover");
         scheduleRetry();
-        recovering = undefined;
         return false;
+      } finally {
+        fencing = undefined;
       }
-      const waiting = journal.size;
-      const batch: Promise<void>[] = [];
-      for (const userId of [...journal.keys()]) {
-        // Each user on its own: one that cannot be recorded yet keeps its entry (and is retried).
-        batch.push(record(userId, false).catch((error: unknown) => unrecorded(error, "replay")));
-        if (batch.length >= 32) {
-          await Promise.all(batch.splice(0));
-        }
-      }
-      await Promise.all(batch);
-      if (waiting > 0 && journal.size < waiting) {
-        logger.info(
-          { replayed: waiting - journal.size, waiting: journal.size },
-          "token cache: pending invalidations recorded",
-        );
-      }
-      scheduleRetry();
-      recovering = undefined;
-      return true;
     })();
-    return recovering;
+    return fencing;
+  }
+
+  /** Records every journaled invalidation it can, one replay at a time. */
+  function replay(): Promise<void> {
+    replaying ??= (async () => {
+      try {
+        const waiting = journal.size;
+        const batch: Promise<void>[] = [];
+        for (const userId of [...journal.keys()]) {
+          // Each user on its own: one that cannot be recorded yet keeps its entry (and is retried).
+          batch.push(record(userId, false).catch((error: unknown) => unrecorded(error, "replay")));
+          if (batch.length >= 32) {
+            await Promise.all(batch.splice(0));
+          }
+        }
+        await Promise.all(batch);
+        if (waiting > 0 && journal.size < waiting) {
+          logger.info(
+            { replayed: waiting - journal.size, waiting: journal.size },
+            "token cache: pending invalidations recorded",
+          );
+        }
+      } finally {
+        replaying = undefined;
+        scheduleRetry();
+      }
+    })();
+    return replaying;
   }
 
   /**
