@@ -226,16 +226,20 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
   }
 
   /**
-   * An invalidation Redis did not record. A missing replica acknowledgement is not a failure of
-   * Redis (it answered; its replica lags): it must not open the breaker for everyone's reads.
+   * An invalidation Redis did not record. It never counts toward the breaker: invalidations run on
+   * the revoke connection, where each `WAIT` for a lagging replica holds the ones behind it (20
+   * revokes, or their replay, end in timeouts there while Redis answers reads at once). A Redis
+   * that is really down fails the reads too, and they open the breaker themselves.
    */
   function unrecorded(error: unknown, what: string): void {
-    if (error instanceof ReplicaAckError) {
-      logger.debug({ op: what, err: { message: error.message } }, "token cache: " + error.message);
-      return;
-    }
-    failure(error, what);
+    logger.debug(
+      { op: what, err: { message: (error as Error)?.message } },
+      error instanceof ReplicaAckError
+        ? "token cache: " + error.message
+        : "token cache: an invalidation was not recorded",
+    );
   }
+
 
   /** Begun before the fence: not served by this instance. */
   const fenced = (entry: StoredEntry) => fenceMs > 0 && !(entry.beganAtMs >= fenceMs);

@@ -386,6 +386,51 @@ describe("a single Redis endpoint whose primary has a replica", () => {
     }
   });
 
+  it("many revokes during a replica's lag, and their replays, leave the other users' reads on the cache", async () => {
+    // Each revoke's WAIT holds the revoke connection up to WAIT's timeout, one after another: with
+    // 20 of them (and the journal replaying all 20 every 500 ms) most time out there. That is the
+    // revoke connection waiting, not Redis failing: no breaker for everyone's reads.
+    const create = async () =>
+      (await ok<{ createUser: { id: string } }>(app, CREATE)).createUser.id;
+    const revoked = await Promise.all(Array.from({ length: 20 }, create));
+    const other = await create();
+    const cached = async (userId: string) =>
+      (await ok<{ issueToken: { token: string } }>(app, ISSUE, { userId, scopes: ["VOIP"] }))
+        .issueToken.token;
+    const otherToken = await cached(other);
+    const breakerOpened = async () =>
+      (await app.metrics.cacheBreakerOpened.get()).values.reduce((sum, v) => sum + v.value, 0);
+    const opened = await breakerOpened();
+    const waits = async () =>
+      Number(
+        /cmdstat_wait:calls=(\d+)/.exec(await primary.client().info("commandstats"))?.[1] ?? 0,
+      );
+
+    await replica.pause();
+    try {
+      const waitsBefore = await waits();
+      const revokes = await Promise.all(revoked.map((userId) => run(app, REVOKE, { userId })));
+      expect(revokes.map((r) => r.errors?.[0]?.extensions?.code)).toEqual(
+        revoked.map(() => "REVOCATION_UNCONFIRMED"),
+      );
+      const callsBefore = await upstreamAttempts(app);
+      // Until the journal has been replayed at least once more (20 more WAITs), and after.
+      await eventually(
+        async () => {
+          expect(await cached(other)).toBe(otherToken);
+          return (await waits()) >= waitsBefore + 40;
+        },
+        "a replay of the 20 journaled revokes",
+        60_000,
+      );
+      expect(await cached(other)).toBe(otherToken);
+      expect((await upstreamAttempts(app)) - callsBefore).toBe(0);
+      expect(await breakerOpened()).toBe(opened);
+    } finally {
+      await replica.resume();
+    }
+  }, 120_000);
+
   it("confirms a revoke the replica acknowledged, and not one it could not", async () => {
     const userId = (await ok<{ createUser: { id: string } }>(app, CREATE)).createUser.id;
     await ok(app, ISSUE, { userId, scopes: ["CHAT"] });
