@@ -1,3 +1,4 @@
+import { createBreaker } from "../cache/breaker.js";
 import { hashTag, redisScript, runScript, type RedisClient } from "../redis/index.js";
 import type { Logger } from "../logger.js";
 
@@ -63,6 +64,12 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
   const local = new Map<string, { window: number; count: number }>();
   let redisFailing = false;
   let closed = false;
+  // As the token cache's: a Redis that does not answer (paused, partitioned) costs the first five
+  // calls a timeout each, then the calls count locally at once for a second before one tries again.
+  const breaker = createBreaker({ now });
+  // A connection made again deserves a try at once.
+  const reconnected = () => breaker.success();
+  redis?.on("ready", reconnected);
 
   function verdict(count: number, window: number): RateLimitVerdict {
     const allowed = count <= limit;
@@ -133,9 +140,10 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
         if (redis.status !== "ready") {
           // Not connected: don't send (a client with an offline queue would hold the request).
           outage(new Error(`Redis connection is ${redis.status}`));
-        } else {
+        } else if (breaker.canTry()) {
           try {
             const count = await countInRedis(redis, callerKey, window);
+            breaker.success();
             if (redisFailing) {
               redisFailing = false;
               logger?.info("rate limiter: Redis is back; budgets are shared again");
@@ -144,6 +152,7 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
           } catch (error) {
             // Fail open to a per-instance budget: a Redis outage must not stop token refreshes,
             // but each instance still limits each caller.
+            breaker.failure();
             outage(error);
           }
         }
@@ -153,6 +162,7 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
     async close() {
       // No timers outlive a call, and the Redis client is shared (its owner closes it).
       closed = true;
+      redis?.off("ready", reconnected);
       local.clear();
     },
   };

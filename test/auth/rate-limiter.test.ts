@@ -222,6 +222,44 @@ describe("the per-caller rate limit on Redis", () => {
     expect(await redis.client().keys("ro:*")).toHaveLength(1);
   });
 
+  it("stops asking a Redis that does not answer after five timeouts, for a second at a time", async () => {
+    let now = T0;
+    const limiter = createRateLimiter({
+      limit: 100,
+      windowSeconds: 60,
+      keyPrefix: "rp:",
+      redis: await connect(),
+      logger: silent,
+      now: () => now,
+    });
+    /** Whether a call settled within this turn of the event loop (no Redis round trip waited). */
+    const answeredAtOnce = async () => {
+      const call = limiter.consume("caller");
+      const settled = await Promise.race([
+        call.then(() => true),
+        new Promise<boolean>((resolve) => setImmediate(() => resolve(false))),
+      ]);
+      expect((await call).allowed).toBe(true);
+      return settled;
+    };
+    await redis.pause();
+    try {
+      for (let i = 0; i < 5; i++) {
+        expect(await answeredAtOnce()).toBe(false);
+      }
+      // Open: counted here without asking Redis...
+      expect(await answeredAtOnce()).toBe(true);
+      expect(await answeredAtOnce()).toBe(true);
+      // ...until a second has passed, when one call asks again (and waits, Redis still paused).
+      now += 1000;
+      expect(await answeredAtOnce()).toBe(false);
+      expect(await answeredAtOnce()).toBe(true);
+    } finally {
+      await redis.resume();
+    }
+    await limiter.close();
+  });
+
   it("lets each of two instances count alone during an outage, and shares one budget again after a restart", async () => {
     const [one, two] = await Promise.all(
       [1, 2].map(async () =>
