@@ -50,6 +50,8 @@ describe("one escaping rule for user-controlled key parts", () => {
     const sent: string[] = [];
     const fake = {
       status: "ready",
+      on() {},
+      off() {},
       async evalsha(_sha: string, _n: number, key: string) {
         sent.push(key);
         return 1;
