@@ -240,7 +240,6 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
     );
   }
 
-
   /** Begun before the fence: not served by this instance. */
   const fenced = (entry: StoredEntry) => fenceMs > 0 && !(entry.beganAtMs >= fenceMs);
 

@@ -9,6 +9,8 @@ export interface Singleflight<T> {
   size(): number;
   /** Later callers of every key start their own call; flights already running finish as they are. */
   clear(): void;
+  /** As `clear`, for the keys that start with `prefix` only. */
+  forget(prefix: string): void;
 }
 
 export function createSingleflight<T>(): Singleflight<T> {
@@ -37,6 +39,14 @@ export function createSingleflight<T>(): Singleflight<T> {
     size: () => flights.size,
     clear() {
       flights.clear();
+    },
+    forget(prefix) {
+      // Flights in progress at once are few (one per key being minted): a scan is cheap.
+      for (const key of flights.keys()) {
+        if (key.startsWith(prefix)) {
+          flights.delete(key);
+        }
+      }
     },
   };
 }

@@ -190,7 +190,7 @@ export function createCoordinatedTokenCache(
       return { token, cached: true };
     }
     let led = false;
-    const result = flights.run(`${userId}\u0000${suffix}\u0000${read.epoch}`, () => {
+    const result = flights.run(flightKey(userId, suffix, read.epoch), () => {
       led = true;
       return fly(userId, suffix, mint);
     });
@@ -199,6 +199,10 @@ export function createCoordinatedTokenCache(
     }
     return result;
   }
+
+  const flightKey = (userId: string, suffix: string, epoch: string) =>
+    `${userId}\u0000${suffix}\u0000${epoch}`;
+  const forgetFlights = (userId: string) => flights.forget(`${userId}\u0000`);
 
   /** One side of the bracket: did the store record it? */
   const record = (userId: string, tombstone: boolean): Promise<boolean> =>
@@ -215,6 +219,12 @@ export function createCoordinatedTokenCache(
     },
 
     async invalidateUser(userId, upstream, opts) {
+      // A flight of this user that began before the revoke may carry a token ACS minted before
+      // it. The epoch in a flight's key normally keeps later requests out of it, but not when
+      // Redis lost the epoch meanwhile (its read is "" again, as when the flight began): so the
+      // user's flights are forgotten on both sides of the upstream call, and later requests start
+      // their own.
+      forgetFlights(userId);
       const before = await record(userId, false);
       let value;
       try {
@@ -224,6 +234,7 @@ export function createCoordinatedTokenCache(
         throw error;
       }
       const after = await record(userId, opts?.tombstone === true);
+      forgetFlights(userId);
       return { value, confirmed: before && after };
     },
 

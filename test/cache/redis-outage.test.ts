@@ -4,7 +4,7 @@ import { UserDeletedError } from "../../src/cache/token-cache.js";
 import { startRedis, type RedisProcess } from "../helpers/redis.js";
 import { startRedisProxy, type RedisProxy } from "../helpers/redis-proxy.js";
 import { HEALTHY_REDIS_TIMEOUT_MS, redisBackend, type CacheBackend } from "./behaviour.js";
-import { eventually as until, startUpstream, type Upstream } from "./upstream.js";
+import { signal, eventually as until, startUpstream, type Upstream } from "./upstream.js";
 
 describe("the Redis token cache when Redis fails", () => {
   let upstream: Upstream;
@@ -221,6 +221,55 @@ describe("the Redis token cache when Redis fails", () => {
       await lost.stop();
       await volatile.stop();
     }
+  });
+});
+
+describe("the Redis token cache when Redis loses its data during a mint", () => {
+  let upstream: Upstream;
+  let volatile: RedisProcess;
+  let backend: CacheBackend;
+
+  beforeAll(async () => {
+    [upstream, volatile] = await Promise.all([startUpstream(), startRedis({ appendOnly: false })]);
+    backend = redisBackend({ mode: "single", url: volatile.url }, () => [volatile.client()], {
+      commandTimeoutMs: HEALTHY_REDIS_TIMEOUT_MS,
+    });
+  });
+
+  afterAll(async () => {
+    await backend?.stop();
+    await volatile?.stop();
+    await upstream?.close();
+  });
+
+  it("a request after a confirmed revoke never joins a mint begun before it, though the epoch it reads is the same again", async () => {
+    const cache = await backend.instance(upstream);
+    // A user with no epoch in Redis yet: the first read finds none ("").
+    const user = await upstream.createUser();
+    const key = upstream.key(user, ["chat"], 60);
+    // A mint that gets its token from ACS at once, then answers slowly.
+    const minted = signal<void>();
+    const answer = signal<void>();
+    const mint = upstream.mint(key);
+    const slow = async () => {
+      const token = await mint();
+      minted.fire();
+      await answer.promise;
+      return token;
+    };
+    const first = cache.getOrMint(key, slow);
+    await minted.promise;
+
+    expect((await cache.invalidateUser(user, () => upstream.revoke(user))).confirmed).toBe(true);
+    // Redis loses everything (a restart without persistence, an eviction): the user's epoch reads
+    // "" again, as it did when the slow mint began.
+    await volatile.client().flushall();
+
+    const after = cache.getOrMint(key, upstream.mint(key));
+    answer.fire();
+    const [before, served] = await Promise.all([first, after]);
+    expect(served.token.token).not.toBe(before.token.token);
+    expect(await upstream.isActive(served.token.token)).toBe(true);
   });
 });
 

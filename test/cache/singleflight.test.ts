@@ -50,4 +50,20 @@ describe("the singleflight (keyed promise map)", () => {
     expect(await fresh).toBe("new");
     expect(await joined).toBe("new");
   });
+
+  it("forgets only the keys with a prefix: later callers of those start their own call", async () => {
+    const flights = createSingleflight<string>();
+    const ann = signal<string>();
+    const bob = signal<string>();
+    const annFirst = flights.run("ann\u0000chat", () => ann.promise);
+    const bobFirst = flights.run("bob\u0000chat", () => bob.promise);
+    flights.forget("ann\u0000");
+    const annAgain = flights.run("ann\u0000chat", () => Promise.resolve("ann's own"));
+    const bobAgain = flights.run("bob\u0000chat", () => Promise.resolve("bob's own"));
+    ann.fire("ann's first");
+    bob.fire("bob's first");
+    expect(await annFirst).toBe("ann's first");
+    expect(await annAgain).toBe("ann's own");
+    expect(await bobAgain).toBe(await bobFirst);
+  });
 });
