@@ -102,6 +102,23 @@ describe("createTokenRefresher against a running gateway", () => {
     expect((await refresher()).length).toBeGreaterThan(20);
   });
 
+  it("says IDENTITY_CHANGED once the caller's identity was replaced, rather than hand over another user's token", async () => {
+    const refresher = createTokenRefresher({ url, scopes: ["CHAT"] });
+    await refresher();
+    const own = (await app.server.execute({ query: "{ me { communicationUser { id } } }" }))
+      .body as any;
+    const before = own.singleResult.data.me.communicationUser.id as string;
+    await app.server.execute({ query: "mutation { deleteMe { deletedAt } }" });
+    for (let i = 0; i < 2; i++) {
+      const error = (await refresher().catch((e: unknown) => e)) as GatewayClientError;
+      expect(error.code).toBe("IDENTITY_CHANGED");
+      expect(error.extensions).toEqual({ previousUserId: before, userId: expect.any(String) });
+      expect(error.extensions.userId).not.toBe(before);
+    }
+    // A new refresher (and new ACS clients) for the new identity.
+    expect((await createTokenRefresher({ url, scopes: ["CHAT"] })()).split(".")).toHaveLength(3);
+  });
+
   it("throws a typed error carrying the gateway's code", async () => {
     const refresher = createTokenRefresher({ url, scopes: ["CHAT"], userId: "not-an-acs-id" });
     const error = await refresher().catch((e: unknown) => e);

@@ -19,7 +19,8 @@ export type GatewayAssignedErrorCode =
  * Every code a call may fail with: the gateway's, those of its GraphQL server's persisted-query
  * protocol, and the client's own: `NETWORK_ERROR` (no HTTP answer), `BAD_RESPONSE` (an answer that
  * is not a GraphQL result), `TOKEN_EXPIRED` (the gateway handed out a token that is already expired
- * on this machine's clock).
+ * on this machine's clock), `IDENTITY_CHANGED` (the caller's own identity was replaced since this
+ * refresher's first token: its ACS clients belong to the old one).
  */
 export type GatewayErrorCode =
   | GatewayAssignedErrorCode
@@ -29,6 +30,7 @@ export type GatewayErrorCode =
   | "NETWORK_ERROR"
   | "BAD_RESPONSE"
   | "TOKEN_EXPIRED"
+  | "IDENTITY_CHANGED"
   // A code a newer gateway may send that this client does not know yet.
   | (string & {});
 

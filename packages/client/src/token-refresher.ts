@@ -132,6 +132,13 @@ export function createTokenRefresher(options: TokenRefresherOptions): TokenRefre
   // Checked and converted once: a typo throws here, not on every refresh. Duplicates are harmless
   // (the gateway de-duplicates) and kept as given.
   const scopes = options.scopes.map(toTokenScope);
+  /**
+   * The identity of this refresher's first token (`issueMyToken`). The ACS clients fed by it
+   * belong to that identity: if the gateway later answers with another (the first was deleted,
+   * by `deleteMe` or an admin, and the caller given a new one), handing the SDK a token for a
+   * different user would fail in the SDK in ways that do not say why.
+   */
+  let boundUserId: string | undefined;
 
   async function issue(signal: AbortSignalLike | undefined): Promise<unknown> {
     if (userId !== undefined) {
@@ -169,6 +176,17 @@ export function createTokenRefresher(options: TokenRefresherOptions): TokenRefre
             "TOKEN_EXPIRED",
             "The gateway handed out a token that is already expired; check this machine's clock.",
           );
+        }
+        const issuedTo = (issued as { user?: { id?: unknown } }).user?.id;
+        if (userId === undefined && typeof issuedTo === "string") {
+          boundUserId ??= issuedTo;
+          if (issuedTo !== boundUserId) {
+            throw new GatewayClientError(
+              "IDENTITY_CHANGED",
+              "Your ACS identity was replaced (the old one was deleted): create the ACS clients again with a new credential.",
+              { extensions: { previousUserId: boundUserId, userId: issuedTo } },
+            );
+          }
         }
         return token;
       } catch (error) {
