@@ -174,7 +174,10 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
    * postdate every loss it answers for.
    */
   function fence(): Promise<boolean> {
-    fencing ??= (async () => {
+    if (fencing) {
+      return fencing;
+    }
+    const run = (async () => {
       try {
         while (needsFence) {
           const asked = fenceRequests;
@@ -190,16 +193,26 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
         failure(error, "recover");
         scheduleRetry();
         return false;
-      } finally {
-        fencing = undefined;
       }
     })();
-    return fencing;
+    // Forgotten once settled, and only if still the current one. (Not in the body's `finally`: a
+    // body that never awaits runs it before the promise is stored, and a settled promise would
+    // then answer every later call without reading the time.)
+    fencing = run;
+    void run.then(() => {
+      if (fencing === run) {
+        fencing = undefined;
+      }
+    });
+    return run;
   }
 
   /** Records every journaled invalidation it can, one replay at a time. */
   function replay(): Promise<void> {
-    replaying ??= (async () => {
+    if (replaying) {
+      return replaying;
+    }
+    const run = (async () => {
       try {
         const waiting = journal.size;
         const batch: Promise<void>[] = [];
@@ -217,12 +230,19 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
             "token cache: pending invalidations recorded",
           );
         }
-      } finally {
-        replaying = undefined;
-        scheduleRetry();
+      } catch (error) {
+        unrecorded(error, "replay");
       }
     })();
-    return replaying;
+    // As in fence(): forgotten once settled, and only then may the timer ask for the next round.
+    replaying = run;
+    void run.then(() => {
+      if (replaying === run) {
+        replaying = undefined;
+      }
+      scheduleRetry();
+    });
+    return run;
   }
 
   /**
@@ -245,7 +265,7 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
 
   /** Throws rather than send a command when Redis is known to be unusable. */
   async function assertUsable(): Promise<void> {
-    if (closed || client.status !== "ready" || !breaker.canTry()) {
+    if (closed || client.status !== "ready" || !breaker.claim()) {
       throw new StoreUnavailableError("redis is not usable right now");
     }
     // Only the fence gates every read: a journaled user's own reads are held back in `read`.

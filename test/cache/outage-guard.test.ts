@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events";
-import { describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { guardAgainstOutages } from "../../src/cache/outage-guard.js";
 import type { EntryRead, TokenStore } from "../../src/cache/token-store.js";
 import { createLogger } from "../../src/logger.js";
@@ -66,6 +66,33 @@ function scripted() {
 }
 
 describe("the outage guard's fence", () => {
+  // The guard's replay timer (every 500 ms) runs only when a test says so; setImmediate is real.
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("is still set after a round of the replay timer that found no fence due", async () => {
+    const redis = scripted();
+    const revoke = redis.guarded.invalidate("revoked-user", false);
+    redis.invalidations.shift()!.answer(new Error("Connection is closed."));
+    await expect(revoke).rejects.toThrow();
+    // The timer's round: no fence due, the journal replayed (and answered).
+    await vi.advanceTimersByTimeAsync(500);
+    await expect.poll(() => redis.invalidations.length).toBe(1);
+    redis.invalidations.shift()!.answer();
+
+    redis.drop();
+    redis.client.times.push(2_000_000);
+    redis.reconnect();
+    redis.cacheEntryBegunAt(1_500_000);
+    expect((await redis.guarded.read("someone-else", "chat:60")).entry).toBeUndefined();
+    redis.cacheEntryBegunAt(2_000_001);
+    expect((await redis.guarded.read("someone-else", "chat:60")).entry).toBeDefined();
+  });
+
   it("is set again for a connection lost during a replay, and a read waits for the fence, not the replay", async () => {
     const redis = scripted();
     // A revoke Redis did not record: journaled, its invalidation replayed once Redis is back.
