@@ -140,7 +140,7 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
         if (redis.status !== "ready") {
           // Not connected: don't send (a client with an offline queue would hold the request).
           outage(new Error(`Redis connection is ${redis.status}`));
-        } else if (breaker.canTry()) {
+        } else if (breaker.claim()) {
           try {
             const count = await countInRedis(redis, callerKey, window);
             breaker.success();

@@ -12,8 +12,14 @@ export interface BreakerOptions {
 }
 
 export interface Breaker {
-  /** May a Redis call be attempted now (closed, or open long enough to probe)? */
+  /** May a Redis call be attempted now (closed, or open long enough to probe)? Changes nothing. */
   canTry(): boolean;
+  /**
+   * As `canTry`, for a call about to be made: once the breaker has been open long enough, the
+   * first caller gets the probe and the others are refused for another `openMs`, so a Redis that
+   * still does not answer costs one timeout per `openMs`, not one per call meanwhile.
+   */
+  claim(): boolean;
   isOpen(): boolean;
   success(): void;
   /** @returns true when this failure opened the breaker */
@@ -29,6 +35,16 @@ export function createBreaker(options: BreakerOptions = {}): Breaker {
   let openUntil = 0;
   return {
     canTry: () => !open || now() >= openUntil,
+    claim() {
+      if (!open) {
+        return true;
+      }
+      if (now() < openUntil) {
+        return false;
+      }
+      openUntil = now() + openMs;
+      return true;
+    },
     isOpen: () => open,
     success() {
       failures = 0;

@@ -250,9 +250,11 @@ describe("the per-caller rate limit on Redis", () => {
       // Open: counted here without asking Redis...
       expect(await answeredAtOnce()).toBe(true);
       expect(await answeredAtOnce()).toBe(true);
-      // ...until a second has passed, when one call asks again (and waits, Redis still paused).
+      // ...until a second has passed, when one call asks again (and waits, Redis still paused),
+      // and only one: the calls beside it count here.
       now += 1000;
-      expect(await answeredAtOnce()).toBe(false);
+      const burst = await Promise.all([answeredAtOnce(), answeredAtOnce(), answeredAtOnce()]);
+      expect(burst.sort()).toEqual([false, true, true]);
       expect(await answeredAtOnce()).toBe(true);
     } finally {
       await redis.resume();

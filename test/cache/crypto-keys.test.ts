@@ -139,4 +139,21 @@ describe("cache helpers", () => {
     expect(breaker.canTry()).toBe(true);
     expect(breaker.isOpen()).toBe(false);
   });
+
+  it("gives the probe to one caller per pause: the others are refused until it answers or the next pause ends", () => {
+    let t = 0;
+    const breaker = createBreaker({ failureThreshold: 1, openMs: 100, now: () => t });
+    expect(breaker.claim()).toBe(true);
+    breaker.failure();
+    expect(breaker.claim()).toBe(false);
+    t = 100;
+    expect(breaker.canTry()).toBe(true);
+    expect([breaker.claim(), breaker.claim(), breaker.claim()]).toEqual([true, false, false]);
+    t = 199;
+    expect(breaker.claim()).toBe(false);
+    t = 200;
+    expect(breaker.claim()).toBe(true);
+    breaker.success();
+    expect([breaker.claim(), breaker.claim()]).toEqual([true, true]);
+  });
 });
