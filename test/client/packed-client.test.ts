@@ -191,8 +191,8 @@ describe("the packed client, installed into an app outside the repository", () =
   });
 
   it("loads with require() from CommonJS, and type-checks under the older `node` resolution", async () => {
-    // Jest's default resolver, a CommonJS server and TypeScript's node10 resolution: they use the
-    // `default` condition and the top-level `main` and `types`, not `import`.
+    // A CommonJS program on Node 20.19+ (require() of an ES module) and TypeScript's node10
+    // resolution use the `default` condition and the top-level `main` and `types`, not `import`.
     writeFileSync(
       join(app, "app.cjs"),
       `const { createTokenRefresher, isGatewayClientError } = require("@acs-identity-gateway/client");

@@ -2,6 +2,7 @@ import { AzureCommunicationTokenCredential } from "@azure/communication-common";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { App } from "../../src/app.js";
 import {
+  createGatewayClient,
   createTokenRefresher,
   GatewayClientError,
   persistedOperations,
@@ -427,6 +428,26 @@ describe("createTokenRefresher's rules", () => {
     controller.abort(new DOMException("call ended", "AbortError"));
     expect(((await outcome) as Error).message).toBe("call ended");
     expect(fetched).toBe(false);
+
+    // A call whose signal is already aborted does not run getHeaders at all (no sign-in popup,
+    // no rejection left unhandled), and getHeaders is called as the options' method.
+    let asked = 0;
+    const client = createGatewayClient({
+      url: "http://gateway.test/graphql",
+      prefix: "Bearer ",
+      getHeaders(this: { prefix: string }) {
+        asked++;
+        return { Authorization: `${this.prefix}x` };
+      },
+      fetch: async () => tokenAnswer(Date.now() + 3600_000),
+    } as Parameters<typeof createGatewayClient>[0]);
+    const aborted = AbortSignal.abort(new DOMException("gone", "AbortError"));
+    await expect(client.request("Me", {}, { signal: aborted })).rejects.toMatchObject({
+      message: "gone",
+    });
+    expect(asked).toBe(0);
+    await client.request("Me", {});
+    expect(asked).toBe(1);
   });
 
   it("takes its listener off the SDK's AbortSignalLike when a call is over", async () => {

@@ -78,18 +78,28 @@ function toAbortSignal(signal: AbortSignalLike | undefined): {
   return { signal: controller.signal, release: () => signal.removeEventListener("abort", onAbort) };
 }
 
-/** `work`, or the abort reason as soon as `signal` aborts (for the app's own `getHeaders`). */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) {
-    return work;
-  }
-  if (signal.aborted) {
+/**
+ * What `work` answers, or the abort reason as soon as `signal` aborts (for the app's own
+ * `getHeaders`). Not started at all on a signal already aborted; once started, its outcome is
+ * always handled, also when the abort won.
+ */
+function untilAborted<T>(work: () => T | Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal?.aborted) {
     return Promise.reject(signal.reason as unknown);
+  }
+  let running: Promise<T>;
+  try {
+    running = Promise.resolve(work());
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  if (signal === undefined) {
+    return running;
   }
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(signal.reason as unknown);
     signal.addEventListener("abort", onAbort, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    running.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
 }
 
@@ -117,8 +127,9 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     const doFetch = options.fetch ?? globalThis.fetch;
     // The app's own code (an MSAL call, say): its failure is the app's, rethrown as it is, and an
     // abort does not wait for it.
+    // Called as a method of the options object, as before (a `getHeaders` may use `this`).
     const extra = options.getHeaders
-      ? await untilAborted(Promise.resolve().then(options.getHeaders), signal)
+      ? await untilAborted(() => options.getHeaders!(), signal)
       : undefined;
     const headers = new Headers(extra);
     headers.set("content-type", "application/json");
