@@ -397,7 +397,7 @@ describe("a single Redis endpoint whose primary has a replica", () => {
     const cached = async (userId: string) =>
       (await ok<{ issueToken: { token: string } }>(app, ISSUE, { userId, scopes: ["VOIP"] }))
         .issueToken.token;
-    const otherToken = await cached(other);
+    await cached(other);
     const breakerOpened = async () =>
       (await app.metrics.cacheBreakerOpened.get()).values.reduce((sum, v) => sum + v.value, 0);
     const opened = await breakerOpened();
@@ -413,19 +413,23 @@ describe("a single Redis endpoint whose primary has a replica", () => {
       expect(revokes.map((r) => r.errors?.[0]?.extensions?.code)).toEqual(
         revoked.map(() => "REVOCATION_UNCONFIRMED"),
       );
-      const callsBefore = await upstreamAttempts(app);
-      // Until the journal has been replayed at least once more (20 more WAITs), and after.
+      // Reads of the other user go on through a replay of all 20 (20 more WAITs)...
       await eventually(
         async () => {
-          expect(await cached(other)).toBe(otherToken);
+          await cached(other);
           return (await waits()) >= waitsBefore + 40;
         },
         "a replay of the 20 journaled revokes",
         60_000,
       );
-      expect(await cached(other)).toBe(otherToken);
-      expect((await upstreamAttempts(app)) - callsBefore).toBe(0);
+      // ...the breaker never opened for them (a read that timed out on a loaded machine may
+      // still have gone to ACS on its own)...
       expect(await breakerOpened()).toBe(opened);
+      // ...and they are served from the cache: two reads, one token, no ACS call between.
+      const served = await cached(other);
+      const callsBefore = await upstreamAttempts(app);
+      expect(await cached(other)).toBe(served);
+      expect((await upstreamAttempts(app)) - callsBefore).toBe(0);
     } finally {
       await replica.resume();
     }
