@@ -1,6 +1,7 @@
 import type { Logger } from "../logger.js";
 import { onTopologyChange, ReplicaAckError, type RedisClient } from "../redis/client.js";
 import { createBreaker } from "./breaker.js";
+import { createSingleflight } from "./singleflight.js";
 import type { EntryRead, StoredEntry, TokenStore } from "./token-store.js";
 
 /** After this many Redis failures in a row, reads and writes skip Redis for BREAKER_OPEN_MS. */
@@ -57,8 +58,9 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
   /** Entries begun before this Redis time (ms) are not served by this instance. */
   let fenceMs = 0;
   let wasReady = client.status === "ready";
-  let fencing: Promise<boolean> | undefined;
-  let replaying: Promise<void> | undefined;
+  // One fence and one replay at a time; a settled one is forgotten, so the next call starts anew.
+  const fenceCall = createSingleflight<boolean>();
+  const replayCall = createSingleflight<void>();
   let retryTimer: NodeJS.Timeout | undefined;
   let closed = false;
 
@@ -174,10 +176,7 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
    * postdate every loss it answers for.
    */
   function fence(): Promise<boolean> {
-    if (fencing) {
-      return fencing;
-    }
-    const run = (async () => {
+    return fenceCall.run("fence", async () => {
       try {
         while (needsFence) {
           const asked = fenceRequests;
@@ -194,25 +193,12 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
         scheduleRetry();
         return false;
       }
-    })();
-    // Forgotten once settled, and only if still the current one. (Not in the body's `finally`: a
-    // body that never awaits runs it before the promise is stored, and a settled promise would
-    // then answer every later call without reading the time.)
-    fencing = run;
-    void run.then(() => {
-      if (fencing === run) {
-        fencing = undefined;
-      }
     });
-    return run;
   }
 
   /** Records every journaled invalidation it can, one replay at a time. */
   function replay(): Promise<void> {
-    if (replaying) {
-      return replaying;
-    }
-    const run = (async () => {
+    const run = replayCall.run("replay", async () => {
       try {
         const waiting = journal.size;
         const batch: Promise<void>[] = [];
@@ -233,15 +219,9 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
       } catch (error) {
         unrecorded(error, "replay");
       }
-    })();
-    // As in fence(): forgotten once settled, and only then may the timer ask for the next round.
-    replaying = run;
-    void run.then(() => {
-      if (replaying === run) {
-        replaying = undefined;
-      }
-      scheduleRetry();
     });
+    // Once it settled (and was forgotten), the timer may ask for the next round.
+    void run.then(scheduleRetry);
     return run;
   }
 
