@@ -254,6 +254,19 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
     }
   }
 
+  /**
+   * Releases a lock this instance took. Not held back by an open breaker or a fence due: it deletes
+   * only this flight's own lock and serves nothing, and a lock left behind makes every other
+   * instance's miss for the key wait up to its life. A failure does not count toward the breaker
+   * (it is sent when the breaker may already have opened, after a begin or write that failed).
+   */
+  async function release(userId: string, suffix: string, owner: string): Promise<void> {
+    if (closed || client.status !== "ready") {
+      throw new StoreUnavailableError("redis is not connected");
+    }
+    await store.release(userId, suffix, owner);
+  }
+
   async function guarded<T>(what: string, call: () => Promise<T>): Promise<T> {
     await assertUsable();
     try {
@@ -283,7 +296,23 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
     },
 
     async begin(userId, suffix, owner) {
-      const begun = await guarded("begin", () => store.begin(userId, suffix, owner));
+      let sent = false;
+      let begun;
+      try {
+        begun = await guarded("begin", () => {
+          sent = true;
+          return store.begin(userId, suffix, owner);
+        });
+      } catch (error) {
+        if (sent) {
+          // A begin that timed out still runs when Redis answers again (a pause, a slow moment),
+          // and takes a lock this flight will never write under: every other instance's miss for
+          // the key would wait for it, up to its life. Sent now on the same connection, this
+          // release runs right after it.
+          void release(userId, suffix, owner).catch(() => undefined);
+        }
+        throw error;
+      }
       // The read's rules apply to an entry handed back here too. No lock was taken with it, so
       // the caller then mints without one and replaces it (the write still checks the epoch).
       if (begun.entry && (fenced(begun.entry) || journal.has(userId))) {
@@ -292,8 +321,7 @@ export function guardAgainstOutages(store: TokenStore, options: OutageGuardOptio
       return begun;
     },
     write: (userId, suffix, write) => guarded("write", () => store.write(userId, suffix, write)),
-    release: (userId, suffix, owner, epoch) =>
-      guarded("release", () => store.release(userId, suffix, owner, epoch)),
+    release,
 
     async invalidate(userId, tombstone) {
       // Never skipped for an open breaker or a pending replay: only what Redis recorded counts,

@@ -100,11 +100,15 @@ if ARGV[2] == '1' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[3]) end
 return 1
 `);
 
-/** KEYS: lock. ARGV: lockValue. Compare-and-delete. */
-const RELEASE = redisScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+/**
+ * KEYS: lock. ARGV: owner. Deletes the lock if `owner` holds it, under whatever epoch: an owner is a
+ * flight's own random value, and a flight whose `begin` timed out never learnt its epoch.
+ */
+const RELEASE = `
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then return redis.call('DEL', KEYS[1]) end
 return 0
-`);
+`;
 
 /**
  * The token store in Redis (single or Cluster). Every key of a user shares the `{userId}` hash tag,
@@ -217,8 +221,12 @@ export function createRedisTokenStore(options: RedisTokenStoreOptions): TokenSto
       return stored === 1;
     },
 
-    async release(userId, suffix, owner, epoch) {
-      await run(RELEASE, [keys.lock(userId, suffix)], [`${owner}|${epoch}`]);
+    async release(userId, suffix, owner) {
+      // EVAL, not EVALSHA: a release is rare (a failed mint, begin or write), so Redis may not
+      // know the script yet, and the fallback after NOSCRIPT would be sent only once that answer
+      // arrives. A release sent while Redis is paused must be on the wire already, right behind
+      // the begin it undoes, for Redis to run it as soon as it resumes.
+      await redis.eval(RELEASE, 1, keys.lock(userId, suffix), owner);
     },
 
     async invalidate(userId, tombstone) {

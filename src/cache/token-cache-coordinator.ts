@@ -77,16 +77,21 @@ export function createCoordinatedTokenCache(
       token = await mint();
     } catch (error) {
       if (owner !== undefined) {
-        await store.release(userId, suffix, owner, epoch).catch(() => undefined);
+        await store.release(userId, suffix, owner).catch(() => undefined);
       }
       throw error;
     }
     // The entry's life ends exactly when the token may no longer be served.
     const ttlMs = Math.floor(token.expiresOn - minRemainingMs - now());
     if (ttlMs > 0 || owner !== undefined) {
-      await store
-        .write(userId, suffix, { epoch, beganAtMs, token, ttlMs, owner })
-        .catch(() => undefined);
+      await store.write(userId, suffix, { epoch, beganAtMs, token, ttlMs, owner }).catch(() => {
+        // The write would have released the lock. Refused (the breaker opened during the mint),
+        // it leaves the lock for its full life, and every other instance's miss for the key
+        // waits that long; so it is released apart. Not awaited: the token is answered now.
+        if (owner !== undefined) {
+          void store.release(userId, suffix, owner).catch(() => undefined);
+        }
+      });
     }
     return { token, cached: false };
   }

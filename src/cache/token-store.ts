@@ -60,8 +60,11 @@ export interface TokenStore {
     suffix: string,
     write: { epoch: string; beganAtMs: number; token: IssuedToken; ttlMs: number; owner?: string },
   ): Promise<boolean>;
-  /** Release the lock if `owner` still holds it (the flight's upstream call failed). */
-  release(userId: string, suffix: string, owner: string, epoch: string): Promise<void>;
+  /**
+   * Release the lock if `owner` still holds it: the flight's upstream call failed, or its `begin`
+   * or `write` did (a command that timed out may still run when the store answers again).
+   */
+  release(userId: string, suffix: string, owner: string): Promise<void>;
   /** A new epoch for the user (every entry unservable at once), entries dropped, tombstone if asked. Throws when not recorded. */
   invalidate(userId: string, tombstone: boolean): Promise<void>;
   isDeleted(userId: string): Promise<boolean>;
