@@ -115,6 +115,7 @@ describe("the packed client, installed into an app outside the repository", () =
         "dist/generated/graphql.js",
         "dist/documents.js",
         "dist/documents.d.ts",
+        "documents/package.json",
       ]),
     );
     expect(paths.filter((path) => /^(test|node_modules)\//.test(path))).toEqual([]);
@@ -233,6 +234,20 @@ const wrong: TypedDocumentNode<IssueMyTokenMutation, { userId: string }> = Issue
 console.log(typed.kind, wrong);
 `;
     expect(await typeCheck("documents.ts", source)).toBe("");
+
+    // A resolver that does not read `exports` (React Native's Metro before 0.76, webpack 4, a
+    // jest-resolve before 28) looks the subpath up as a folder, through its package.json: the
+    // same module, and its types.
+    const folder = join(app, "node_modules/@acs-identity-gateway/client/documents");
+    const stub = JSON.parse(readFileSync(join(folder, "package.json"), "utf8"));
+    expect(existsSync(join(folder, stub.types))).toBe(true);
+    expect(stub.module).toBe(stub.main);
+    const byFolder = `import { IssueMyTokenDocument as byFolder } from ${JSON.stringify(join(folder, stub.main))};
+import { IssueMyTokenDocument } from "@acs-identity-gateway/client/documents";
+console.log(byFolder === IssueMyTokenDocument, byFolder.kind);`;
+    writeFileSync(join(app, "by-folder.mjs"), byFolder);
+    const { stdout } = await run(process.execPath, ["by-folder.mjs"], { cwd: app });
+    expect(stdout.trim()).toBe("true Document");
   });
 
   it("bundles for the browser with the ACS SDK's credential in under 400 kB", async () => {
