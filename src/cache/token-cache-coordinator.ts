@@ -77,7 +77,9 @@ export function createCoordinatedTokenCache(
       token = await mint();
     } catch (error) {
       if (owner !== undefined) {
-        await store.release(userId, suffix, owner).catch(() => undefined);
+        // Not awaited: the release bypasses an open breaker, and against a Redis that hangs the
+        // caller's ACS error would wait a command timeout for it. Sent now, it is on its way.
+        void store.release(userId, suffix, owner).catch(() => undefined);
       }
       throw error;
     }

@@ -1,6 +1,10 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { guardAgainstOutages, StoreUnavailableError } from "../../src/cache/outage-guard.js";
+import {
+  BREAKER_FAILURES,
+  guardAgainstOutages,
+  type OutageGuardOptions,
+} from "../../src/cache/outage-guard.js";
 import { entrySuffix } from "../../src/cache/keys.js";
 import { createRedisTokenStore } from "../../src/cache/redis-token-store.js";
 import { createCoordinatedTokenCache } from "../../src/cache/token-cache-coordinator.js";
@@ -24,7 +28,8 @@ const LOCK_TTL_MS = 5000;
  * write makes every other instance's miss for the key wait for it, up to its 5 s life:
  * - a begin that timed out while Redis was paused still runs when Redis resumes, and takes the
  *   lock after the miss was answered straight from ACS;
- * - a write refused after the mint (the breaker opened meanwhile) never releases it.
+ * - a write refused after the mint (the breaker opened meanwhile) never releases it, and the
+ *   release must not be refused by that breaker too.
  * Either way the lock is released at once, on the same connection, so Redis drops it right after.
  */
 describe("a lock whose holder will not write its token", () => {
@@ -52,7 +57,10 @@ describe("a lock whose holder will not write its token", () => {
   }
 
   /** Two instances on one key space: `a` over `wrap(its store)`, `b` plain, counting its waits. */
-  async function instances(wrap: (store: RedisTokenStore) => TokenStore) {
+  async function instances(
+    wrap: (store: RedisTokenStore) => TokenStore,
+    guard: Partial<OutageGuardOptions> = {},
+  ) {
     const keyPrefix = `test:${randomUUID()}:`;
     const encryptionKey = randomBytes(32);
     const store = async (client: RedisClient) =>
@@ -61,7 +69,7 @@ describe("a lock whose holder will not write its token", () => {
     const aClient = await connect(1000);
     const aStore = await store(aClient);
     const a = createCoordinatedTokenCache(
-      guardAgainstOutages(wrap(aStore), { client: aClient, logger: silentLogger }),
+      guardAgainstOutages(wrap(aStore), { client: aClient, logger: silentLogger, ...guard }),
       { minRemainingMs: MIN_REMAINING_MS },
     );
     const bWaits: string[] = [];
@@ -83,12 +91,12 @@ describe("a lock whose holder will not write its token", () => {
       } while (answer !== "PONG");
       return (await redis.client().exists(aStore.keys.lock(USER, entrySuffix(KEY)))) === 1;
     };
-    return { a, b, bWaits, mint, lockHeld };
+    return { a, b, bWaits, mint, lockHeld, keys: aStore.keys };
   }
 
   it("a begin that timed out during a pause: released once Redis resumes, and another instance's miss does not wait for it", async () => {
     let pauseOnBegin = false;
-    const { a, b, bWaits, mint, lockHeld } = await instances((store) => ({
+    const { a, b, bWaits, mint, lockHeld, keys } = await instances((store) => ({
       ...store,
       async begin(...args) {
         if (pauseOnBegin) {
@@ -109,6 +117,8 @@ describe("a lock whose holder will not write its token", () => {
     await redis.resume();
 
     expect(await lockHeld()).toBe(false);
+    // The paused begin did run (it alone creates a new user's epoch): its lock was released.
+    expect(await redis.client().exists(keys.epoch(USER))).toBe(1);
     // b's miss takes the lock itself and mints at once.
     expect(await b.getOrMint(KEY, mint)).toMatchObject({
       cached: false,
@@ -117,17 +127,40 @@ describe("a lock whose holder will not write its token", () => {
     expect(bWaits).toEqual([]);
   });
 
-  it("a write refused after the mint (the breaker opened meanwhile): released, and another instance's miss does not wait for it", async () => {
-    const { a, b, bWaits, mint, lockHeld } = await instances((store) => ({
-      ...store,
-      write: async () => {
-        throw new StoreUnavailableError("redis is not usable right now");
-      },
+  it("a write refused because the breaker opened during the mint: released all the same, and another instance's miss does not wait for it", async () => {
+    // a's clock stands still: once open, its breaker stays open for as long as the test needs.
+    const frozen = Date.now();
+    let opened = 0;
+    let failReads = false;
+    const { a, b, bWaits, mint, lockHeld } = await instances(
+      (store) => ({
+        ...store,
+        async read(...args) {
+          if (failReads) {
+            throw new Error("connection reset (test)");
+          }
+          return store.read(...args);
+        },
+      }),
+      { now: () => frozen, onBreakerOpen: () => opened++ },
+    );
+    const others = Array.from({ length: BREAKER_FAILURES }, (_, i) => ({
+      ...KEY,
+      userId: USER.replace(/82$/, String(90 + i)),
     }));
-    expect(await a.getOrMint(KEY, mint)).toMatchObject({
-      cached: false,
-      token: { token: "token-1" },
+    const other = async () => ({ token: "other", expiresOn: Date.now() + 60 * 60_000 });
+    const answer = await a.getOrMint(KEY, async () => {
+      // While a holds the key's lock and calls ACS, Redis fails five other requests' reads.
+      failReads = true;
+      for (const key of others) {
+        await a.getOrMint(key, other);
+      }
+      failReads = false;
+      return mint();
     });
+    expect(answer).toMatchObject({ cached: false, token: { token: "token-1" } });
+    // The breaker opened before the write, which it refused.
+    expect(opened).toBe(1);
 
     expect(await lockHeld()).toBe(false);
     expect(await b.getOrMint(KEY, mint)).toMatchObject({
