@@ -235,19 +235,22 @@ console.log(typed.kind, wrong);
 `;
     expect(await typeCheck("documents.ts", source)).toBe("");
 
-    // A resolver that does not read `exports` (React Native's Metro before 0.76, webpack 4, a
-    // jest-resolve before 28) looks the subpath up as a folder, through its package.json: the
-    // same module, and its types.
-    const folder = join(app, "node_modules/@acs-identity-gateway/client/documents");
-    const stub = JSON.parse(readFileSync(join(folder, "package.json"), "utf8"));
-    expect(existsSync(join(folder, stub.types))).toBe(true);
-    expect(stub.module).toBe(stub.main);
-    const byFolder = `import { IssueMyTokenDocument as byFolder } from ${JSON.stringify(join(folder, stub.main))};
-import { IssueMyTokenDocument } from "@acs-identity-gateway/client/documents";
-console.log(byFolder === IssueMyTokenDocument, byFolder.kind);`;
+    // A resolver that does not read `exports` (React Native's Metro without package exports,
+    // webpack 4, a jest-resolve before 28) looks the subpath up as a folder, through its
+    // package.json, as Node's CommonJS resolution of a folder path does: the module the exports
+    // map gives, and its types beside it.
+    const folder = "./node_modules/@acs-identity-gateway/client/documents";
+    const byFolder = `import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+const byFolder = createRequire(import.meta.url).resolve(${JSON.stringify(folder)});
+const byExports = fileURLToPath(import.meta.resolve("@acs-identity-gateway/client/documents"));
+console.log(byFolder === byExports, byFolder.endsWith("/dist/documents.js"));`;
     writeFileSync(join(app, "by-folder.mjs"), byFolder);
     const { stdout } = await run(process.execPath, ["by-folder.mjs"], { cwd: app });
-    expect(stdout.trim()).toBe("true Document");
+    expect(stdout.trim()).toBe("true true");
+    const stub = JSON.parse(readFileSync(join(app, folder, "package.json"), "utf8"));
+    expect(stub.module).toBe(stub.main);
+    expect(existsSync(join(app, folder, stub.types))).toBe(true);
   });
 
   it("bundles for the browser with the ACS SDK's credential in under 400 kB", async () => {
