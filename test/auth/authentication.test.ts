@@ -353,7 +353,9 @@ describe("limits", () => {
   it("stops one end user's revoke flood at their budget while an admin's revoke still reaches ACS", async () => {
     const { gateway, url: limitedUrl } = await gatewayWithLimits();
     try {
-      const mallory = bearer(await issuer.sign({}, { subject: "mallory" }));
+      // A subject no other test of this file used: every gateway here shares one database, and
+      // an identity provisioned earlier would leave this one's first call a single ACS call.
+      const mallory = bearer(await issuer.sign({}, { subject: "revoke-flooder" }));
       const ops = bearer(await issuer.sign({ roles: ["acs.admin"] }, { subject: "ops" }));
       const mine = await gql(
         limitedUrl,

@@ -77,7 +77,8 @@ export async function untilProcessState(pid: number, stopped: boolean): Promise<
     const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(
       (error: NodeJS.ErrnoException) => {
         // Gone: a process that exited is no longer stopped (a resumed backend may exit at once).
-        if (error.code === "ENOENT" && !stopped) {
+        // ESRCH: it was reaped between the file's open and its read.
+        if ((error.code === "ENOENT" || error.code === "ESRCH") && !stopped) {
           return undefined;
         }
         throw error;
