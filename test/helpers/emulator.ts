@@ -4,10 +4,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CommunicationIdentityClient } from "@azure/communication-identity";
 import { startEmulator, type Emulator, type EmulatorOptions } from "@acs-identity-gateway/emulator";
+import { testSigningKeyPem } from "./signing-keys.js";
 
-/** An emulator on a free port, silent; the test file owns it and closes it in afterAll. */
-export function startTestEmulator(options: EmulatorOptions = {}): Promise<Emulator> {
-  return startEmulator({ port: 0, ...options });
+/**
+ * An emulator on a free port, silent; the test file owns it and closes it in afterAll. It signs
+ * with a key of the test pool (testSigningKeyPem) unless `options` give one or a state file.
+ */
+export async function startTestEmulator(options: EmulatorOptions = {}): Promise<Emulator> {
+  const key = options.stateFile === undefined ? await testSigningKeyPem() : undefined;
+  return startEmulator({ port: 0, signingKeyPem: key, ...options });
 }
 
 /**

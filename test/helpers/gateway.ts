@@ -6,16 +6,29 @@ import { createAcsIdentityProvider } from "../../src/identity/acs-identity-provi
 import type { IdentityProvider } from "../../src/identity/identity-provider.js";
 import { createLogger } from "../../src/logger.js";
 import { createMetrics } from "../../src/server/metrics.js";
+import { testSigningKeyPem } from "./signing-keys.js";
 
-/** A gateway with the embedded emulator (port 0) unless `env` names an ACS connection string. */
+/**
+ * A gateway with the embedded emulator (port 0) unless `env` names an ACS connection string; the
+ * embedded emulator signs with a key of the test pool (testSigningKeyPem) unless `deps` give one.
+ */
 export async function startGateway(
   env: Record<string, string | undefined> = {},
   deps: AppDeps = {},
 ): Promise<App> {
-  return createApp(
-    loadConfig({ LOG_LEVEL: "silent", RATE_LIMIT_ACS_CALLS_PER_MINUTE: "100000", ...env }),
-    deps,
-  );
+  const config = loadConfig({
+    LOG_LEVEL: "silent",
+    RATE_LIMIT_ACS_CALLS_PER_MINUTE: "100000",
+    ...env,
+  });
+  const embedded = config.embeddedEmulator && { ...config.embeddedEmulator, ...deps.emulator };
+  const emulator =
+    embedded === undefined ||
+    embedded.signingKeyPem !== undefined ||
+    embedded.stateFile !== undefined
+      ? deps.emulator
+      : { ...deps.emulator, signingKeyPem: await testSigningKeyPem() };
+  return createApp(config, { ...deps, emulator });
 }
 
 /**
