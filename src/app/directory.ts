@@ -108,7 +108,8 @@ export function openGatewayDirectory(
   const logger = deps.logger.child({ component: "directory" });
   const { webhooks } = config.directory;
   const { db } = deps;
-  const directory = createDirectory({ db, logger });
+  // Events only for webhooks: without a dispatcher nothing would deliver or prune them.
+  const directory = createDirectory({ db, logger, events: webhooks !== undefined });
 
   let dispatcher: WebhookDispatcher | undefined;
   if (webhooks) {

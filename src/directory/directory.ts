@@ -129,6 +129,12 @@ export interface DirectoryOptions {
   reservationLeaseMs?: number;
   /** How long createOnce waits for another caller's create before DirectoryBusyError (default 10 s). */
   waitMs?: number;
+  /**
+   * Write lifecycle events to the outbox (default true). The gateway writes them only when it
+   * delivers webhooks: nothing else reads or prunes them, and without a dispatcher they would pile
+   * up for ever, then all go out to the first URL configured.
+   */
+  events?: boolean;
 }
 
 interface EventOf {
@@ -235,6 +241,7 @@ export function createDirectory(options: DirectoryOptions): Directory {
   const leaseMs = options.reservationLeaseMs ?? 30_000;
   const waitMs = options.waitMs ?? 10_000;
   const logger = options.logger;
+  const writesEvents = options.events ?? true;
 
   async function byId(runner: Queryable, id: string): Promise<DirectoryIdentity | undefined> {
     const { rows } = await runner.query<IdentityRow>(
@@ -266,7 +273,7 @@ export function createDirectory(options: DirectoryOptions): Directory {
     let wrote = false;
     const result = await db.transaction(async (tx) => {
       const { result, event } = await change(tx);
-      if (event) {
+      if (event && writesEvents) {
         await appendEvent(tx, { ...event, at: clock.now() });
         wrote = true;
       }

@@ -117,6 +117,9 @@ interface ClaimedRow {
   created_at: Date | string;
 }
 
+/** Finished rows deleted per statement when pruning. */
+const PRUNE_BATCH = 5000;
+
 const ms = (value: Date | string | null): number | undefined =>
   value === null ? undefined : (value instanceof Date ? value : new Date(value)).getTime();
 
@@ -482,21 +485,26 @@ export function createWebhookDispatcher(options: WebhookDispatcherOptions): Webh
     }
     lastPrune = now;
     const before = iso(now - retentionMs);
-    await db.query(
+    // In batches (short statements, short locks), until a batch comes back short: an hour's
+    // worth of finished rows may be far more than one batch.
+    const inBatches = async (sql: string) => {
+      while ((await db.query(sql, [before, PRUNE_BATCH])).rowCount >= PRUNE_BATCH && !stopped) {
+        // the next batch
+      }
+    };
+    await inBatches(
       `DELETE FROM acsgw_directory_delivery
         WHERE (event_seq, url) IN (
           SELECT event_seq, url FROM acsgw_directory_delivery
-           WHERE state <> 'pending' AND finished_at < $1::timestamptz LIMIT 5000)`,
-      [before],
+           WHERE state <> 'pending' AND finished_at < $1::timestamptz LIMIT $2)`,
     );
-    await db.query(
+    await inBatches(
       `DELETE FROM acsgw_directory_event
         WHERE seq IN (
           SELECT seq FROM acsgw_directory_event AS e
            WHERE routed AND created_at < $1::timestamptz
              AND NOT EXISTS (SELECT 1 FROM acsgw_directory_delivery AS d WHERE d.event_seq = e.seq)
-           LIMIT 5000)`,
-      [before],
+           LIMIT $2)`,
     );
   }
 
@@ -589,7 +597,10 @@ export function createWebhookDispatcher(options: WebhookDispatcherOptions): Webh
         }
       } while (again && !stopped);
       running = undefined;
-      schedule(nextDueAt);
+      // Every slot taken: a delivery that ends wakes the dispatcher (and the poll still runs).
+      // Waiting for the next due time instead would start a cycle at once, again and again, for
+      // as long as rows are due that no slot can take: queries back to back against the database.
+      schedule(inFlight.size >= concurrency ? undefined : nextDueAt);
     })();
   }
 

@@ -234,4 +234,37 @@ describe("webhooks", () => {
     expect(events.every((e) => e.data.userId === user.id)).toBe(true);
     expect(await app.metrics.registry.metrics()).toContain("acsgw_webhook_deliveries_total");
   });
+
+  it("without WEBHOOK_URLS writes no events: webhooks set later deliver what happens from then on, not the history", async () => {
+    const DATABASE_URL = await postgres.newDatabase();
+    const count = async (app: App, table: string) =>
+      (await app.directoryDb!.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`))
+        .rows[0]!.n;
+    const quiet = await gateway({ DATABASE_URL });
+    const before = await quiet.tokens.createUser(ADMIN, { externalId: "quiet-1" });
+    await quiet.tokens.revokeTokens(ADMIN, before.id);
+    await quiet.tokens.deleteUser(ADMIN, before.id);
+    await quiet.directoryRecords.settled();
+    // Nothing would deliver or prune them: none are written.
+    expect(await count(quiet, "acsgw_directory_event")).toBe(0);
+    await quiet.close();
+    apps.splice(apps.indexOf(quiet), 1);
+
+    const secret = `whsec_${Buffer.alloc(32, 9).toString("base64")}`;
+    const hooked = await gateway({ DATABASE_URL, WEBHOOK_URLS: url, WEBHOOK_SECRET: secret });
+    const from = received.length;
+    const after = await hooked.tokens.createUser(ADMIN, { externalId: "loud-1" });
+    await new Promise<void>((resolve) => {
+      arrived = () => received.length > from && resolve();
+      arrived();
+    });
+    const event = new Webhook(secret).verify(received[from]!.body, received[from]!.headers) as {
+      type: string;
+      data: { userId: string };
+    };
+    expect(event).toMatchObject({ type: "identity.created", data: { userId: after.id } });
+    // The one event written since, and nothing routed from before.
+    expect(await count(hooked, "acsgw_directory_event")).toBe(1);
+    expect(await count(hooked, "acsgw_directory_delivery")).toBe(1);
+  });
 });

@@ -223,6 +223,74 @@ describe.each(backends())("webhook delivery on $name", (backend) => {
     expect((await deliveries())[0]).toMatchObject({ state: "delivered", attempts: 2 });
   });
 
+  it("while every slot is taken, waits for one to free up instead of querying again and again", async () => {
+    db = await backend.fresh();
+    const clock = new FakeClock();
+    const hooks = await receiver(() => "hold");
+    const directory = createDirectory({ db: db.a, clock });
+    for (const id of ["8:acs:busy-1", "8:acs:busy-2", "8:acs:busy-3"]) {
+      await directory.recordCreated({ id, origin: "admin" });
+    }
+    let queries = 0;
+    const counted: typeof db.a = {
+      ...db.a,
+      query: (sql, params) => {
+        queries++;
+        return db.a.query(sql, params);
+      },
+    };
+    // One slot, held by a receiver that does not answer; two more deliveries are due meanwhile.
+    dispatcher({ db: counted, urls: [hooks.url()], clock, concurrency: 1 }).start();
+    await waitFor(() => hooks.requests.length === 1);
+    // The database's answers and the event loop's turns as the clock: the dispatcher settles (its
+    // cycle after the claim ends), then makes no query while the slot stays taken. Before, a
+    // cycle started at once after each, for as long as the receiver held on. (PGlite answers
+    // within one turn: the turn is what lets a timer due at once run.)
+    const answers = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        await db.a.query("SELECT 1");
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    };
+    let settled: number;
+    let rounds = 0;
+    do {
+      settled = queries;
+      await answers(10);
+      expect(++rounds).toBeLessThan(20);
+    } while (queries !== settled);
+    await answers(50);
+    expect(queries).toBe(settled);
+    expect(hooks.requests).toHaveLength(1);
+  });
+
+  it("deletes every finished delivery and event past the retention, not one batch an hour", async () => {
+    db = await backend.fresh();
+    const clock = new FakeClock();
+    const old = new Date(clock.now() - 8 * 24 * 60 * 60_000).toISOString();
+    const recent = new Date(clock.now() - 60_000).toISOString();
+    // 12,001 events delivered eight days ago (past the 7-day retention), and one a minute ago.
+    await db.a.query(
+      `INSERT INTO acsgw_directory_event (id, type, user_id, body, created_at, routed)
+       SELECT 'msg_' || g, 'identity.created', '8:acs:pruned', '{}',
+              CASE WHEN g = 0 THEN $2::timestamptz ELSE $1::timestamptz END, true
+         FROM generate_series(0, 12001) AS g`,
+      [old, recent],
+    );
+    await db.a.query(
+      `INSERT INTO acsgw_directory_delivery
+         (event_seq, url, state, attempts, next_attempt_at, give_up_at, created_at, finished_at)
+       SELECT seq, 'https://receiver.example/hook', 'delivered', 1,
+              created_at, created_at, created_at, created_at
+         FROM acsgw_directory_event`,
+    );
+    await dispatcher({ db: db.a, urls: ["https://receiver.example/hook"], clock }).runOnce();
+    const left = async (table: string) =>
+      (await db.a.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`)).rows[0]!.n;
+    expect(await left("acsgw_directory_delivery")).toBe(1);
+    expect(await left("acsgw_directory_event")).toBe(1);
+  });
+
   it("stop() hands in-flight claims back so that another instance delivers at once", async () => {
     db = await backend.fresh();
     const clock = new FakeClock();
