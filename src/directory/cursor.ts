@@ -39,5 +39,11 @@ export function decodeCursor(cursor: string): SortKey {
     throw invalid();
   }
   const [, createdAt, id] = result.data;
+  // A well-formed date PostgreSQL cannot compare (year 0000: "out of range") would fail the query
+  // instead, answered as the directory being unavailable. No row was created outside these years.
+  const year = Number(createdAt.slice(0, 4));
+  if (year < 1970 || year > 9999) {
+    throw invalid();
+  }
   return { createdAt: new Date(createdAt), id };
 }

@@ -1,5 +1,5 @@
 import { ArgsType, Field, ID, InputType, Int } from "type-graphql";
-import { invalidInput } from "../../errors.js";
+import { DomainError, invalidInput } from "../../errors.js";
 import type { CreateUserInput } from "../../identity/identity-directory.js";
 import { isDirectoryText, MAX_DIRECTORY_TEXT } from "../../identity/external-id.js";
 import { isAcsUserId } from "../../tokens/scopes.js";
@@ -49,9 +49,12 @@ export function checkUserId(userId: string, name = "userId"): void {
 export function pageSizeOf(first: number | null | undefined): number {
   const size = first ?? DEFAULT_PAGE_SIZE;
   if (!Number.isInteger(size) || size < 1 || size > MAX_PAGE_SIZE) {
-    throw invalidInput(
+    // The reason the directory's own check gives (docs/directory.md): checked here first so that
+    // nothing is read for a page that would be refused.
+    throw new DomainError(
+      "invalid-input",
       `first must be from 1 to ${MAX_PAGE_SIZE} (default ${DEFAULT_PAGE_SIZE}).`,
-      "first",
+      { field: "first", reason: "BAD_PAGE_SIZE" },
     );
   }
   return size;
