@@ -92,6 +92,30 @@ describe("a state file", () => {
     expect((await refusal(identityClient(second).getToken(user, ["chat"]))).statusCode).toBe(404);
   });
 
+  it("keeps lastTokenIssuedAt in memory only: absent after a restart, whatever was saved since", async () => {
+    const file = join(dir, "last-token.json");
+    const first = await start(file);
+    const client = identityClient(first);
+    const user = await client.createUser();
+    await client.getToken(user, ["chat"]);
+    // A later change saves the file again, with the token's time in memory.
+    await client.createUser();
+    const listed = async (emulator: Emulator) =>
+      (
+        (
+          await rawRequest(emulator.endpoint, emulator.accessKey, {
+            method: "GET",
+            path: "/emulator/identities",
+          })
+        ).json as { value: { id: string; lastTokenIssuedAt?: string }[] }
+      ).value.find((identity) => identity.id === user.communicationUserId)!;
+    expect((await listed(first)).lastTokenIssuedAt).toEqual(expect.any(String));
+    await first.close();
+
+    const second = await start(file);
+    expect(await listed(second)).not.toHaveProperty("lastTokenIssuedAt");
+  });
+
   it("is written atomically and readable only by its owner", async () => {
     await start();
     expect(statSync(stateFile).mode & 0o777).toBe(0o600);

@@ -72,6 +72,33 @@ describe("request signing", () => {
     }
   });
 
+  it("refuses a signature or content hash that is base64 only once the junk in it is skipped", async () => {
+    const path = `/identities?${API}`;
+    const date = new Date().toUTCString();
+    const valid = signedHeaders(emulator.endpoint, emulator.accessKey, {
+      method: "POST",
+      path,
+      sign: { date },
+    }).authorization!;
+    const [prefix, signature] = valid.split("Signature=") as [string, string];
+    // Node's base64 decoder skips characters outside the alphabet: each of these decodes to the
+    // valid signature's bytes.
+    for (const mangled of [`${signature}!!`, `${signature.slice(0, 8)}*${signature.slice(8)}`]) {
+      await expectError(
+        { method: "POST", path, sign: { date, authorization: `${prefix}Signature=${mangled}` } },
+        401,
+        "Denied",
+      );
+    }
+    // A content hash with junk, signed as sent: the signature is right, the hash is not base64.
+    await expectError(
+      { method: "POST", path, sign: { contentHash: `${EMPTY_BODY_HASH}!!` } },
+      401,
+      "Denied",
+    );
+    expect((await send({ method: "POST", path, sign: { date } })).status).toBe(201);
+  });
+
   it("refuses a content hash that does not match the body that arrived", async () => {
     const body = JSON.stringify({ createTokenWithScopes: ["chat"] });
     await expectError(

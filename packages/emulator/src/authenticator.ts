@@ -43,6 +43,15 @@ export interface SignedRequest {
 
 const AUTHORIZATION = /^HMAC-SHA256 SignedHeaders=([^&\s]+)&Signature=(\S+)$/;
 
+/**
+ * Standard base64 (RFC 4648, padded) only. Node's decoder skips characters outside the alphabet and
+ * takes the URL-safe one too, so a signature or content hash with junk in it would decode to the
+ * valid bytes and pass; the service refuses such a header.
+ */
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const strictBase64 = (text: string): Buffer | undefined =>
+  BASE64.test(text) ? Buffer.from(text, "base64") : undefined;
+
 const header = (headers: IncomingHttpHeaders, name: string): string | undefined => {
   const value = headers[name];
   return Array.isArray(value) ? value[0] : value;
@@ -99,16 +108,24 @@ export function createAuthenticator(options: AuthenticatorOptions) {
       // The hash the client claims must be the hash of the bytes that actually arrived: otherwise a
       // signed request's body could be swapped in flight.
       const actualHash = createHash("sha256").update(request.body).digest();
-      const claimedHash = Buffer.from(header(request.headers, "x-ms-content-sha256")!, "base64");
-      if (claimedHash.length !== actualHash.length || !timingSafeEqual(claimedHash, actualHash)) {
+      const claimedHash = strictBase64(header(request.headers, "x-ms-content-sha256")!);
+      if (
+        claimedHash === undefined ||
+        claimedHash.length !== actualHash.length ||
+        !timingSafeEqual(claimedHash, actualHash)
+      ) {
         throw new AuthenticationError("content-hash-mismatch");
       }
 
       const stringToSign = `${request.method.toUpperCase()}\n${request.pathAndQuery}\n${values.join(";")}`;
       const expected = createHmac("sha256", key).update(stringToSign, "utf8").digest();
-      const given = Buffer.from(match[2]!, "base64");
+      const given = strictBase64(match[2]!);
       // timingSafeEqual needs equal lengths; a length mismatch reveals nothing about the key.
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      if (
+        given === undefined ||
+        given.length !== expected.length ||
+        !timingSafeEqual(given, expected)
+      ) {
         throw new AuthenticationError("bad-signature");
       }
     },

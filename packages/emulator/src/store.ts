@@ -65,6 +65,7 @@ const stateSchema = z.object({
       revokedAt: z.number().optional(),
       revocations: z.array(z.object({ cutoff: z.number(), effectiveAt: z.number() })).optional(),
       deletedAt: z.number().optional(),
+      // Never written now; files of earlier versions may hold it (read, then dropped at the next save).
       lastTokenIssuedAt: z.number().optional(),
     }),
   ),
@@ -136,7 +137,9 @@ export function createIdentityStore(options: StoreOptions): IdentityStore {
       version: 1,
       resourceId,
       signingKeyPem,
-      identities: [...identities.values()],
+      // lastTokenIssuedAt stays in memory (a write per token would cost a file write each): left
+      // out here, so it is absent after every restart, not only when nothing was saved since.
+      identities: [...identities.values()].map(({ lastTokenIssuedAt: _, ...kept }) => kept),
     };
     mkdirSync(dirname(stateFile), { recursive: true });
     // A crash mid-write must leave the previous state, never half a file: write aside, then rename
