@@ -44,7 +44,10 @@ export interface WebhookDispatcherOptions {
   /** Called after each cycle with the backlog it measured. */
   onBacklog?: (backlog: Backlog) => void;
   clock?: Clock;
-  /** Parallel HTTP requests of this instance (default 4). */
+  /**
+   * Parallel HTTP requests of this instance (default 4). With several URLs, one URL holds at most
+   * all but one of them, so a receiver that hangs cannot hold up the others' deliveries.
+   */
   concurrency?: number;
   /** Per request, real time (default 10 s). */
   requestTimeoutMs?: number;
@@ -228,6 +231,12 @@ export function createWebhookDispatcher(options: WebhookDispatcherOptions): Webh
   const clock = options.clock ?? systemClock;
   const urls = [...new Set(options.urls)];
   const concurrency = options.concurrency ?? 4;
+  // A receiver that hangs keeps each of its requests for the full timeout, and its retries, due
+  // oldest first, would take every slot as they free up: the other URLs' deliveries would wait
+  // behind its whole backlog. So one URL may hold all slots but one.
+  const perUrlLimit = urls.length > 1 ? Math.max(1, concurrency - 1) : concurrency;
+  /** This instance's requests in flight, by URL. */
+  const inFlightByUrl = new Map<string, number>();
   const requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
   const leaseMs = options.leaseMs ?? 60_000;
   const pollIntervalMs = options.pollIntervalMs ?? 5_000;
@@ -327,7 +336,11 @@ export function createWebhookDispatcher(options: WebhookDispatcherOptions): Webh
     }
   }
 
-  async function claim(limit: number): Promise<{ claimToken: string; rows: ClaimedRow[] }> {
+  /** Claims up to `limit` due rows, none of the URLs in `full`. */
+  async function claim(
+    limit: number,
+    full: string[],
+  ): Promise<{ claimToken: string; rows: ClaimedRow[] }> {
     const now = clock.now();
     const claimToken = `${instance}:${randomUUID()}`;
     const { rows } = await db.query<ClaimedRow>(
@@ -335,6 +348,7 @@ export function createWebhookDispatcher(options: WebhookDispatcherOptions): Webh
          SELECT event_seq, url FROM acsgw_directory_delivery
           WHERE state = 'pending' AND next_attempt_at <= $1::timestamptz
             AND (locked_until IS NULL OR locked_until <= $1::timestamptz)
+            AND NOT (url = ANY($5::text[]))
           ORDER BY next_attempt_at, event_seq
           LIMIT $2
           FOR UPDATE SKIP LOCKED
@@ -345,7 +359,7 @@ export function createWebhookDispatcher(options: WebhookDispatcherOptions): Webh
         WHERE d.event_seq = due.event_seq AND d.url = due.url AND e.seq = d.event_seq
        RETURNING d.event_seq::text AS seq, d.url, d.attempts, d.give_up_at,
                  e.id, e.type, e.body, e.created_at`,
-      [iso(now), limit, iso(now + leaseMs), claimToken],
+      [iso(now), limit, iso(now + leaseMs), claimToken, full],
     );
     return { claimToken, rows };
   }
@@ -452,7 +466,8 @@ export function createWebhookDispatcher(options: WebhookDispatcherOptions): Webh
     }
   }
 
-  async function measure(): Promise<Backlog> {
+  /** The backlog; its next due time leaves out the rows of `full` URLs (at their share of slots). */
+  async function measure(full: string[] = []): Promise<Backlog> {
     const { rows } = await db.query<{
       pending: number;
       unrouted: number;
@@ -463,12 +478,14 @@ export function createWebhookDispatcher(options: WebhookDispatcherOptions): Webh
          (SELECT count(*) FROM acsgw_directory_delivery WHERE state = 'pending')::int AS pending,
          (SELECT count(*) FROM acsgw_directory_event WHERE NOT routed)::int AS unrouted,
          (SELECT min(GREATEST(next_attempt_at, COALESCE(locked_until, next_attempt_at)))
-            FROM acsgw_directory_delivery WHERE state = 'pending') AS next_due,
+            FROM acsgw_directory_delivery
+           WHERE state = 'pending' AND NOT (url = ANY($1::text[]))) AS next_due,
          LEAST(
            (SELECT min(e.created_at) FROM acsgw_directory_delivery AS d
               JOIN acsgw_directory_event AS e ON e.seq = d.event_seq WHERE d.state = 'pending'),
            (SELECT min(created_at) FROM acsgw_directory_event WHERE NOT routed)
          ) AS oldest`,
+      [full],
     );
     const row = rows[0]!;
     return {
@@ -540,22 +557,49 @@ export function createWebhookDispatcher(options: WebhookDispatcherOptions): Webh
       await ensureListening();
     }
     await route();
-    const room = concurrency - inFlight.size;
-    if (room > 0 && !stopped) {
-      const { claimToken, rows } = await claim(room);
+    let room = concurrency - inFlight.size;
+    while (room > 0 && !stopped) {
+      // No claim may take a URL past its share: URLs at it are left out, and the claim is no
+      // larger than what the busiest of the others may still take. Another claim follows while
+      // room is left and this one found as many rows as it asked for.
+      const full: string[] = [];
+      let busiest = 0;
+      for (const [url, n] of inFlightByUrl) {
+        if (n >= perUrlLimit) {
+          full.push(url);
+        } else {
+          busiest = Math.max(busiest, n);
+        }
+      }
+      const limit = Math.min(room, perUrlLimit - busiest);
+      const { claimToken, rows } = await claim(limit, full);
       for (const row of rows) {
+        inFlightByUrl.set(row.url, (inFlightByUrl.get(row.url) ?? 0) + 1);
         const delivery: Promise<void> = deliver(row, claimToken)
           .catch((error: unknown) => logger.error({ err: error }, "webhook delivery crashed"))
           .finally(() => {
             inFlight.delete(delivery);
+            const left = (inFlightByUrl.get(row.url) ?? 1) - 1;
+            if (left > 0) {
+              inFlightByUrl.set(row.url, left);
+            } else {
+              inFlightByUrl.delete(row.url);
+            }
             // Room again: claim more if some are due.
             wake();
           });
         inFlight.add(delivery);
       }
+      room -= rows.length;
+      if (rows.length < limit) {
+        break;
+      }
     }
     await prune();
-    const backlog = await measure();
+    // A URL at its share waits for one of its own requests to end (which wakes the dispatcher):
+    // its due rows must not bring the next cycle forward.
+    const full = [...inFlightByUrl].filter(([, n]) => n >= perUrlLimit).map(([url]) => url);
+    const backlog = await measure(full);
     lastBacklog = { backlog, now: clock.now() };
     options.onBacklog?.(backlog);
     return backlog;
@@ -622,7 +666,7 @@ export function createWebhookDispatcher(options: WebhookDispatcherOptions): Webh
       await Promise.allSettled([...inFlight]);
     },
 
-    backlog: measure,
+    backlog: () => measure(),
 
     async stop(stopOptions = {}) {
       if (stopped) {

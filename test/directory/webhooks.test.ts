@@ -223,6 +223,41 @@ describe.each(backends())("webhook delivery on $name", (backend) => {
     expect((await deliveries())[0]).toMatchObject({ state: "delivered", attempts: 2 });
   });
 
+  /**
+   * `db`, counting its queries, and `quiet()`: resolves once the dispatcher on it stopped querying
+   * (and fails if it never does). The database's answers and the event loop's turns are the
+   * clock: the dispatcher must settle (its cycle after a claim ends), then make no query for 50
+   * more. (PGlite answers within one turn: the turn is what lets a timer due at once run.)
+   */
+  const countingQueries = (on: typeof db.a) => {
+    let queries = 0;
+    const counted: typeof db.a = {
+      ...on,
+      query: (sql, params) => {
+        queries++;
+        return on.query(sql, params);
+      },
+    };
+    const answers = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        await on.query("SELECT 1");
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    };
+    const quiet = async () => {
+      let settled: number;
+      let rounds = 0;
+      do {
+        settled = queries;
+        await answers(10);
+        expect(++rounds).toBeLessThan(20);
+      } while (queries !== settled);
+      await answers(50);
+      expect(queries).toBe(settled);
+    };
+    return { db: counted, quiet };
+  };
+
   it("while every slot is taken, waits for one to free up instead of querying again and again", async () => {
     db = await backend.fresh();
     const clock = new FakeClock();
@@ -231,37 +266,42 @@ describe.each(backends())("webhook delivery on $name", (backend) => {
     for (const id of ["8:acs:busy-1", "8:acs:busy-2", "8:acs:busy-3"]) {
       await directory.recordCreated({ id, origin: "admin" });
     }
-    let queries = 0;
-    const counted: typeof db.a = {
-      ...db.a,
-      query: (sql, params) => {
-        queries++;
-        return db.a.query(sql, params);
-      },
-    };
+    const counting = countingQueries(db.a);
     // One slot, held by a receiver that does not answer; two more deliveries are due meanwhile.
-    dispatcher({ db: counted, urls: [hooks.url()], clock, concurrency: 1 }).start();
+    // Before, a cycle started at once after each, for as long as the receiver held on.
+    dispatcher({ db: counting.db, urls: [hooks.url()], clock, concurrency: 1 }).start();
     await waitFor(() => hooks.requests.length === 1);
-    // The database's answers and the event loop's turns as the clock: the dispatcher settles (its
-    // cycle after the claim ends), then makes no query while the slot stays taken. Before, a
-    // cycle started at once after each, for as long as the receiver held on. (PGlite answers
-    // within one turn: the turn is what lets a timer due at once run.)
-    const answers = async (n: number) => {
-      for (let i = 0; i < n; i++) {
-        await db.a.query("SELECT 1");
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-    };
-    let settled: number;
-    let rounds = 0;
-    do {
-      settled = queries;
-      await answers(10);
-      expect(++rounds).toBeLessThan(20);
-    } while (queries !== settled);
-    await answers(50);
-    expect(queries).toBe(settled);
+    await counting.quiet();
     expect(hooks.requests).toHaveLength(1);
+  });
+
+  it("keeps a slot for the other URLs while one receiver hangs, and waits quietly for its own", async () => {
+    db = await backend.fresh();
+    const clock = new FakeClock();
+    const hung = await receiver(() => "hold");
+    const healthy = await receiver(() => 204);
+    const directory = createDirectory({ db: db.a, clock });
+    for (const id of ["8:acs:fair-1", "8:acs:fair-2", "8:acs:fair-3"]) {
+      await directory.recordCreated({ id, origin: "admin" });
+    }
+    const counting = countingQueries(db.a);
+    // Two slots, two URLs: the hung one may hold one of them, never both.
+    dispatcher({
+      db: counting.db,
+      urls: [hung.url(), healthy.url()],
+      clock,
+      concurrency: 2,
+    }).start();
+    await waitFor(() => healthy.requests.length === 3);
+    expect(hung.requests).toHaveLength(1);
+    // The hung URL's other two rows are due, but it is at its share: no cycle comes of them.
+    await counting.quiet();
+    expect(hung.requests).toHaveLength(1);
+    expect(healthy.requests.map((r) => JSON.parse(r.body).data.userId).sort()).toEqual([
+      "8:acs:fair-1",
+      "8:acs:fair-2",
+      "8:acs:fair-3",
+    ]);
   });
 
   it("deletes every finished delivery and event past the retention, not one batch an hour", async () => {
